@@ -1,0 +1,41 @@
+"""Evaluation metrics of the field's protocols (SPEC §4); host-side NumPy.
+
+  depth     Eigen depth metrics: Garg crop, median scaling, the seven metrics.
+  pose      pose conventions, 5-frame ATE of SfMLearner.
+  odometry  full-trajectory KITTI metrics (t_err, r_err, ATE, RPE), Umeyama.
+"""
+
+from sslmd_jax.evaluation.depth import (
+  METRIC_NAMES,
+  STEREO_SCALE_FACTOR,
+  compute_errors,
+  depth_metrics,
+  evaluate_depth,
+  garg_crop_mask,
+  resize_bilinear,
+  scale_consistency,
+)
+from sslmd_jax.evaluation.odometry import (
+  KITTI_SEGMENT_LENGTHS,
+  align_trajectory,
+  kitti_odometry_metrics,
+  rotation_angle,
+  segment_errors,
+  trajectory_distances,
+  umeyama_alignment,
+)
+from sslmd_jax.evaluation.pose import (
+  ate_5frame,
+  chain_relative_poses,
+  invert_rigid,
+  relative_poses,
+  snippet_ate,
+)
+
+__all__ = [
+  "METRIC_NAMES", "STEREO_SCALE_FACTOR", "compute_errors", "depth_metrics", "evaluate_depth",
+  "garg_crop_mask", "resize_bilinear", "scale_consistency",
+  "KITTI_SEGMENT_LENGTHS", "align_trajectory", "kitti_odometry_metrics", "rotation_angle",
+  "segment_errors", "trajectory_distances", "umeyama_alignment",
+  "ate_5frame", "chain_relative_poses", "invert_rigid", "relative_poses", "snippet_ate",
+]
