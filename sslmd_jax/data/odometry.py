@@ -1,0 +1,148 @@
+"""KITTI odometry sequences and pose files (issue 4, part 3; SPEC §4 "KITTI odometry files").
+
+Layout (as in the official benchmark):
+
+  <root>/sequences/NN/image_0/000000.png   left grey camera (camera 0)
+  <root>/sequences/NN/image_2/000000.png   left colour camera (camera 2)
+  <root>/sequences/NN/calib.txt            `P0: ...` to `P3: ...` (3x4, row-major), `Tr: ...`
+  <root>/poses/NN.txt                      one line per frame: 12 numbers, row-major 3x4
+                                           `world_from_camera` of camera 0 (frame 0 is identity)
+
+Poses are those of camera 0. For camera 2 the same poses are returned (the
+benchmark evaluates camera-0 trajectories; camera 2 sits ~6 cm to the side
+with the same orientation, which does not change relative rotations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+from typing import Sequence
+
+from absl import logging
+import numpy as np
+
+from sslmd_jax.data.base import DataError, FrameSequence
+from sslmd_jax.data.calibration import calib_matrix, intrinsics_from_projection, read_calib_file
+from sslmd_jax.data.video_folder import image_files_sequence, list_image_files, validate_sequences
+
+PathLike = str | os.PathLike
+
+
+def read_kitti_poses(path: PathLike) -> np.ndarray:
+  """Reads a KITTI pose file: one row-major 3x4 `world_from_camera` per line.
+
+  Args:
+    path: e.g. `poses/06.txt`.
+
+  Returns:
+    float64 `[N, 4, 4]` `world_from_camera` transforms (metres).
+
+  Raises:
+    DataError: naming the file and line for a line without exactly 12
+      numbers, non-finite values, or an empty file.
+  """
+  path = pathlib.Path(path)
+  try:
+    lines = path.read_text().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: cannot read pose file ({e})") from e
+  poses = []
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      values = np.array([float(v) for v in line.split()], np.float64)
+    except ValueError:
+      raise DataError(f"{path}:{lineno}: expected 12 numbers (row-major 3x4 pose), got {line.strip()!r}") from None
+    if values.size != 12 or not np.all(np.isfinite(values)):
+      raise DataError(f"{path}:{lineno}: expected 12 finite numbers (row-major 3x4 pose), got {values.size}")
+    pose = np.eye(4)
+    pose[:3] = values.reshape(3, 4)
+    poses.append(pose)
+  if not poses:
+    raise DataError(f"{path}: no poses")
+  return np.stack(poses)
+
+
+def write_kitti_poses(path: PathLike, poses: np.ndarray) -> None:
+  """Writes `[N, 4, 4]` (or `[N, 3, 4]`) `world_from_camera` poses in KITTI format.
+
+  One line per pose, the top 3x4 block row-major in `%.6e`, readable by
+  `read_kitti_poses` and the KITTI devkit.
+
+  Raises:
+    ValueError: when `poses` is not `[N, 4, 4]` / `[N, 3, 4]` or is not finite.
+  """
+  poses = np.asarray(poses, np.float64)
+  if poses.ndim != 3 or poses.shape[1:] not in ((4, 4), (3, 4)):
+    raise ValueError(f"poses: expected shape [N, 4, 4] or [N, 3, 4], got {poses.shape}")
+  if not np.all(np.isfinite(poses)):
+    raise ValueError("poses: non-finite values")
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("w") as f:
+    for pose in poses:
+      f.write(" ".join(f"{v:.6e}" for v in pose[:3].reshape(-1)) + "\n")
+
+
+def _pose_extras(poses: np.ndarray, i: int) -> dict[str, np.ndarray]:
+  return {"world_from_camera": poses[i]}
+
+
+def kitti_odometry_sequences(
+    root: PathLike,
+    sequences: Sequence[str] = ("06",),
+    *,
+    camera: int = 0,
+    with_poses: bool = True,
+    min_frames: int = 1,
+) -> list[FrameSequence]:
+  """Reads KITTI odometry sequences as `FrameSequence`s (grey expanded to RGB).
+
+  Args:
+    root: the dataset root holding `sequences/` and `poses/`.
+    sequences: sequence ids, e.g. `("09", "10")`.
+    camera: 0 (left grey, `image_0`, `P0`) or 2 (left colour, `image_2`, `P2`).
+    with_poses: provide `world_from_camera` (float32 `[4, 4]`, metres, camera
+      0's pose) through `load_extras` from `poses/NN.txt`; an error when that
+      file is missing. Sequences 11–21 have no public poses: pass False.
+    min_frames: the snippet length; a shorter sequence is an error.
+
+  Returns:
+    One `FrameSequence` per sequence id; intrinsics = `P{camera}[:3, :3]`
+    (pixels of the stored frames).
+
+  Raises:
+    DataError: naming the file for a missing image folder or `calib.txt`, a
+      malformed calibration or pose file, a pose count different from the
+      frame count, unreadable or mixed-size frames, or a too-short sequence.
+  """
+  if camera not in (0, 2):
+    raise ValueError(f"camera: expected 0 (grey) or 2 (colour), got {camera!r}")
+  root = pathlib.Path(root)
+  out = []
+  for seq_id in sequences:
+    seq_dir = root / "sequences" / seq_id
+    image_dir = seq_dir / f"image_{camera}"
+    if not image_dir.is_dir():
+      raise DataError(f"{image_dir}: no such image folder (expected KITTI odometry layout sequences/NN/image_{camera})")
+    calib_path = seq_dir / "calib.txt"
+    projection = calib_matrix(read_calib_file(calib_path), f"P{camera}", (3, 4), path=calib_path)
+    files = list_image_files(image_dir)
+    if not files:
+      raise DataError(f"{image_dir}: no frames (expected 000000.png ...)")
+    seq = image_files_sequence(files, name=str(image_dir), intrinsics=intrinsics_from_projection(projection))
+    if with_poses:
+      pose_path = root / "poses" / f"{seq_id}.txt"
+      poses = read_kitti_poses(pose_path).astype(np.float32)
+      if len(poses) != seq.num_frames:
+        raise DataError(f"{pose_path}: {len(poses)} poses for {seq.num_frames} frames in {image_dir}")
+      seq = dataclasses.replace(seq, load_extras=functools.partial(_pose_extras, poses))
+    logging.info("%s: %d frames %dx%d, camera %d, poses: %s", seq.name, seq.num_frames, seq.width, seq.height,
+                 camera, with_poses)
+    out.append(seq)
+  validate_sequences(out, min_frames=min_frames)
+  return out

@@ -1,0 +1,339 @@
+"""Video folders: ordered frame images or video files as `FrameSequence`s (issue 4, part 4).
+
+Three layouts are accepted by `video_folder_sequences(path)`:
+  1. a directory of ordered frames (`*.png`, `*.jpg`, `*.jpeg`), naturally
+     sorted (`frame2.png` before `frame10.png`): one sequence;
+  2. a video file (`.mp4`, `.mov`, `.avi`, `.mkv`, `.webm`, `.m4v`), decoded with PyAV: one sequence;
+  3. a directory of such directories and/or video files: one sequence each.
+
+Intrinsics: an optional `intrinsics.txt` (`fx fy cx cy`, or a 3x3 matrix; see
+`calibration.read_intrinsics_txt`) in pixels of the stored frames. It is
+looked up beside the frames (inside a frames directory; in the directory
+holding a video file), then in the directory passed to
+`video_folder_sequences` (layout 3: one file for all sequences). Without one,
+`FrameSequence.intrinsics` is None and the log says so: the learned-intrinsics
+recipe learns them, the others use `base.default_intrinsics`.
+
+Loading is lazy. Frame images are decoded on demand; their sizes are checked
+up front from the image headers only (PIL reads the header), so mixed sizes or
+unreadable files are found before training. Videos are demuxed up front (no
+decoding) to count frames and read the stream size; the first frame request
+decodes the whole video once into memory (seeking by frame index is not exact
+in most containers). Meant for short clips: a 1-minute 1080p video holds
+~11 GB of RGB frames.
+
+The image helpers here (`natural_sort_key`, `read_image_size`,
+`load_image_rgb`, `image_files_sequence`) are shared by the KITTI readers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import re
+import threading
+from typing import Sequence
+
+from absl import logging
+import numpy as np
+from PIL import Image
+
+from sslmd_jax.data.base import DataError, FrameSequence
+from sslmd_jax.data.calibration import read_intrinsics_txt
+
+PathLike = str | os.PathLike
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+INTRINSICS_FILE = "intrinsics.txt"
+
+
+def natural_sort_key(name: str) -> list:
+  """Sort key ordering digit runs numerically: `f2 < f10`, `000009 < 000010`."""
+  return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_image_size(path: PathLike) -> tuple[int, int]:
+  """`(height, width)` of an image from its header only (no pixel decoding).
+
+  Raises:
+    DataError: naming the file when it is missing or not a readable image.
+  """
+  try:
+    with Image.open(path) as im:
+      width, height = im.size
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"{path}: not a readable image ({e})") from e
+  return height, width
+
+
+def load_image_rgb(path: PathLike, *, size: tuple[int, int] | None = None) -> np.ndarray:
+  """Decodes an 8-bit image to uint8 RGB `[H, W, 3]`; grey is expanded to 3 channels.
+
+  Args:
+    path: a PNG or JPEG file.
+    size: optional expected `(height, width)`; a mismatch is an error.
+
+  Returns:
+    uint8 `[H, W, 3]`.
+
+  Raises:
+    DataError: naming the file for corrupt data, an unsupported pixel mode
+      (e.g. 16-bit) or a size other than `size`.
+  """
+  try:
+    with Image.open(path) as im:
+      if im.mode in ("L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
+        im = im.convert("RGB")
+      elif im.mode != "RGB":
+        raise DataError(f"{path}: pixel mode {im.mode!r} is not 8-bit grey or colour")
+      array = np.asarray(im, dtype=np.uint8)
+  except DataError:
+    raise
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"{path}: corrupt or unreadable image ({e})") from e
+  if size is not None and array.shape[:2] != tuple(size):
+    raise DataError(f"{path}: decoded size {array.shape[:2]} differs from the expected (height, width) {tuple(size)}")
+  return array
+
+
+def list_image_files(folder: PathLike) -> list[pathlib.Path]:
+  """The frame images of `folder` (`IMAGE_SUFFIXES`, any case), naturally sorted."""
+  folder = pathlib.Path(folder)
+  files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+  return sorted(files, key=lambda p: natural_sort_key(p.name))
+
+
+def _load_indexed(files: Sequence[pathlib.Path], size: tuple[int, int], i: int) -> np.ndarray:
+  if not 0 <= i < len(files):
+    raise IndexError(f"frame {i} out of range [0, {len(files)})")
+  return load_image_rgb(files[i], size=size)
+
+
+def image_files_sequence(
+    files: Sequence[PathLike],
+    *,
+    name: str,
+    intrinsics: np.ndarray | None,
+    size: tuple[int, int] | None = None,
+) -> FrameSequence:
+  """A lazy `FrameSequence` over ordered image files, sizes checked up front.
+
+  Args:
+    files: ordered image paths (at least one).
+    name: sequence name for logs and errors.
+    intrinsics: float32 `[3, 3]` in pixels of these images, or None.
+    size: expected `(height, width)`; default: the first file's size.
+
+  Returns:
+    A `FrameSequence` whose `load_frame(i)` decodes `files[i]` to uint8 `[H, W, 3]`.
+
+  Raises:
+    DataError: no files, an unreadable header, or a frame whose size differs
+      from the first one (naming both files).
+  """
+  files = [pathlib.Path(f) for f in files]
+  if not files:
+    raise DataError(f"{name}: no frames (expected {', '.join('*' + s for s in IMAGE_SUFFIXES)})")
+  first_size = read_image_size(files[0])
+  if size is not None and first_size != tuple(size):
+    raise DataError(f"{files[0]}: size (height, width) {first_size}, expected {tuple(size)}")
+  for f in files[1:]:
+    if (s := read_image_size(f)) != first_size:
+      raise DataError(
+          f"{f}: size (height, width) {s} differs from {first_size} of {files[0]}; "
+          "all frames of a sequence must have one size"
+      )
+  height, width = first_size
+  return FrameSequence(
+      name=name,
+      num_frames=len(files),
+      height=height,
+      width=width,
+      intrinsics=intrinsics,
+      load_frame=functools.partial(_load_indexed, tuple(files), first_size),
+  )
+
+
+class _VideoFrames:
+  """`i -> uint8 [H, W, 3]` for a video, decoding the whole file once on first use.
+
+  Picklable (for grain worker processes): the decoded cache is not pickled.
+  """
+
+  def __init__(self, path: pathlib.Path, num_frames: int, size: tuple[int, int]):
+    self.path, self.num_frames, self.size = path, num_frames, size
+    self._frames: list[np.ndarray] | None = None
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    return {"path": self.path, "num_frames": self.num_frames, "size": self.size}
+
+  def __setstate__(self, state):
+    self.__init__(**state)
+
+  def _decode_all(self) -> list[np.ndarray]:
+    import av  # pylint: disable=g-import-not-at-top
+
+    frames = []
+    try:
+      with av.open(str(self.path)) as container:
+        for frame in container.decode(video=0):
+          frames.append(frame.to_ndarray(format="rgb24"))
+    except (av.error.FFmpegError, OSError) as e:
+      raise DataError(f"{self.path}: cannot decode video ({e})") from e
+    if len(frames) < self.num_frames:
+      raise DataError(f"{self.path}: decoded {len(frames)} frames, the container announced {self.num_frames}")
+    if frames[0].shape[:2] != self.size:
+      raise DataError(f"{self.path}: decoded frame size {frames[0].shape[:2]} differs from the stream's {self.size}")
+    if len(frames) > self.num_frames:
+      logging.warning("%s: decoded %d frames, the container announced %d; using the first %d",
+                      self.path, len(frames), self.num_frames, self.num_frames)
+    return frames[: self.num_frames]
+
+  def __call__(self, i: int) -> np.ndarray:
+    if not 0 <= i < self.num_frames:
+      raise IndexError(f"frame {i} out of range [0, {self.num_frames})")
+    with self._lock:
+      if self._frames is None:
+        self._frames = self._decode_all()
+    return self._frames[i]
+
+
+def video_file_sequence(path: PathLike, *, intrinsics: np.ndarray | None) -> FrameSequence:
+  """A `FrameSequence` over a video file (PyAV), frames counted up front by demuxing.
+
+  Args:
+    path: a video file readable by FFmpeg.
+    intrinsics: float32 `[3, 3]` in pixels of the decoded frames, or None.
+
+  Raises:
+    DataError: naming the file when it cannot be opened, has no video stream
+      or no frames.
+  """
+  import av  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(path)
+  try:
+    with av.open(str(path)) as container:
+      if not container.streams.video:
+        raise DataError(f"{path}: no video stream")
+      stream = container.streams.video[0]
+      height, width = stream.codec_context.height, stream.codec_context.width
+      num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+  except DataError:
+    raise
+  except (av.error.FFmpegError, OSError) as e:
+    raise DataError(f"{path}: not a readable video ({e})") from e
+  if num_frames == 0 or height == 0 or width == 0:
+    raise DataError(f"{path}: video has no frames (size {height}x{width}, {num_frames} frames)")
+  return FrameSequence(
+      name=str(path),
+      num_frames=num_frames,
+      height=height,
+      width=width,
+      intrinsics=intrinsics,
+      load_frame=_VideoFrames(path, num_frames, (height, width)),
+  )
+
+
+def validate_sequences(sequences: Sequence[FrameSequence], *, min_frames: int) -> None:
+  """Checks every sequence has at least `min_frames` frames (e.g. the snippet length).
+
+  Raises:
+    DataError: naming the first sequence that is too short, or when there is none.
+  """
+  if not sequences:
+    raise DataError("no sequences found")
+  for seq in sequences:
+    if seq.num_frames < min_frames:
+      raise DataError(f"{seq.name}: {seq.num_frames} frame(s), shorter than the snippet of {min_frames} frames")
+
+
+def _find_intrinsics(*folders: pathlib.Path) -> np.ndarray | None:
+  for folder in folders:
+    if (candidate := folder / INTRINSICS_FILE).is_file():
+      return read_intrinsics_txt(candidate)
+  return None
+
+
+def _with_intrinsics_log(seq: FrameSequence, source: str) -> FrameSequence:
+  if seq.intrinsics is None:
+    logging.info(
+        "%s: no %s; intrinsics unknown (learned by the learned-intrinsics recipe, "
+        "otherwise base.default_intrinsics(%d, %d))", seq.name, INTRINSICS_FILE, seq.height, seq.width)
+  else:
+    logging.info("%s: intrinsics from %s", seq.name, source)
+  return seq
+
+
+def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[FrameSequence]:
+  """Reads a frames directory, a video file, or a directory of those (module docstring).
+
+  Args:
+    path: a frames directory, a video file, or a directory of frames
+      directories and/or video files.
+    min_frames: the snippet length; a shorter sequence is an error.
+
+  Returns:
+    One `FrameSequence` per frames directory or video, in natural order of names.
+
+  Raises:
+    DataError: naming the path for: a missing path, an empty folder, a
+      directory mixing frames with sub-folders/videos, a sub-folder without
+      frames, an unreadable image or video, frames of different sizes, a
+      malformed `intrinsics.txt`, or a sequence shorter than `min_frames`.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise DataError(f"{path}: no such file or directory")
+  sequences = []
+  if path.is_file():
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+      raise DataError(f"{path}: expected a video file ({', '.join(VIDEO_SUFFIXES)}) or a directory")
+    intrinsics = _find_intrinsics(path.parent)
+    sequences.append(_with_intrinsics_log(video_file_sequence(path, intrinsics=intrinsics), path.parent / INTRINSICS_FILE))
+    validate_sequences(sequences, min_frames=min_frames)
+    return sequences
+
+  entries = sorted(path.iterdir(), key=lambda p: natural_sort_key(p.name))
+  images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+  videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+  subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+  if images and (videos or subdirs):
+    raise DataError(
+        f"{path}: mixes {len(images)} frame image(s) with {len(videos)} video(s) and {len(subdirs)} "
+        "sub-folder(s); expected either frames only or sequences (videos / frame folders) only"
+    )
+  used = {p.name for p in images + videos + subdirs} | {INTRINSICS_FILE}
+  ignored = [p.name for p in entries if p.name not in used]
+  if ignored:
+    logging.info("%s: ignoring %d file(s) that are neither frames nor videos: %s", path, len(ignored), ignored[:10])
+
+  if images:
+    intrinsics = _find_intrinsics(path)
+    seq = image_files_sequence(images, name=str(path), intrinsics=intrinsics)
+    sequences.append(_with_intrinsics_log(seq, path / INTRINSICS_FILE))
+  elif not videos and not subdirs:
+    raise DataError(
+        f"{path}: empty folder; expected frames ({', '.join(IMAGE_SUFFIXES)}), "
+        f"videos ({', '.join(VIDEO_SUFFIXES)}) or folders of them"
+    )
+  else:
+    for entry in sorted(videos + subdirs, key=lambda p: natural_sort_key(p.name)):
+      if entry.is_file():
+        intrinsics = _find_intrinsics(path)
+        seq = video_file_sequence(entry, intrinsics=intrinsics)
+        sequences.append(_with_intrinsics_log(seq, path / INTRINSICS_FILE))
+        continue
+      frames = list_image_files(entry)
+      if not frames:
+        raise DataError(f"{entry}: sub-folder has no frames (expected {', '.join(IMAGE_SUFFIXES)})")
+      intrinsics = _find_intrinsics(entry, path)
+      source = entry / INTRINSICS_FILE if (entry / INTRINSICS_FILE).is_file() else path / INTRINSICS_FILE
+      seq = image_files_sequence(frames, name=str(entry), intrinsics=intrinsics)
+      sequences.append(_with_intrinsics_log(seq, source))
+  validate_sequences(sequences, min_frames=min_frames)
+  logging.info("%s: %d sequence(s), %d frames", path, len(sequences), sum(s.num_frames for s in sequences))
+  return sequences
