@@ -1,0 +1,1 @@
+"""Experiment configs: `default.py` declares every field; each recipe overrides a few."""

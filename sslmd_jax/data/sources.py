@@ -1,0 +1,112 @@
+"""From `config.data` to `FrameSequence`s: the one place that knows every data source by name.
+
+`load_sequences(config, split)` reads the source named by `config.data.name`
+('synthetic', 'kitti_raw', 'kitti_odometry', 'video_folder') for a split
+('train' or 'test'), checks it up front (missing paths, sequences shorter than
+the snippet) and logs what it found. Everything downstream (the grain pipeline,
+evaluation) only sees the returned list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from sslmd_jax.data.base import DataError, FrameSequence
+
+DEFAULT_SYNTHETIC_DIR = "~/tensorflow_datasets"
+
+
+def _existing(path: str, field: str) -> pathlib.Path:
+  if not path:
+    raise DataError(f"config.{field} is empty: expected a path.")
+  resolved = pathlib.Path(os.path.expanduser(path))
+  if not resolved.exists():
+    raise DataError(f"config.{field}={path!r}: no such file or directory.")
+  return resolved
+
+
+def _ids(text: str) -> tuple[str, ...]:
+  return tuple(s.strip() for s in str(text).split(",") if s.strip())
+
+
+def snippet_span(frame_offsets) -> int:
+  """Frames a snippet spans: `max(offsets) − min(offsets) + 1`."""
+  return max(frame_offsets) - min(frame_offsets) + 1
+
+
+def load_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameSequence]:
+  """The sequences of `config.data` for `split` ('train' or 'test').
+
+  Raises:
+    DataError: naming the config field or file, for a missing path, an empty
+      source, or a sequence shorter than the snippet (training split).
+  """
+  d = config.data
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  min_frames = snippet_span(d.frame_offsets) if split == "train" else 1
+  if d.name == "synthetic":
+    from sslmd_jax.data import synthetic_tfds  # Imports tfds: only when used.
+    data_dir = os.path.expanduser(d.path or DEFAULT_SYNTHETIC_DIR)
+    sequences = synthetic_tfds.synthetic_sequences(
+        split, data_dir=data_dir, height=d.height, width=d.width,
+        num_train_sequences=d.synthetic_train_sequences,
+        num_test_sequences=d.synthetic_test_sequences, frames_per_sequence=d.synthetic_frames)
+  elif d.name == "kitti_raw":
+    from sslmd_jax.data import kitti
+    root = _existing(d.path, "data.path")
+    field = "data.train_split_file" if split == "train" else "data.test_split_file"
+    split_file = _existing(d.train_split_file if split == "train" else d.test_split_file, field)
+    sequences = kitti.kitti_raw_sequences(
+        root, split_file, frame_offsets=tuple(d.frame_offsets) if split == "train" else (0,),
+        stereo=bool(d.stereo), with_depth=split == "test", min_frames=min_frames)
+  elif d.name == "kitti_odometry":
+    from sslmd_jax.data import odometry
+    root = _existing(d.path, "data.path")
+    ids = _ids(d.sequences if split == "train" else d.test_sequences)
+    if not ids:
+      raise DataError(f"config.data.{'sequences' if split == 'train' else 'test_sequences'} "
+                      "is empty: expected comma-separated sequence ids like '06'.")
+    sequences = odometry.kitti_odometry_sequences(root, ids, camera=d.camera,
+                                                  min_frames=min_frames)
+  elif d.name == "video_folder":
+    from sslmd_jax.data import video_folder
+    root = _existing(d.path, "data.path")
+    sequences = video_folder.video_folder_sequences(root, min_frames=min_frames)
+  else:
+    raise DataError(f"config.data.name={d.name!r}: expected one of 'synthetic', 'kitti_raw', "
+                    "'kitti_odometry', 'video_folder'.")
+  if not sequences:
+    raise DataError(f"config.data ({d.name}, {d.path!r}) gave no {split} sequences.")
+  sequences = [_with_intrinsics(s, config) for s in sequences]
+  logging.info("data: %s %s: %d sequences, %d frames", d.name, split, len(sequences),
+               sum(s.num_frames for s in sequences))
+  return sequences
+
+
+def _with_intrinsics(sequence: FrameSequence, config: ml_collections.ConfigDict) -> FrameSequence:
+  """Leaves known intrinsics alone; says in the log which default stands in for unknown ones."""
+  if sequence.intrinsics is not None:
+    return sequence
+  if config.model.learn_intrinsics:
+    logging.info("%s: no intrinsics.txt; the learned-intrinsics recipe learns them.", sequence.name)
+    return sequence
+  if config.data.default_focal > 0:
+    f = config.data.default_focal * sequence.width
+    k = np.array([[f, 0, 0.5 * sequence.width], [0, f, 0.5 * sequence.height], [0, 0, 1]],
+                 np.float32)
+    logging.warning("%s: no intrinsics.txt; using fx = fy = %.3g·W = %.1f px, principal point at "
+                    "the image centre (config.data.default_focal).", sequence.name,
+                    config.data.default_focal, f)
+    return dataclasses.replace(sequence, intrinsics=k)
+  else:
+    logging.warning("%s: no intrinsics.txt; using KITTI's average camera fx = 0.58·W, "
+                    "fy = 1.92·H, cx = 0.5·W, cy = 0.5·H (set config.data.default_focal or add "
+                    "intrinsics.txt to change it).", sequence.name)
+  return sequence  # The pipeline substitutes `default_intrinsics` and flags `intrinsics_known`.

@@ -1,0 +1,300 @@
+"""The synthetic driving world as a TFDS dataset (array_record, TensorFlow-free) and a data source.
+
+`SyntheticDriving` is a `tfds.core.GeneratorBasedBuilder` named `synthetic_driving`
+with one config per resolution (`96x320`: 20 train and 4 test sequences of 40
+frames; `192x640`: the same counts at the benchmark size). Custom sizes and
+counts come from `make_config`. Each *example is one frame*, so a pipeline can
+index frames at random:
+
+  image              uint8   [H, W, 3]
+  depth              float32 [H, W, 1]   camera z, metres
+  moving_mask        uint8   [H, W, 1]   1 on moving cars
+  world_from_camera  float32 [4, 4]      metres, world = first camera of the sequence
+  intrinsics         float32 [3, 3]      pixels, pixel-centre convention
+  sequence_id        int64               the scene seed
+  frame_index        int32               position in the sequence
+
+The train and test splits render disjoint scene seeds (train: `0 ... n-1`,
+test: `TEST_SEED_OFFSET + 0 ... m-1`). Shuffling is disabled, so record
+`s * frames_per_sequence + i` is frame `i` of the split's sequence `s`.
+
+TensorFlow-free writing (tfds 4.9.10): `GeneratorBasedBuilder.download_and_prepare`
+with `file_format="array_record"` writes and reads without TensorFlow as long as
+no feature needs a TF op. `tfds.features.Image` does (its PNG encoder is
+`tf.image.encode_png`: "In <Image> with name "image": No module named
+'tensorflow'"), so images are stored as zlib-compressed `tfds.features.Tensor`s
+(uint8 tensors must not use `Encoding.NONE`, which widens integers to int64).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import multiprocessing
+import os
+from typing import Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from sslmd_jax.data import synthetic
+from sslmd_jax.data.base import DataError, FrameSequence
+
+TEST_SEED_OFFSET = 1_000_000
+_VERSION = "1.0.0"
+
+
+@dataclasses.dataclass(eq=False)
+class SyntheticDrivingConfig(tfds.core.BuilderConfig):
+  """Resolution and size of a synthetic driving dataset.
+
+  Attributes:
+    height, width: frame size in pixels.
+    num_train_sequences, num_test_sequences: sequences per split.
+    frames_per_sequence: frames per sequence.
+  """
+
+  height: int = synthetic.DEFAULT_HEIGHT
+  width: int = synthetic.DEFAULT_WIDTH
+  num_train_sequences: int = 20
+  num_test_sequences: int = 4
+  frames_per_sequence: int = 40
+
+
+def _standard_config(height: int, width: int) -> SyntheticDrivingConfig:
+  return SyntheticDrivingConfig(
+      name=f"{height}x{width}", version=_VERSION, height=height, width=width,
+      description=f"{height}x{width} frames, 20 train / 4 test sequences of 40 frames.")
+
+
+_STANDARD_CONFIGS = (
+    _standard_config(synthetic.DEFAULT_HEIGHT, synthetic.DEFAULT_WIDTH),
+    _standard_config(synthetic.BENCHMARK_HEIGHT, synthetic.BENCHMARK_WIDTH),
+)
+
+
+def make_config(height: int = synthetic.DEFAULT_HEIGHT, width: int = synthetic.DEFAULT_WIDTH, *,
+                num_train_sequences: int = 20, num_test_sequences: int = 4,
+                frames_per_sequence: int = 40) -> SyntheticDrivingConfig:
+  """The registered config for standard settings, else a custom one with a descriptive name.
+
+  Custom names look like `48x160-train2-test1-frames4`, so datasets of different
+  sizes live side by side in one data dir.
+  """
+  for value, field in ((height, "height"), (width, "width")):
+    if int(value) != value or value < 4:
+      raise ValueError(f"synthetic_driving config: {field} must be an integer >= 4, got {value}")
+  counts = {"num_train_sequences": num_train_sequences, "num_test_sequences": num_test_sequences,
+            "frames_per_sequence": frames_per_sequence}
+  for field, value in counts.items():
+    if int(value) != value or value < 1:
+      raise ValueError(f"synthetic_driving config: {field} must be an integer >= 1, got {value}")
+  for config in _STANDARD_CONFIGS:
+    if (config.height, config.width, config.num_train_sequences, config.num_test_sequences,
+        config.frames_per_sequence) == (height, width, num_train_sequences, num_test_sequences,
+                                        frames_per_sequence):
+      return config
+  name = (f"{height}x{width}-train{num_train_sequences}-test{num_test_sequences}"
+          f"-frames{frames_per_sequence}")
+  return SyntheticDrivingConfig(name=name, version=_VERSION, height=int(height), width=int(width),
+                                description="custom synthetic driving config", **counts)
+
+
+def split_seeds(config: SyntheticDrivingConfig, split: str) -> list[int]:
+  """Scene seeds of a split: train `0 ... n-1`, test `TEST_SEED_OFFSET + 0 ... m-1` (disjoint)."""
+  if split == "train":
+    return list(range(config.num_train_sequences))
+  if split == "test":
+    return [TEST_SEED_OFFSET + i for i in range(config.num_test_sequences)]
+  raise ValueError(f"synthetic_driving has splits 'train' and 'test', got {split!r}")
+
+
+class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
+  """Procedural driving sequences with exact depth, poses and moving-object masks (one frame each)."""
+
+  VERSION = tfds.core.Version(_VERSION)
+  RELEASE_NOTES = {_VERSION: "Initial release."}
+  BUILDER_CONFIGS = list(_STANDARD_CONFIGS)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    h, w = config.height, config.width
+    zlib = tfds.features.Encoding.ZLIB
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Tensor(shape=(h, w, 3), dtype=np.uint8, encoding=zlib),
+        "depth": tfds.features.Tensor(shape=(h, w, 1), dtype=np.float32, encoding=zlib),
+        "moving_mask": tfds.features.Tensor(shape=(h, w, 1), dtype=np.uint8, encoding=zlib),
+        "world_from_camera": tfds.features.Tensor(shape=(4, 4), dtype=np.float32),
+        "intrinsics": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+        "sequence_id": tfds.features.Scalar(dtype=np.int64),
+        "frame_index": tfds.features.Scalar(dtype=np.int32),
+    })
+    return tfds.core.DatasetInfo(
+        builder=self, description=__doc__.split("\n\n")[0], features=features,
+        disable_shuffling=True, homepage=None)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download: everything is rendered.
+    return {split: self._generate_examples(split) for split in ("train", "test")}
+
+  # Processes rendering sequences in parallel during generation (1: in this process).
+  generation_workers: int = 1
+
+  def _generate_examples(self, split):
+    config = self.builder_config
+    frames = config.frames_per_sequence
+    seeds = split_seeds(config, split)
+    render = functools.partial(synthetic.render_sequence, num_frames=frames,
+                               height=config.height, width=config.width)
+    workers = min(int(self.generation_workers), len(seeds))
+    if workers > 1:
+      # "spawn": forking a process that has started JAX's threads is unsafe.
+      context = multiprocessing.get_context("spawn")
+      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from self._frames(seeds, pool.map(render, seeds), frames)
+    else:
+      yield from self._frames(seeds, map(render, seeds), frames)
+
+  @staticmethod
+  def _frames(seeds, sequences, frames):
+    for position, (seed, seq) in enumerate(zip(seeds, sequences)):
+      for i in range(frames):
+        yield position * frames + i, {
+            "image": seq["images"][i],
+            "depth": seq["depth"][i],
+            "moving_mask": seq["moving_mask"][i].astype(np.uint8),
+            "world_from_camera": seq["world_from_camera"][i],
+            "intrinsics": seq["intrinsics"],
+            "sequence_id": seed,
+            "frame_index": i,
+        }
+
+
+def load_builder(*, data_dir: str | os.PathLike, config: SyntheticDrivingConfig,
+                 prepare: bool = True, workers: int = 1) -> SyntheticDriving:
+  """The builder of `config` in `data_dir`, generated there first if absent (`prepare`).
+
+  `workers` > 1 renders that many sequences at once in spawned processes.
+  """
+  builder = SyntheticDriving(config=config, data_dir=os.fspath(data_dir),
+                             file_format="array_record")
+  builder.generation_workers = workers
+  if prepare:
+    builder.download_and_prepare()
+  return builder
+
+
+class _SplitReader:
+  """Lazily opened, picklable reader of one split's records (the open source is not pickled)."""
+
+  def __init__(self, data_dir: str, config: SyntheticDrivingConfig, split: str):
+    self.data_dir, self.config, self.split = data_dir, config, split
+    self._source = None
+    self._last = (None, None)
+
+  def __getstate__(self):
+    return {"data_dir": self.data_dir, "config": self.config, "split": self.split}
+
+  def __setstate__(self, state):
+    self.__init__(state["data_dir"], state["config"], state["split"])
+
+  @property
+  def where(self) -> str:
+    return f"{self.data_dir}/synthetic_driving/{self.config.name}/{_VERSION} ({self.split})"
+
+  def __len__(self) -> int:
+    return len(self._open())
+
+  def _open(self):
+    if self._source is None:
+      builder = load_builder(data_dir=self.data_dir, config=self.config, prepare=False)
+      self._source = builder.as_data_source(split=self.split)
+    return self._source
+
+  def record(self, index: int) -> Mapping[str, np.ndarray]:
+    """Decoded record `index`, with its fields checked against the config."""
+    if self._last[0] == index:
+      return self._last[1]
+    record = self._open()[index]
+    h, w = self.config.height, self.config.width
+    expected = {"image": ((h, w, 3), np.uint8), "depth": ((h, w, 1), np.float32),
+                "moving_mask": ((h, w, 1), np.uint8), "world_from_camera": ((4, 4), np.float32),
+                "intrinsics": ((3, 3), np.float32)}
+    for key, (shape, dtype) in expected.items():
+      value = record.get(key)
+      if value is None or value.shape != shape or value.dtype != dtype:
+        got = None if value is None else f"{value.dtype}{list(value.shape)}"
+        raise DataError(f"{self.where}: record {index} field {key!r} should be "
+                        f"{np.dtype(dtype)}{list(shape)}, got {got}")
+    self._last = (index, record)
+    return record
+
+
+class _SequenceView:
+  """`load_frame` / `load_extras` of one sequence: frame `i` is record `offset + i`."""
+
+  def __init__(self, reader: _SplitReader, offset: int, seed: int):
+    self.reader, self.offset, self.seed = reader, offset, seed
+
+  def _record(self, i: int) -> Mapping[str, np.ndarray]:
+    frames = self.reader.config.frames_per_sequence
+    if not 0 <= i < frames:
+      raise IndexError(f"{self.reader.where}: sequence {self.seed} has {frames} frames, "
+                       f"asked for frame {i}")
+    record = self.reader.record(self.offset + i)
+    if int(record["sequence_id"]) != self.seed or int(record["frame_index"]) != i:
+      raise DataError(f"{self.reader.where}: record {self.offset + i} holds sequence "
+                      f"{int(record['sequence_id'])} frame {int(record['frame_index'])}, "
+                      f"expected sequence {self.seed} frame {i}; regenerate the dataset")
+    return record
+
+  def load_frame(self, i: int) -> np.ndarray:
+    return self._record(i)["image"]
+
+  def load_extras(self, i: int) -> dict[str, np.ndarray]:
+    record = self._record(i)
+    return {"depth": record["depth"], "world_from_camera": record["world_from_camera"],
+            "moving_mask": record["moving_mask"].astype(np.float32)}
+
+
+def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
+                        height: int = synthetic.DEFAULT_HEIGHT,
+                        width: int = synthetic.DEFAULT_WIDTH, num_train_sequences: int = 20,
+                        num_test_sequences: int = 4, frames_per_sequence: int = 40,
+                        workers: int = 1) -> list[FrameSequence]:
+  """The synthetic driving world's sequences of a split, generated into `data_dir` on first use.
+
+  Args:
+    split: `"train"` or `"test"` (disjoint scene seeds).
+    data_dir: TFDS data dir; the dataset lives in
+      `data_dir/synthetic_driving/<config name>/1.0.0/`.
+    height, width: frame size in pixels (96x320 and 192x640 are registered configs).
+    num_train_sequences, num_test_sequences, frames_per_sequence: dataset size.
+    workers: processes rendering sequences in parallel when generating (first use).
+
+  Returns:
+    One `FrameSequence` per scene (name `synthetic_driving/<config>/<split>/<seed>`),
+    with intrinsics `[3, 3]` and `load_extras` giving `depth` float32 `[H, W, 1]`,
+    `world_from_camera` float32 `[4, 4]` and `moving_mask` float32 `[H, W, 1]`.
+  """
+  config = make_config(height, width, num_train_sequences=num_train_sequences,
+                       num_test_sequences=num_test_sequences,
+                       frames_per_sequence=frames_per_sequence)
+  seeds = split_seeds(config, split)
+  load_builder(data_dir=data_dir, config=config, workers=workers)
+  reader = _SplitReader(os.fspath(data_dir), config, split)
+  frames = config.frames_per_sequence
+  if len(reader) != len(seeds) * frames:
+    raise DataError(f"{reader.where}: {len(reader)} records, expected {len(seeds)} sequences x "
+                    f"{frames} frames; delete the folder to regenerate it")
+  sequences = []
+  for position, seed in enumerate(seeds):
+    view = _SequenceView(reader, position * frames, seed)
+    intrinsics = np.array(view._record(0)["intrinsics"], np.float32)  # Also checks the layout.
+    view._record(frames - 1)
+    sequences.append(FrameSequence(
+        name=f"synthetic_driving/{config.name}/{split}/{seed}", num_frames=frames,
+        height=config.height, width=config.width, intrinsics=intrinsics,
+        load_frame=view.load_frame, load_extras=view.load_extras))
+  return sequences

@@ -1,0 +1,291 @@
+"""Per-snippet augmentations and the camera bookkeeping that keeps them consistent.
+
+Pure NumPy/PIL functions used by the grain pipeline (`sslmd_jax.data.pipeline`);
+no JAX here, so that grain's worker processes stay light.
+
+Conventions (SPEC §1): x right, y down, z forward; pixel-centre coordinates
+(column `u` has its centre at `u`, so an image of width `W` spans `[-0.5, W-0.5]`);
+rigid transforms are 4x4 `b_from_a`.
+
+A *box* is a window `(left, top, right, bottom)` of a source image in *edge*
+coordinates (PIL's convention: pixel column `u` covers `[u, u + 1)`), so the
+full image is `(0, 0, w0, h0)`. Resizing, SfMLearner's scale-and-crop and a
+plain crop are all "resample this box to `H x W`", which is why one intrinsics
+formula (`crop_resize_intrinsics`) covers them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image, ImageStat
+
+# Horizontal flip as a reflection of camera space, F = diag(-1, 1, 1), in 4x4 form.
+_FLIP_4X4 = np.diag([-1.0, 1.0, 1.0, 1.0]).astype(np.float32)
+
+Box = tuple[float, float, float, float]
+
+
+def full_box(height: int, width: int) -> Box:
+  """The box covering a whole `height x width` image: `(0, 0, width, height)`."""
+  return (0.0, 0.0, float(width), float(height))
+
+
+def crop_resize_intrinsics(
+    intrinsics: np.ndarray, *, box: Box, out_height: int, out_width: int
+) -> np.ndarray:
+  """Intrinsics of the image obtained by resampling `box` to `out_height x out_width`.
+
+  A source pixel-centre coordinate `u` maps to the output coordinate
+  `u' = (u + 0.5 - left) · W / (right - left) - 0.5` (and likewise for `v`), so
+  `fx' = fx · W / bw` and `cx' = (cx + 0.5 - left) · W / bw - 0.5`. With the
+  full box this is the plain resize rule `cx' = (cx + 0.5) · W / w0 - 0.5`.
+
+  Args:
+    intrinsics: `[3, 3]` camera matrix in pixels of the source image.
+    box: `(left, top, right, bottom)` window of the source image, edge coordinates.
+    out_height, out_width: output size in pixels.
+
+  Returns:
+    float32 `[3, 3]` camera matrix in pixels of the output image.
+  """
+  left, top, right, bottom = box
+  sx = out_width / (right - left)
+  sy = out_height / (bottom - top)
+  k = np.asarray(intrinsics, dtype=np.float64)
+  out = k.copy()
+  out[0, 0] = k[0, 0] * sx
+  out[0, 1] = k[0, 1] * sx
+  out[0, 2] = (k[0, 2] + 0.5 - left) * sx - 0.5
+  out[1, 1] = k[1, 1] * sy
+  out[1, 2] = (k[1, 2] + 0.5 - top) * sy - 0.5
+  return out.astype(np.float32)
+
+
+def flip_intrinsics(intrinsics: np.ndarray, *, width: int) -> np.ndarray:
+  """Intrinsics of a horizontally mirrored `width`-wide image: `cx -> (W - 1) - cx`.
+
+  The mirrored image is the image, under the returned matrix, of the scene
+  reflected by `F = diag(-1, 1, 1)` (see `flip_rigid_transform`). Assumes zero skew.
+
+  Args:
+    intrinsics: `[3, 3]` camera matrix in pixels.
+    width: image width in pixels.
+
+  Returns:
+    float32 `[3, 3]` camera matrix.
+  """
+  out = np.array(intrinsics, dtype=np.float32, copy=True)
+  out[0, 2] = (width - 1) - out[0, 2]
+  return out
+
+
+def flip_rigid_transform(transform: np.ndarray) -> np.ndarray:
+  """A rigid transform expressed in horizontally reflected frames: `F · M · F`.
+
+  Mirroring every image of a snippet equals reflecting every camera frame by
+  `F = diag(-1, 1, 1)`: a point `X_a` becomes `F X_a`. For any `b_from_a` this
+  gives `b_from_a' = F · b_from_a · F` (`F = F⁻¹`): rotations are conjugated and
+  the x-translation changes sign. Applied to every `world_from_camera` (the world
+  is reflected too), the relative `camera_s_from_camera_t = inv(M_s) · M_t`
+  becomes `F · camera_s_from_camera_t · F`, consistent with the mirrored images
+  and `flip_intrinsics`. For a stereo pair (`stereo_from_target` a pure
+  x-translation) this is the sign flip of the baseline (SPEC §3, Monodepth2).
+
+  Args:
+    transform: `[..., 4, 4]` rigid transform(s) `b_from_a`.
+
+  Returns:
+    float32 `[..., 4, 4]`, the same transform(s) between the reflected frames.
+  """
+  t = np.asarray(transform, dtype=np.float32)
+  return (_FLIP_4X4 @ t @ _FLIP_4X4).astype(np.float32)
+
+
+def resize_image(
+    image: np.ndarray, *, box: Box, out_height: int, out_width: int
+) -> np.ndarray:
+  """Bilinear (anti-aliased on downscale) resampling of `box` of a uint8 image.
+
+  Args:
+    image: uint8 `[h0, w0, 3]`.
+    box: `(left, top, right, bottom)` in edge coordinates of `image`.
+    out_height, out_width: output size.
+
+  Returns:
+    uint8 `[out_height, out_width, 3]`.
+  """
+  h0, w0 = image.shape[:2]
+  if box == full_box(h0, w0) and (h0, w0) == (out_height, out_width):
+    return image
+  pil = Image.fromarray(image)
+  out = pil.resize((out_width, out_height), Image.Resampling.BILINEAR, box=box)
+  return np.asarray(out)
+
+
+def resize_nearest(
+    array: np.ndarray, *, box: Box, out_height: int, out_width: int
+) -> np.ndarray:
+  """Nearest-neighbour resampling of `box` of a `[h0, w0, C]` map (depth, masks).
+
+  Output pixel `u'` takes source column `floor(left + (u' + 0.5) · bw / W)`, the
+  pixel whose cell contains the output pixel's centre; values are never mixed
+  (a depth edge stays an edge, a mask stays binary).
+
+  Args:
+    array: `[h0, w0, C]` any dtype.
+    box: `(left, top, right, bottom)` in edge coordinates.
+    out_height, out_width: output size.
+
+  Returns:
+    `[out_height, out_width, C]`, same dtype.
+  """
+  h0, w0 = array.shape[:2]
+  left, top, right, bottom = box
+  cols = np.floor(left + (np.arange(out_width) + 0.5) * (right - left) / out_width)
+  rows = np.floor(top + (np.arange(out_height) + 0.5) * (bottom - top) / out_height)
+  cols = np.clip(cols, 0, w0 - 1).astype(np.intp)
+  rows = np.clip(rows, 0, h0 - 1).astype(np.intp)
+  return array[rows[:, None], cols[None, :]]
+
+
+def sample_scale_crop_box(
+    rng: np.random.Generator, *, height: int, width: int, max_scale: float
+) -> Box:
+  """SfMLearner's random scale-and-crop as a source window (SPEC §3, SfMLearner).
+
+  SfMLearner scales the image up by `s ~ U[1, max_scale]` and crops a random
+  `H x W` window back out. Equivalently, this samples a window of size
+  `(w0 / s, h0 / s)` at a uniformly random position of the source image;
+  resampling that window to the output size (one resampling instead of two) and
+  `crop_resize_intrinsics` give the scaled-and-shifted intrinsics. The offset is
+  continuous (the reference crops at integer offsets of the upscaled image).
+
+  Args:
+    rng: NumPy generator (per-snippet, see the pipeline).
+    height, width: source image size in pixels.
+    max_scale: largest scale factor (SfMLearner: 1.15), >= 1.
+
+  Returns:
+    `(left, top, right, bottom)` in edge coordinates of the source image.
+  """
+  scale = rng.uniform(1.0, max_scale)
+  box_w, box_h = width / scale, height / scale
+  left = rng.uniform(0.0, width - box_w)
+  top = rng.uniform(0.0, height - box_h)
+  return (float(left), float(top), float(left + box_w), float(top + box_h))
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorJitter:
+  """One colour-jitter draw (Monodepth2 / torchvision `ColorJitter` semantics).
+
+  Attributes:
+    brightness, contrast, saturation: multiplicative factors (1 = unchanged).
+    hue: hue shift as a fraction of the hue circle, in [-0.5, 0.5] (0 = unchanged).
+    order: permutation of `(0, 1, 2, 3)` = (brightness, contrast, saturation, hue),
+      the order in which the four operations are applied.
+  """
+
+  brightness: float = 1.0
+  contrast: float = 1.0
+  saturation: float = 1.0
+  hue: float = 0.0
+  order: tuple[int, ...] = (0, 1, 2, 3)
+
+
+def sample_color_jitter(
+    rng: np.random.Generator,
+    *,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+) -> ColorJitter:
+  """Draws factors `U[1 - b, 1 + b]` etc., hue `U[-hue, hue]` and a random order.
+
+  Monodepth2 (SPEC §3) uses brightness = contrast = saturation = 0.2, hue = 0.1.
+  """
+  return ColorJitter(
+      brightness=float(rng.uniform(1.0 - brightness, 1.0 + brightness)),
+      contrast=float(rng.uniform(1.0 - contrast, 1.0 + contrast)),
+      saturation=float(rng.uniform(1.0 - saturation, 1.0 + saturation)),
+      hue=float(rng.uniform(-hue, hue)),
+      order=tuple(int(i) for i in rng.permutation(4)),
+  )
+
+
+# ITU-R 601-2 luma (PIL's "L" conversion) and the YIQ chroma axes.
+_LUMA = np.array([0.299, 0.587, 0.114])
+_RGB_TO_YIQ = np.array([_LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def _hue_matrix(hue: float) -> np.ndarray:
+  """RGB 3x3 rotating the chroma plane of YIQ by `2π·hue` (luma preserved)."""
+  c, s = np.cos(2 * np.pi * hue), np.sin(2 * np.pi * hue)
+  rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+  return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
+
+
+def color_jitter_affine(jitter: ColorJitter, *, mean_rgb: np.ndarray) -> np.ndarray:
+  """The jitter as one affine colour map `x -> A x + a`, returned as `[3, 4]` `[A | a]`.
+
+  The four operations, composed in `jitter.order` (units of `mean_rgb`, e.g. 0-255):
+    brightness `b`: `x -> b·x` (blend with black);
+    contrast `c`: `x -> c·x + (1 - c)·m`, `m` the mean luma of the image at that point;
+    saturation `s`: `x -> s·x + (1 - s)·luma(x)` (blend with the grey image);
+    hue `h`: rotation of the YIQ chroma plane by `2π·h` (luma preserved).
+  Every operation is affine, so the composition is one affine map and the mean
+  luma `m` that contrast needs follows exactly from `mean_rgb`.
+
+  Differences from torchvision's `ColorJitter` (Monodepth2), chosen for speed: one
+  clip at the end instead of one after each operation, and hue as a YIQ chroma
+  rotation instead of an HSV hue shift (both rotate hue by the same angle).
+
+  Args:
+    jitter: the draw.
+    mean_rgb: `[3]` mean colour of the image the map applies to.
+
+  Returns:
+    float64 `[3, 4]`.
+  """
+  mat, off = np.eye(3), np.zeros(3)
+  mean = np.asarray(mean_rgb, np.float64)
+  for op in jitter.order:
+    if op == 0:
+      a, b = jitter.brightness * np.eye(3), np.zeros(3)
+    elif op == 1:
+      m = _LUMA @ (mat @ mean + off)
+      a, b = jitter.contrast * np.eye(3), np.full(3, (1.0 - jitter.contrast) * m)
+    elif op == 2:
+      a = jitter.saturation * np.eye(3) + (1.0 - jitter.saturation) * np.outer(np.ones(3), _LUMA)
+      b = np.zeros(3)
+    else:
+      a, b = _hue_matrix(jitter.hue), np.zeros(3)
+    mat, off = a @ mat, a @ off + b
+  return np.concatenate([mat, off[:, None]], axis=1)
+
+
+def apply_color_jitter(image: np.ndarray, jitter: ColorJitter) -> np.ndarray:
+  """Applies one `ColorJitter` draw to a uint8 RGB image (`color_jitter_affine`).
+
+  The affine map runs in PIL's C colour-matrix conversion (rounded, clipped to
+  [0, 255]); the contrast mean is the image's own mean colour.
+
+  Args:
+    image: uint8 `[H, W, 3]`.
+    jitter: the draw (shared by every frame of a snippet).
+
+  Returns:
+    uint8 `[H, W, 3]`.
+  """
+  pil = Image.fromarray(np.ascontiguousarray(image))
+  affine = color_jitter_affine(jitter, mean_rgb=ImageStat.Stat(pil).mean)
+  return np.asarray(pil.convert("RGB", matrix=tuple(affine.ravel().tolist())))
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+  """uint8 `[..., 3]` in [0, 255] -> float32 in [0, 1]."""
+  return images.astype(np.float32) * np.float32(1.0 / 255.0)

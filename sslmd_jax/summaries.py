@@ -1,0 +1,161 @@
+"""What a run shows a person: progress on the terminal, metrics.jsonl, TensorBoard scalars and images.
+
+Only process 0 writes. TensorBoard events are written with tensorboardX (no
+TensorFlow needed); `metrics.jsonl` holds one JSON object per log step that a
+notebook can read with `pandas.read_json(path, lines=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+from sslmd_jax import objectives
+
+
+class SummaryWriter:
+  """`metrics.jsonl` + TensorBoard events under `workdir/tensorboard/`."""
+
+  def __init__(self, workdir, *, enabled: bool = True):
+    self.enabled = enabled
+    self._tb = None
+    self._jsonl = None
+    if not enabled:
+      return
+    workdir = pathlib.Path(workdir)
+    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    from tensorboardX import SummaryWriter as TBWriter
+    self._tb = TBWriter(str(workdir / "tensorboard"))
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+    self._jsonl.flush()
+    for name, value in values.items():
+      self._tb.add_scalar(name, float(value), int(step))
+
+  def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+    """`images`: name → uint8 `[N, H, W, 3]`."""
+    if not self.enabled:
+      return
+    for name, value in images.items():
+      self._tb.add_images(name, value, int(step), dataformats="NHWC")
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._jsonl = None
+
+
+def colorize(values: np.ndarray, *, cmap: str = "magma", robust: bool = True) -> np.ndarray:
+  """`[N, H, W]` floats → uint8 `[N, H, W, 3]` colour map (range: 0–95th percentile per image if robust)."""
+  values = np.asarray(values, np.float32)
+  out = []
+  colormap = matplotlib.colormaps[cmap]
+  for v in values:
+    lo = float(np.min(v))
+    hi = float(np.percentile(v, 95)) if robust else float(np.max(v))
+    norm = np.clip((v - lo) / max(hi - lo, 1e-8), 0.0, 1.0)
+    out.append((colormap(norm)[..., :3] * 255).astype(np.uint8))
+  return np.stack(out)
+
+
+def image_summaries(state, batch, networks, config, max_images: int = 2) -> dict[str, np.ndarray]:
+  """Disparity, auto-mask, explainability, self-discovered mask and motion field of a batch."""
+  fn = _jitted_aux(networks, config)
+  aux = jax.device_get(fn(state.params, state.batch_stats, batch, state.step))
+  t = objectives.target_index(config)
+  images = np.asarray(jax.device_get(batch["images"]))[:max_images, t]
+  out = {"input": (np.clip(images, 0, 1) * 255).astype(np.uint8),
+         "disparity": colorize(np.asarray(aux["disp"])[:max_images, ..., 0])}
+  for name in ("automask", "explainability", "self_discovered_mask", "occlusion_mask"):
+    if name in aux:
+      out[name] = colorize(np.asarray(aux[name])[:max_images], cmap="gray", robust=False)
+  if "motion_field" in aux:
+    field = np.linalg.norm(np.asarray(aux["motion_field"])[:max_images], axis=-1)
+    out["motion_field"] = colorize(field, cmap="viridis", robust=False)
+  return out
+
+
+_AUX_CACHE: dict = {}
+
+
+def _jitted_aux(networks, config):
+  key = (id(networks), config.to_json_best_effort())
+  if key not in _AUX_CACHE:
+    def aux_fn(params, batch_stats, batch, step):
+      _, (_, aux, _) = objectives.compute_loss(params, batch_stats, batch, networks=networks,
+                                               config=config, step=step,
+                                               key=jax.random.PRNGKey(0), train=False)
+      return aux
+    _AUX_CACHE.clear()
+    _AUX_CACHE[key] = jax.jit(aux_fn)
+  return _AUX_CACHE[key]
+
+
+class Progress:
+  """Progress of a run: a bar on a terminal, periodic plain lines otherwise.
+
+  Shows step, loss, images/s (excluding the first step, which compiles) and the
+  time left.
+  """
+
+  def __init__(self, num_steps: int, start_step: int, batch_size: int, *, mode: str = "auto",
+               line_every_s: float = 10.0):
+    self.num_steps = num_steps
+    self.batch_size = batch_size
+    self.start = start_step
+    self._t0 = None  # Time after the first (compiling) step.
+    self._s0 = start_step
+    self._last_line = 0.0
+    self._line_every = line_every_s
+    use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+    self._bar = None
+    if use_bar:
+      from tqdm import tqdm
+      self._bar = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
+    self._rate = 0.0
+    self._eta = float("nan")
+
+  def update(self, step: int, metrics) -> None:
+    now = time.perf_counter()
+    if self._t0 is None:
+      self._t0, self._s0 = now, step
+      loss = float(metrics["loss"])
+    elif self._bar is None and now - self._last_line < self._line_every and step < self.num_steps:
+      return
+    else:
+      loss = float(metrics["loss"])
+    done = step - self._s0
+    elapsed = now - self._t0
+    if done > 0 and elapsed > 0:
+      self._rate = done * self.batch_size / elapsed
+      self._eta = (self.num_steps - step) * elapsed / done
+    if self._bar is not None:
+      self._bar.n = step
+      self._bar.set_postfix_str(f"loss {loss:.4f} | {self._rate:.2f} img/s", refresh=False)
+      self._bar.refresh()
+    else:
+      self._last_line = now
+      eta = "?" if not np.isfinite(self._eta) else time.strftime("%H:%M:%S", time.gmtime(self._eta))
+      print(f"step {step}/{self.num_steps}  loss {loss:.4f}  {self._rate:.2f} img/s  "
+            f"time left {eta}", flush=True)
+
+  def rates(self) -> dict[str, float]:
+    return {"images_per_second": self._rate}
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()

@@ -1,0 +1,348 @@
+"""Training: state, the pure data-parallel train step, checkpointed resumable runs.
+
+Data flows `data.sources` (files → `FrameSequence`s) → `data.pipeline` (grain
+snippets → per-process batches → global `jax.Array`s sharded on the mesh's
+`'data'` axis) → `train_step` (networks → geometry → losses via
+`objectives.compute_loss`) → metrics and Orbax checkpoints.
+
+Parallelism: one `jax.sharding.Mesh` over every device of every process with a
+single `'data'` axis; the state is replicated, the batch sharded on its leading
+dimension, and `jax.jit` partitions the step (gradients are all-reduced and
+BatchNorm statistics computed over the global batch by XLA). Multi-host runs
+call `jax.distributed.initialize()` first (the launcher does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from sslmd_jax import objectives
+from sslmd_jax.data import pipeline as pipeline_lib
+from sslmd_jax.data import sources
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss term or gradient became NaN/inf; the message names the step and the term."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step updates: `step`, `params`, `batch_stats` and `opt_state` (all replicated)."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named `'data'` over `devices` (default: every device of every process)."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  return jax.sharding.Mesh(devices.reshape(-1), ("data",))
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with step decay (and optional global-norm clipping) from `config.optim`."""
+  o = config.optim
+  decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
+  schedule = optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})
+  parts = []
+  if o.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+  parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2))
+  return optax.chain(*parts)
+
+
+def learning_rate(config: ml_collections.ConfigDict, step) -> jax.Array:
+  """The scheduled learning rate at `step` (for logging)."""
+  o = config.optim
+  decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
+  return optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})(step)
+
+
+def create_train_state(config: ml_collections.ConfigDict, networks: objectives.Networks,
+                       optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
+  """Initial state: network variables (optionally ImageNet weights) and optimiser state."""
+  variables = objectives.init_variables(networks, config, key)
+  params = variables["params"]
+  batch_stats = variables["batch_stats"]
+  if config.model.pretrained:
+    params, batch_stats = _load_pretrained(config, params, batch_stats)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=optimizer.init(params))
+
+
+def _load_pretrained(config, params, batch_stats):
+  """Loads torchvision ImageNet weights into the ResNet encoders (needs the `torch` extra)."""
+  from sslmd_jax import convert  # Imports torch lazily.
+  path = config.model.pretrained
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.model.pretrained={path!r}: no such file.")
+  params = flax.core.unfreeze(params)
+  batch_stats = flax.core.unfreeze(batch_stats)
+  for net, images in (("depth", 1), ("pose", 2)):
+    if "encoder" not in params[net]:
+      continue
+    enc = convert.load_torchvision_resnet(path, num_layers=config.model.num_layers,
+                                          num_input_images=images)
+    params[net]["encoder"] = enc["params"]
+    if batch_stats.get(net):
+      batch_stats[net]["encoder"] = enc["batch_stats"]
+  logging.info("initialised the ResNet encoders from %s", path)
+  return params, batch_stats
+
+
+def _tree_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Networks | None = None,
+                    optimizer: optax.GradientTransformation | None = None
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The pure `(state, batch) -> (state, metrics)` step of the recipe in `config`.
+
+  Randomness is `fold_in(PRNGKey(config.seed), step)`. A step whose loss or
+  gradients are not finite leaves the state unchanged and reports
+  `metrics['finite'] = 0` (the trainer then stops with the term that broke).
+  Metrics: `loss`, every term by name, `grad_norm`, `param_norm`,
+  `learning_rate`, `finite`.
+  """
+  networks = networks or objectives.make_networks(config)
+  optimizer = optimizer or make_optimizer(config)
+  base_key = jax.random.PRNGKey(config.seed)
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    key = jax.random.fold_in(base_key, state.step)
+
+    def loss_fn(params):
+      return objectives.compute_loss(params, state.batch_stats, batch, networks=networks,
+                                     config=config, step=state.step, key=key, train=True)
+
+    (loss, (terms, _, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    grad_norm = _tree_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(step=state.step + 1, params=keep(new_params, state.params),
+                           batch_stats=keep(new_stats, state.batch_stats),
+                           opt_state=keep(new_opt_state, state.opt_state))
+    metrics = {"loss": loss, **terms, "grad_norm": grad_norm,
+               "param_norm": _tree_norm(state.params),
+               "learning_rate": learning_rate(config, state.step),
+               "finite": finite.astype(jnp.float32)}
+    return new_state, metrics
+
+  return train_step
+
+
+def jit_train_step(train_step, mesh: jax.sharding.Mesh, state: TrainState):
+  """`jax.jit` of the step: state replicated (and donated), batch sharded on `'data'`."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  state_sharding = jax.tree.map(lambda _: replicated, state)
+  return jax.jit(train_step, in_shardings=(state_sharding, data),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+
+def pipeline_options(config: ml_collections.ConfigDict, *, train: bool = True,
+                     seed_offset: int = 0) -> pipeline_lib.PipelineOptions:
+  """Maps `config.data` onto the pipeline's options."""
+  d = config.data
+  return pipeline_lib.PipelineOptions(
+      frame_offsets=tuple(d.frame_offsets), height=d.height, width=d.width,
+      batch_size=d.batch_size, seed=config.seed + seed_offset, shuffle=train,
+      num_epochs=None if train else 1,
+      flip_prob=d.flip_prob if train else 0.0,
+      color_jitter_prob=d.color_jitter_prob if train else 0.0,
+      brightness=d.brightness, contrast=d.contrast, saturation=d.saturation, hue=d.hue,
+      random_scale_crop=(d.random_scale_crop or None) if train else None,
+      static_threshold=(d.static_threshold or None) if train else None,
+      worker_count=d.worker_count if train else 0, drop_remainder=train)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_manager(workdir: str | os.PathLike, config) -> ocp.CheckpointManager:
+  """Orbax manager of `workdir/checkpoints` (state + data-iterator state), async saves."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.run.keep_checkpoints, create=True,
+                                         enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                               options=options)
+
+
+def save_checkpoint(manager, state: TrainState, iterator, step: int) -> None:
+  import grain  # Local: grain's checkpoint handlers.
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=grain.checkpoint.CheckpointSave(iterator)), force=True)
+
+
+def restore_checkpoint(manager, state: TrainState, iterator) -> TrainState:
+  """Restores the newest checkpoint into (an abstract copy of) `state` and `iterator`."""
+  import grain
+  step = manager.latest_step()
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract),
+      data=grain.checkpoint.CheckpointRestore(iterator)))
+  return restored["state"]
+
+
+def restore_state(workdir: str | os.PathLike, config, state: TrainState) -> TrainState:
+  """The newest checkpoint's state (no data iterator), for evaluation and inference."""
+  manager = checkpoint_manager(workdir, config)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint under {workdir}/checkpoints")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  manager.close()
+  return restored["state"]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. some notebook runners): no handler.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    return False
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a run returns: final step, whether it was preempted, last metrics, evaluation."""
+  step: int
+  preempted: bool
+  metrics: dict
+  evaluation: dict | None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainResult:
+  """Trains the recipe in `config` in `workdir`, resuming from its newest checkpoint; then evaluates.
+
+  The workdir gets `config.json`, `metrics.jsonl` (one JSON object per log
+  step), TensorBoard events under `tensorboard/`, and Orbax checkpoints under
+  `checkpoints/` (parameters, batch statistics, optimiser state, step and the
+  data iterator's state). SIGTERM saves a checkpoint and returns with
+  `preempted=True`. A non-finite loss raises `NonFiniteLossError` naming the
+  step and the term, leaving the last good checkpoint as it was.
+  """
+  from sslmd_jax import summaries  # Local: tensorboardX only for runs.
+  objectives.validate_config(config)
+  workdir = pathlib.Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  sequences = sources.load_sequences(config, "train")  # Bad data fails here, before compiling.
+  mesh = make_mesh()
+  if config.data.batch_size % mesh.size:
+    raise objectives.ConfigError(
+        f"config.data.batch_size={config.data.batch_size} is not divisible by the {mesh.size} "
+        "devices of the 'data' mesh axis.")
+  logging.info("devices: %d (%s), processes: %d", mesh.size, jax.devices()[0].platform,
+               jax.process_count())
+
+  networks = objectives.make_networks(config)
+  optimizer = make_optimizer(config)
+  state = create_train_state(config, networks, optimizer, jax.random.PRNGKey(config.seed))
+  loader = pipeline_lib.make_data_loader(sequences, pipeline_options(config))
+  iterator = iter(loader)
+  manager = checkpoint_manager(workdir, config)
+  if manager.latest_step() is not None:
+    state = restore_checkpoint(manager, state, iterator)
+    logging.info("resumed from %s at step %d", workdir / "checkpoints", int(state.step))
+    print(f"Resuming {workdir} from step {int(state.step)}.", flush=True)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(state, replicated)
+  step_fn = jit_train_step(make_train_step(config, networks, optimizer), mesh, state)
+
+  num_steps = config.optim.num_steps
+  start = int(state.step)
+  writer = summaries.SummaryWriter(workdir, enabled=is_main)
+  progress = summaries.Progress(num_steps, start, config.data.batch_size, mode=config.run.progress)
+  metrics_host: dict = {}
+  preempted = False
+  with _Preemption() as preemption:
+    step = start
+    while step < num_steps:
+      batch = pipeline_lib.global_batch(next(iterator), mesh)
+      state, metrics = step_fn(state, batch)
+      step += 1
+      finite = bool(metrics["finite"])  # One scalar to the host per step: the non-finite guard.
+      if not finite:
+        bad = {k: float(v) for k, v in jax.device_get(metrics).items()
+               if not math.isfinite(float(v))}
+        manager.wait_until_finished()
+        writer.close()
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}: {bad or {'gradients': 'non-finite'}}; the last good "
+            f"checkpoint (step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact.")
+      progress.update(step, metrics)
+      if step % config.run.log_every == 0 or step == num_steps:
+        metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics_host.update(progress.rates())
+        writer.scalars(step, metrics_host)
+      if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
+        writer.images(step, summaries.image_summaries(state, batch, networks, config))
+      if preemption.requested:
+        save_checkpoint(manager, state, iterator, step)
+        preempted = True
+        break
+      if step % config.run.checkpoint_every == 0 or step == num_steps:
+        save_checkpoint(manager, state, iterator, step)
+  manager.wait_until_finished()
+  manager.close()
+  progress.close()
+  writer.close()
+  if preempted:
+    print(f"Preempted (SIGTERM) at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
+          "rerun the same command to resume.", flush=True)
+    return TrainResult(step, True, metrics_host, None)
+  evaluation = None
+  if config.run.evaluate:
+    from sslmd_jax import evaluate_run
+    evaluation = evaluate_run.evaluate(config, workdir, state=state, networks=networks)
+  print(f"Done: {step} steps. Outputs in {workdir}: config.json, metrics.jsonl, tensorboard/, "
+        f"checkpoints/{', eval/metrics.json' if evaluation else ''}.", flush=True)
+  return TrainResult(step, False, metrics_host, evaluation)

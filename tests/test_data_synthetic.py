@@ -1,0 +1,280 @@
+"""Tests of the synthetic driving world (`sslmd_jax.data.synthetic`) and its TFDS builder."""
+
+import numpy as np
+import pytest
+
+from sslmd_jax.data import synthetic
+
+HEIGHT, WIDTH, FRAMES = 48, 160, 4
+
+
+@pytest.fixture(scope="module")
+def sequence():
+  return synthetic.render_sequence(7, FRAMES, HEIGHT, WIDTH)
+
+
+def _bilinear(image, u, v):
+  """NumPy reference bilinear sampling of `image [H, W, C]` at pixel-centre coordinates `(u, v)`."""
+  height, width = image.shape[:2]
+  u0 = np.clip(np.floor(u).astype(int), 0, width - 2)
+  v0 = np.clip(np.floor(v).astype(int), 0, height - 2)
+  a, b = (u - u0)[..., None], (v - v0)[..., None]
+  return ((1 - a) * (1 - b) * image[v0, u0] + a * (1 - b) * image[v0, u0 + 1]
+          + (1 - a) * b * image[v0 + 1, u0] + a * b * image[v0 + 1, u0 + 1])
+
+
+def _project(depth_t, source_from_target, intrinsics):
+  """Pixel-centre back-projection with `depth_t [H, W]` and projection into the source camera.
+
+  Returns source pixel coordinates `u, v [H, W]` and the source-camera depth `z [H, W]`.
+  """
+  height, width = depth_t.shape
+  v, u = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  pix = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64)
+  points = depth_t[..., None] * (pix @ np.linalg.inv(intrinsics).T)  # target camera, metres
+  points = points @ source_from_target[:3, :3].T + source_from_target[:3, 3]
+  proj = points @ np.asarray(intrinsics, np.float64).T
+  return proj[..., 0] / proj[..., 2], proj[..., 1] / proj[..., 2], points[..., 2]
+
+
+def test_shapes_dtypes_and_determinism(sequence):
+  assert sequence["images"].shape == (FRAMES, HEIGHT, WIDTH, 3)
+  assert sequence["images"].dtype == np.uint8
+  assert sequence["depth"].shape == (FRAMES, HEIGHT, WIDTH, 1)
+  assert sequence["depth"].dtype == np.float32
+  assert sequence["moving_mask"].shape == (FRAMES, HEIGHT, WIDTH, 1)
+  assert sequence["world_from_camera"].shape == (FRAMES, 4, 4)
+  np.testing.assert_allclose(sequence["world_from_camera"][0], np.eye(4), atol=1e-6)
+  np.testing.assert_allclose(sequence["intrinsics"],
+                             [[0.58 * WIDTH, 0, 0.5 * WIDTH], [0, 1.92 * HEIGHT, 0.5 * HEIGHT],
+                              [0, 0, 1]])
+  again = synthetic.render_sequence(7, FRAMES, HEIGHT, WIDTH)
+  for key, value in sequence.items():
+    np.testing.assert_array_equal(again[key], value, err_msg=key)
+  other = synthetic.render_sequence(8, 1, HEIGHT, WIDTH)
+  assert np.mean(np.abs(other["images"][0].astype(float) - sequence["images"][0])) > 10
+
+
+def test_depth_finite_and_bounded(sequence):
+  depth = sequence["depth"]
+  assert np.all(np.isfinite(depth))
+  assert depth.min() > 0.5
+  # Far backdrop: `far_distance` (80 m) +- half the distance driven.
+  assert depth.max() < 80.0 + 1.5 * FRAMES / 2 + 5.0
+  assert depth.max() > 50.0  # the backdrop is visible
+  assert set(np.unique(sequence["moving_mask"])) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_poses_move_forward_with_gentle_turns(seed):
+  scene = synthetic.make_scene(seed, 30)
+  poses = scene.road_from_camera.astype(np.float64)
+  step = np.diff(poses[:, :3, 3], axis=0)
+  speed = np.linalg.norm(step, axis=-1)
+  assert np.all(speed >= 0.5 - 1e-5) and np.all(speed <= 1.5 + 1e-5)
+  # Each step, expressed in the previous camera, points mostly forward (+z).
+  local = np.einsum("tji,tj->ti", poses[:-1, :3, :3], step)
+  assert np.all(local[:, 2] > 0.98 * speed)
+  # Rotations are proper and small between frames.
+  for pose in poses:
+    np.testing.assert_allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5)
+  relative = np.einsum("tji,tjk->tik", poses[:-1, :3, :3], poses[1:, :3, :3])
+  angle = np.arccos(np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1, 1))
+  assert np.all(angle < np.deg2rad(1.0))
+  # The camera height above the ground is constant, about 1.6 m.
+  assert 1.5 <= scene.camera_height <= 1.7
+  np.testing.assert_allclose(poses[:, 1, 3], 0.0, atol=1e-6)
+
+
+def test_world_from_camera_matches_scene():
+  scene = synthetic.make_scene(5, 3)
+  seq = synthetic.render_sequence(5, 3, 16, 48)
+  road = scene.road_from_camera.astype(np.float64)
+  np.testing.assert_allclose(seq["world_from_camera"], np.linalg.inv(road[0]) @ road, atol=1e-5)
+
+
+def test_texture_everywhere(sequence):
+  """No flat regions: every 5x5 window of every frame has visible intensity variation."""
+  grey = sequence["images"].astype(np.float64).mean(-1)
+  windows = np.lib.stride_tricks.sliding_window_view(grey, (5, 5), axis=(1, 2))
+  std = windows.std(axis=(-1, -2))
+  assert std.min() > 0.5, f"flattest 5x5 window has std {std.min():.3f} grey levels"
+
+
+def test_moving_cars_are_masked():
+  seq = synthetic.render_sequence(3, 6, HEIGHT, WIDTH)
+  mask = seq["moving_mask"]
+  assert mask.sum() > 0
+  # Moving cars stand on the road: they never cover the top rows of the image.
+  assert mask[:, :3].sum() == 0
+
+
+def test_depth_matches_ground_plane():
+  """Bottom rows see the road: depth = h / ray_y in the (almost level) camera."""
+  scene = synthetic.make_scene(11, 1)
+  seq = synthetic.render_sequence(11, 1, HEIGHT, WIDTH)
+  k = seq["intrinsics"].astype(np.float64)
+  rotation = scene.road_from_camera[0, :3, :3].astype(np.float64)
+  v = HEIGHT - 1
+  u = np.arange(WIDTH // 2 - 5, WIDTH // 2 + 5)
+  rays = np.stack([u, np.full_like(u, v), np.ones_like(u)], -1) @ np.linalg.inv(k).T
+  road_y = rays @ rotation.T
+  expected = scene.camera_height / road_y[:, 1]
+  np.testing.assert_allclose(seq["depth"][0, v, u, 0], expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [7, 21])
+def test_photometric_consistency_with_ground_truth(seed, sequence):
+  """Inverse-warping frame t+1 into frame t with true depth and pose reproduces frame t."""
+  seq = sequence if seed == 7 else synthetic.render_sequence(seed, 2, HEIGHT, WIDTH)
+  k = seq["intrinsics"].astype(np.float64)
+  poses = seq["world_from_camera"].astype(np.float64)
+  for t in range(len(poses) - 1):
+    source_from_target = np.linalg.inv(poses[t + 1]) @ poses[t]
+    depth_t, depth_s = seq["depth"][t, ..., 0], seq["depth"][t + 1, ..., 0]
+    u, v, z = _project(depth_t, source_from_target, k)
+    inside = (u >= 0) & (u <= WIDTH - 1) & (v >= 0) & (v <= HEIGHT - 1)
+    # Visible in the source (not occluded): its depth there matches the transformed depth.
+    sampled_depth = _bilinear(depth_s[..., None], u, v)[..., 0]
+    visible = np.abs(sampled_depth - z) < 0.02 * z
+    static = (seq["moving_mask"][t, ..., 0] == 0) & (
+        _bilinear(seq["moving_mask"][t + 1], u, v)[..., 0] == 0)
+    valid = inside & visible & static
+    assert valid.mean() > 0.5
+    target = seq["images"][t].astype(np.float64) / 255
+    source = seq["images"][t + 1].astype(np.float64) / 255
+    warped = _bilinear(source, u, v)
+    warp_error = np.abs(warped - target).mean(-1)[valid].mean()
+    identity_error = np.abs(source - target).mean(-1)[valid].mean()
+    assert warp_error < 0.03, (t, warp_error, identity_error)
+    assert identity_error > 3 * warp_error, (t, warp_error, identity_error)
+
+
+def test_moving_objects_break_the_static_warp():
+  """Where a moving car is seen, the static-world warp does not reproduce the frame."""
+  seq = synthetic.render_sequence(3, 6, HEIGHT, WIDTH)
+  k = seq["intrinsics"].astype(np.float64)
+  poses = seq["world_from_camera"].astype(np.float64)
+  errors = []
+  for t in range(len(poses) - 1):
+    u, v, z = _project(seq["depth"][t, ..., 0], np.linalg.inv(poses[t + 1]) @ poses[t], k)
+    inside = (u >= 0) & (u <= WIDTH - 1) & (v >= 0) & (v <= HEIGHT - 1)
+    moving = (seq["moving_mask"][t, ..., 0] == 1) & inside
+    if moving.sum() < 20:
+      continue
+    warped_depth = _bilinear(seq["depth"][t + 1], u, v)[..., 0]
+    errors.append(np.median(np.abs(warped_depth - z)[moving] / z[moving]))
+  assert errors and max(errors) > 0.02
+
+
+def test_bad_arguments_raise_clear_errors():
+  with pytest.raises(ValueError, match="num_frames"):
+    synthetic.render_sequence(0, 0, HEIGHT, WIDTH)
+  with pytest.raises(ValueError, match="height and width"):
+    synthetic.render_sequence(0, 1, 2, WIDTH)
+  with pytest.raises(ValueError, match="intrinsics"):
+    synthetic.render_sequence(0, 1, HEIGHT, WIDTH, intrinsics=np.eye(2))
+  with pytest.raises(ValueError, match="seed"):
+    synthetic.make_scene(-1, 2)
+
+
+def test_tfds_round_trip(tmp_path):
+  """The builder generates a tiny config on first use; the adapter returns the renderer's arrays."""
+  from sslmd_jax.data import synthetic_tfds  # TensorFlow-free TFDS import is slow: load lazily.
+
+  sizes = dict(height=24, width=80, num_train_sequences=2, num_test_sequences=1,
+               frames_per_sequence=3)
+  train = synthetic_tfds.synthetic_sequences("train", data_dir=tmp_path, **sizes)
+  test = synthetic_tfds.synthetic_sequences("test", data_dir=tmp_path, **sizes)
+  assert [s.num_frames for s in train] == [3, 3] and len(test) == 1
+  assert list(tmp_path.glob("synthetic_driving/*/1.0.0/*.array_record-*"))
+  # Disjoint scenes between the splits.
+  train_first = {s.load_frame(0).tobytes() for s in train}
+  assert test[0].load_frame(0).tobytes() not in train_first
+  for sequence, seed in [(train[1], 1), (test[0], synthetic_tfds.TEST_SEED_OFFSET)]:
+    reference = synthetic.render_sequence(seed, 3, 24, 80)
+    assert (sequence.height, sequence.width) == (24, 80)
+    np.testing.assert_array_equal(sequence.intrinsics, reference["intrinsics"])
+    for i in range(3):
+      np.testing.assert_array_equal(sequence.load_frame(i), reference["images"][i])
+      extras = sequence.load_extras(i)
+      for key in ("depth", "world_from_camera", "moving_mask"):
+        assert extras[key].dtype == np.float32
+        np.testing.assert_array_equal(extras[key], reference[key][i], err_msg=key)
+  # Second use reads the existing files (no regeneration) and gives the same frames.
+  again = synthetic_tfds.synthetic_sequences("train", data_dir=tmp_path, **sizes)
+  np.testing.assert_array_equal(again[0].load_frame(2), train[0].load_frame(2))
+  with pytest.raises(IndexError, match="3 frames"):
+    train[0].load_frame(3)
+  with pytest.raises(ValueError, match="splits"):
+    synthetic_tfds.synthetic_sequences("validation", data_dir=tmp_path, **sizes)
+
+
+def test_tfds_configs():
+  from sslmd_jax.data import synthetic_tfds
+
+  names = set(synthetic_tfds.SyntheticDriving.builder_configs)
+  assert {"96x320", "192x640"} <= names
+  assert synthetic_tfds.make_config(96, 320).name == "96x320"
+  custom = synthetic_tfds.make_config(48, 160, frames_per_sequence=5)
+  assert custom.name == "48x160-train20-test4-frames5" and custom.frames_per_sequence == 5
+  assert set(synthetic_tfds.split_seeds(custom, "train")).isdisjoint(
+      synthetic_tfds.split_seeds(custom, "test"))
+  with pytest.raises(ValueError, match="frames_per_sequence"):
+    synthetic_tfds.make_config(48, 160, frames_per_sequence=0)
+
+
+def test_ground_truth_drives_geometry_inverse_warp(sequence):
+  """`sslmd_jax.geometry.inverse_warp` with the world's depth and pose matches the NumPy warp."""
+  geometry = pytest.importorskip("sslmd_jax.geometry")
+  k = sequence["intrinsics"].astype(np.float64)
+  poses = sequence["world_from_camera"].astype(np.float64)
+  source_from_target = np.linalg.inv(poses[1]) @ poses[0]
+  source = sequence["images"][1].astype(np.float32) / 255
+  warped, valid = geometry.inverse_warp(
+      source[None], sequence["depth"][:1], source_from_target[None].astype(np.float32),
+      sequence["intrinsics"][None], padding="zeros")
+  warped, valid = np.asarray(warped[0]), np.asarray(valid[0]) > 0.5
+  u, v, _ = _project(sequence["depth"][0, ..., 0], source_from_target, k)
+  inside = (u >= 0) & (u <= WIDTH - 1) & (v >= 0) & (v <= HEIGHT - 1)
+  interior = inside & (u > 0.01) & (u < WIDTH - 1.01) & (v > 0.01) & (v < HEIGHT - 1.01)
+  assert np.all(valid[interior])
+  np.testing.assert_allclose(warped[interior], _bilinear(source, u, v)[interior], atol=2e-3)
+
+
+def test_in_memory_frame_sequence(sequence):
+  frames = synthetic.to_frame_sequence(sequence, name="synthetic/seed7")
+  assert (frames.num_frames, frames.height, frames.width) == (FRAMES, HEIGHT, WIDTH)
+  np.testing.assert_array_equal(frames.load_frame(2), sequence["images"][2])
+  extras = frames.load_extras(3)
+  np.testing.assert_array_equal(extras["world_from_camera"], sequence["world_from_camera"][3])
+  with pytest.raises(ValueError, match="'depth' must have shape"):
+    synthetic.to_frame_sequence({**sequence, "depth": sequence["depth"][:1]}, name="bad")
+
+
+def _box_downsampled_reference(seed, height, width, factor):
+  """The same first frame rendered `factor` times larger and box-filtered back (float [H, W, 3])."""
+  k = synthetic.synthetic_intrinsics(height, width).astype(np.float64)
+  # Pixel-centre convention: big pixel centre u' = factor * u + (factor - 1) / 2.
+  big_k = np.diag([factor, factor, 1.0]) @ k
+  big_k[:2, 2] += (factor - 1) / 2
+  big = synthetic.render_sequence(seed, 1, factor * height, factor * width, intrinsics=big_k)
+  image = big["images"][0].astype(np.float64) / 255
+  return image.reshape(height, factor, width, factor, 3).mean((1, 3))
+
+
+def test_anti_aliasing_matches_supersampled_reference(monkeypatch):
+  """A frame is close to a 4x-supersampled render, and closer with edge supersampling than without."""
+  seeds, height, width = (0, 1), 24, 80
+  references = [_box_downsampled_reference(seed, height, width, 4) for seed in seeds]
+
+  def error():
+    return np.mean([
+        np.abs(synthetic.render_sequence(seed, 1, height, width)["images"][0] / 255 - ref).mean()
+        for seed, ref in zip(seeds, references)])
+
+  with_aa = error()
+  monkeypatch.setattr(synthetic, "_SAMPLE_OFFSETS", np.zeros_like(synthetic._SAMPLE_OFFSETS))
+  without_aa = error()
+  assert with_aa < 0.025
+  assert with_aa < 0.9 * without_aa, (with_aa, without_aa)
