@@ -7,6 +7,11 @@
   sslmd eval --workdir=DIR [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
       prints a table and writes DIR/eval/metrics.json.
+  sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] [--point_cloud]
+      Depth of one image, a frames folder or a video (per frame <name>_depth.npy / .png, and for
+      sequences OUT/poses.txt in KITTI format plus trajectory.png).
+  sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]
+      Serialized jax.export artifact of depth inference (symbolic batch), or ONNX.
 
 Multi-host (Cloud TPU pods, multi-node GPU): pass --distributed to call
 `jax.distributed.initialize()` before anything touches the devices.
@@ -25,13 +30,20 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval")
+COMMANDS = ("train", "eval", "predict", "export")
 DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/<recipe>.py[:tiny]); default: configs/default.py.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, events, checkpoints).")
+_INPUT = flags.DEFINE_string("input", None, "sslmd predict: an image, a frames folder, a video, or a folder of those.")
+_OUTPUT = flags.DEFINE_string("output", None, "sslmd predict: output folder; sslmd export: artifact file.")
+_FLIP = flags.DEFINE_bool("flip", False, "sslmd predict: flip post-processing (average with the mirrored image).")
+_SCALE = flags.DEFINE_float("scale", 1.0, "sslmd predict: metric scale factor for depth, point clouds and poses.")
+_POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "sslmd predict: also write a PLY point cloud per frame.")
+_FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
+                            "sslmd export: jax.export artifact or ONNX (needs the onnx extra).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
 
@@ -60,7 +72,21 @@ def _merge_overrides(config: ml_collections.ConfigDict) -> ml_collections.Config
   return config
 
 
+_QUIET_PATHS = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/", "/tensorstore/")
+
+
+class _QuietLibraries:
+  """Drops the INFO chatter of orbax, tfds and grain (their warnings and errors still show)."""
+
+  def filter(self, record) -> bool:
+    import logging as py_logging
+    if record.levelno >= py_logging.WARNING:
+      return True
+    return not any(p in record.pathname for p in _QUIET_PATHS)
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: sslmd {{{'|'.join(COMMANDS)}}} [--config=...] --workdir=DIR")
   command = argv[1]
@@ -83,6 +109,22 @@ def main(argv):
     except objectives.ConfigError as e:
       raise app.UsageError(str(e)) from None
     except (DataError, train.NonFiniteLossError, FileNotFoundError) as e:
+      sys.exit(f"error: {e}")
+  elif command in ("predict", "export"):
+    if not _WORKDIR.value or not _OUTPUT.value:
+      raise app.UsageError(f"sslmd {command} needs --workdir=DIR and --output=PATH.")
+    try:
+      if command == "predict":
+        if not _INPUT.value:
+          raise app.UsageError("sslmd predict needs --input=PATH (image, frames folder or video).")
+        from sslmd_jax import predict
+        predict.predict_main(_WORKDIR.value, _INPUT.value, _OUTPUT.value,
+                             flip_post_process=_FLIP.value, scale=_SCALE.value,
+                             point_cloud=_POINT_CLOUD.value)
+      else:
+        from sslmd_jax import export
+        export.export_main(_WORKDIR.value, _OUTPUT.value, fmt=_FORMAT.value)
+    except (DataError, FileNotFoundError, ImportError) as e:
       sys.exit(f"error: {e}")
   else:
     from sslmd_jax import evaluate_run

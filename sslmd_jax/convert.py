@@ -36,7 +36,8 @@ import pathlib
 import re
 from typing import Any, Callable, Mapping, NamedTuple
 
-import flax
+from flax import traverse_util
+from flax.core import unfreeze
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,7 +109,7 @@ def _convert_tree(template: Mapping[str, Any], state_dict: StateDict, *,
   missing, mismatched, used = [], [], set()
   out = {}
   for collection, tree in template.items():
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
+    flat = traverse_util.flatten_dict(unfreeze(tree))
     converted = {}
     for path, spec in flat.items():
       key = key_of(collection, path)
@@ -127,7 +128,7 @@ def _convert_tree(template: Mapping[str, Any], state_dict: StateDict, *,
       if path[-1] == "kernel":
         value = np.ascontiguousarray(value.transpose(2, 3, 1, 0))
       converted[path] = value
-    out[collection] = flax.traverse_util.unflatten_dict(converted)
+    out[collection] = traverse_util.unflatten_dict(converted)
   unexpected = sorted(k for k in state_dict
                       if k not in used and not _IGNORED.search(k) and not extra_ok(k))
   if missing or mismatched or unexpected:

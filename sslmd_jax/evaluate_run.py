@@ -37,7 +37,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   networks = networks or objectives.make_networks(config)
   if state is None:
     optimizer = train.make_optimizer(config)
-    state = train.create_train_state(config, networks, optimizer, jax.random.PRNGKey(config.seed))
+    state = train.create_train_state(config, networks, optimizer)
     state = train.restore_state(workdir, config, state)
   state = jax.device_get(state)
   predictor = inference.Predictor(config, state.params, state.batch_stats, networks)

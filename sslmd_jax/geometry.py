@@ -260,12 +260,12 @@ def transform_from_pose(rotation: jax.Array, translation: jax.Array, *,
     rotation: `[..., 3]` axis-angle or Euler angles (radians), or `[..., 3, 3]`
       with `rotation_type="matrix"`.
     translation: `[..., 3]` metres.
-    rotation_type: `"axis_angle"`, `"euler"` or `"matrix"`.
+    rotation_type: `"axis_angle"` (alias `"axisangle"`), `"euler"` or `"matrix"`.
 
   Returns:
     `[..., 4, 4]` rigid transforms.
   """
-  if rotation_type == "axis_angle":
+  if rotation_type in ("axis_angle", "axisangle"):
     matrix = rotation_from_axis_angle(rotation)
   elif rotation_type == "euler":
     matrix = rotation_from_euler(rotation)

@@ -1,13 +1,24 @@
 """Batched, jitted prediction with trained networks: depth of images, motion between frames.
 
-`Predictor` wraps a run's networks and variables. Batches are padded to a
-fixed bucket size so that a stream of calls with varying batch sizes compiles
-once per bucket, not once per call.
+`Predictor` wraps a run's networks and variables (`Predictor.from_workdir`
+loads a run once). Batches are padded to a fixed bucket size (`BUCKETS`) so
+that a stream of calls with varying batch sizes compiles once per bucket and
+input size, not once per call. Inputs of any size are resized to the model's
+inside the jitted function (and, on request, depth is resized back).
+
+Usage (a notebook, a service):
+
+  predictor = inference.Predictor.from_workdir("runs/default")
+  depth = predictor.predict_depth(images, at_input_size=True)   # [N, h, w, 1]
+  camera_next_from_camera = predictor.predict_motion(frames)    # [N - 1, 4, 4]
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +60,39 @@ class Predictor:
     self.params = params
     self.batch_stats = batch_stats
     self.height, self.width = config.data.height, config.data.width
-    self._depth = jax.jit(self._depth_fn)
-    self._motion = jax.jit(self._motion_fn)
+    self.step: int | None = None
+    self._depth = jax.jit(self._depth_full_fn, static_argnames=("flip_post_process", "output_size"))
+    self._motion = jax.jit(self._motion_resized_fn)
+
+  @classmethod
+  def from_workdir(cls, workdir: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None
+                   ) -> "Predictor":
+    """Loads a training run once: `workdir/config.json` and its newest checkpoint.
+
+    Args:
+      workdir: a run directory written by `train.train_and_evaluate`.
+      config: optional config overriding `workdir/config.json` (same architecture).
+
+    Raises:
+      FileNotFoundError: naming the file when `config.json` or every checkpoint is missing.
+    """
+    from sslmd_jax import train  # Local: train imports the data pipeline.
+    workdir = pathlib.Path(workdir)
+    if config is None:
+      path = workdir / "config.json"
+      if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} a training run's workdir?")
+      config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    networks = objectives.make_networks(config)
+    # Only the state's structure is needed to restore: trace the initialisation, never run it.
+    init_config = ml_collections.ConfigDict(config.to_dict())
+    init_config.model.pretrained = ""
+    abstract = jax.eval_shape(lambda: train.create_train_state(
+        init_config, networks, train.make_optimizer(init_config)))
+    state = jax.device_get(train.restore_state(workdir, config, abstract))
+    predictor = cls(config, state.params, state.batch_stats, networks)
+    predictor.step = int(state.step)
+    return predictor
 
   def _vars(self, name):
     v = {"params": self.params[name]}
@@ -61,6 +103,29 @@ class Predictor:
   def _depth_fn(self, images):
     out, _ = self.networks.depth.apply(self._vars("depth"), images, train=False)
     return out["depth"][0]
+
+  def _to_model_size(self, images):
+    """Float `[B, h, w, 3]` -> `[B, H, W, 3]` at the model's size (anti-aliased bilinear)."""
+    if images.shape[1:3] == (self.height, self.width):
+      return images
+    return jax.image.resize(images, (images.shape[0], self.height, self.width, 3), "bilinear",
+                            antialias=True)
+
+  def _depth_full_fn(self, images, *, flip_post_process: bool, output_size: tuple[int, int] | None):
+    """Depth `[B, h', w', 1]` of float images `[B, h, w, 3]` (any size; see `predict_depth`)."""
+    images = self._to_model_size(images)
+    depth = self._depth_fn(images)
+    if flip_post_process:
+      flipped = self._depth_fn(images[:, :, ::-1])[:, :, ::-1]
+      depth = 1.0 / flip_post_process_disparity(1.0 / depth, 1.0 / flipped)
+    if output_size is not None and tuple(output_size) != depth.shape[1:3]:
+      # Disparity is resized (as in the Eigen protocol), then inverted back to depth.
+      disparity = jax.image.resize(1.0 / depth, (depth.shape[0], *output_size, 1), "bilinear")
+      depth = 1.0 / disparity
+    return depth
+
+  def _motion_resized_fn(self, first, second):
+    return self._motion_fn(self._to_model_size(first), self._to_model_size(second))
 
   def _motion_fn(self, first, second):
     """`next_from_current` `[B, 4, 4]` for frames `first` → `second` (temporal order)."""
@@ -88,35 +153,50 @@ class Predictor:
                                              rotation_type="matrix")
     return transform, aux.get("intrinsics")
 
-  def _prepare(self, images) -> np.ndarray:
+  def _prepare(self, images, name: str = "images") -> np.ndarray:
+    """uint8 or float `[N, h, w, 3]` -> float32 in [0, 1] (resizing happens in the jitted functions)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"images must be [N, H, W, 3], got shape {images.shape}")
+      raise ValueError(f"{name} must be [N, H, W, 3] (RGB), got shape {images.shape}")
+    if images.shape[0] == 0:
+      raise ValueError(f"{name}: empty batch (shape {images.shape})")
     if images.dtype == np.uint8:
       images = images.astype(np.float32) / 255.0
-    if images.shape[1:3] != (self.height, self.width):
-      images = np.asarray(jax.image.resize(images, (images.shape[0], self.height, self.width, 3),
-                                           "bilinear", antialias=True))
     return images.astype(np.float32)
 
-  def predict_depth(self, images) -> np.ndarray:
-    """Depth `[N, H, W, 1]` (network units; metres after median or stereo scaling) of `[N, h, w, 3]` images.
+  def predict_depth(self, images, *, flip_post_process: bool = False,
+                    at_input_size: bool = False) -> np.ndarray:
+    """Depth (network units; metres after median or stereo scaling) of `[N, h, w, 3]` images.
 
-    Images (uint8 or float in [0, 1]) are resized to the model's input size;
-    the depth comes back at the model's size.
+    Images (uint8, or float in [0, 1]) of any size are resized to the model's
+    input size inside the jitted function; batches are padded to a bucket of
+    `BUCKETS` so that one compilation serves every batch size up to it.
+
+    Args:
+      images: `[N, h, w, 3]` RGB.
+      flip_post_process: average with the prediction of the mirrored image
+        (Godard et al. 2017 §4 post-processing; see `flip_post_process_disparity`).
+      at_input_size: return depth at `h x w` (disparity resized bilinearly,
+        then inverted) instead of the model's `H x W`.
+
+    Returns:
+      float32 `[N, H, W, 1]`, or `[N, h, w, 1]` with `at_input_size`.
     """
     images = self._prepare(images)
     n = images.shape[0]
+    output_size = tuple(images.shape[1:3]) if at_input_size else None
     out = []
     for start in range(0, n, BUCKETS[-1]):
       chunk = images[start:start + BUCKETS[-1]]
       size = _bucket(chunk.shape[0])
-      out.append(np.asarray(self._depth(_pad(chunk, size)))[:chunk.shape[0]])
+      depth = self._depth(_pad(chunk, size), flip_post_process=flip_post_process,
+                          output_size=output_size)
+      out.append(np.asarray(depth)[:chunk.shape[0]])
     return np.concatenate(out, axis=0)
 
   def predict_motion(self, frames) -> np.ndarray:
     """Relative poses `camera_{i+1}_from_camera_i` `[N−1, 4, 4]` of consecutive frames `[N, h, w, 3]`."""
-    frames = self._prepare(frames)
+    frames = self._prepare(frames, "frames")
     first, second = frames[:-1], frames[1:]
     out = []
     for start in range(0, first.shape[0], BUCKETS[-1]):
@@ -130,8 +210,32 @@ class Predictor:
     """Learned intrinsics `[3, 3]` (pixels of the model's input size), averaged over frame pairs, or None."""
     if not self.config.model.learn_intrinsics:
       return None
-    frames = self._prepare(frames)
+    frames = self._prepare(frames, "frames")
     a, b = frames[:-1][:BUCKETS[-1]], frames[1:][:BUCKETS[-1]]
     size = _bucket(a.shape[0])
     _, k = self._motion(_pad(a, size), _pad(b, size))
     return np.asarray(k)[:a.shape[0]].mean(axis=0)
+
+
+def flip_post_process_disparity(disparity: jax.Array, flipped_disparity: jax.Array) -> jax.Array:
+  """Combines a disparity map with that of the mirrored image (Godard et al. 2017 §4).
+
+  The mirrored prediction (already flipped back) replaces the original in the
+  leftmost 5% of columns, the original is kept in the rightmost 5%, and the
+  two are averaged in between, with linear ramps over the next 5% on each side.
+  This removes the disocclusion artefacts that each prediction has at one edge.
+
+  Args:
+    disparity: `[..., H, W, 1]` disparity of the image.
+    flipped_disparity: `[..., H, W, 1]` disparity of the mirrored image, mirrored back.
+
+  Returns:
+    `[..., H, W, 1]` combined disparity.
+  """
+  width = disparity.shape[-2]
+  x = jnp.linspace(0.0, 1.0, width, dtype=disparity.dtype)
+  left = 1.0 - jnp.clip(20.0 * (x - 0.05), 0.0, 1.0)  # 1 on the left edge, 0 from 10% on.
+  right = left[::-1]
+  left, right = left[:, None], right[:, None]  # [W, 1]
+  mean = 0.5 * (disparity + flipped_disparity)
+  return right * disparity + left * flipped_disparity + (1.0 - left - right) * mean

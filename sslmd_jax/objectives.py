@@ -6,8 +6,8 @@ that reads the config; `geometry` and `losses` know nothing of networks and
 configs.
 
 Batch (from `sslmd_jax.data.pipeline`, per device after sharding):
-  images            float32 [B, S, H, W, 3] in [0, 1], the un-jittered frames (losses)
-  network_images    float32 [B, S, H, W, 3], colour-jittered copies (network inputs)
+  images            [B, S, H, W, 3] float32 in [0, 1] or uint8 (0–255), the un-jittered frames (losses)
+  network_images    [B, S, H, W, 3] likewise, colour-jittered copies (network inputs)
   intrinsics        float32 [B, 3, 3], pixels of H x W
   stereo_images, stereo_network_images [B, H, W, 3], stereo_from_target [B, 4, 4] (stereo only)
 with S = len(config.data.frame_offsets), frame index `target_index` (offset 0).
@@ -20,14 +20,16 @@ one more forward source with its known `stereo_from_target`.
 
 Aggregation (documented choices where the papers' codes differ):
   * Multi-scale terms (photometric, smoothness, explainability) are averaged
-    over the loss scales (Monodepth2's `total /= num_scales`).
+    over the scales that carry them (Monodepth2's `total /= num_scales`).
   * 'min' reprojection (Monodepth2): the mean over all pixels of the per-pixel
     minimum over forward sources, auto-masked pixels holding their identity
-    error (no gradient), as in Monodepth2.
-  * 'mean' reprojection (SfMLearner, SC-SfMLearner, Monodepth2's ablation): each
-    pair's error map, weighted by the explainability mask / the self-discovered
-    mask / the binary auto-mask, is averaged over its valid pixels; pairs are
-    averaged.
+    error (no gradient), as in Monodepth2. Its 'mean' ablation (no other mask
+    active) is the same with the per-pixel mean over sources
+    (`losses.average_reprojection`).
+  * 'mean' reprojection with a mask (SfMLearner's explainability, SC-SfMLearner's
+    self-discovered mask and optional binary auto-mask `warped < identity`):
+    each pair's weighted error map is averaged over its valid pixels; pairs
+    are averaged. Geometry consistency likewise.
   * Occlusion-aware photometric (Li et al.): L1 averaged over the pixels where
     the warped depth is closer (and in the image); depth-weighted SSIM averaged
     over all pixels with its pooled proximity weight; pairs averaged.
@@ -123,6 +125,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if m.pose_net == "motion_field" and lo.multiscale != "full_resolution" and lo.num_scales > 1:
     raise ConfigError("config.model.pose_net='motion_field' computes its losses at scale 0: "
                       "set loss.num_scales=1.")
+  if m.pose_net == "posexp" and lo.explainability_weight > 0 and lo.reprojection != "mean":
+    raise ConfigError("config.loss.explainability_weight > 0 weights each source's error map: "
+                      "set config.loss.reprojection='mean'.")
+  if d.stereo and (m.pose_net == "motion_field" or lo.geometry_consistency_weight > 0
+                   or lo.self_discovered_mask or lo.occlusion_aware or lo.both_directions):
+    raise ConfigError("config.data.stereo=True adds the stereo partner as a forward source of "
+                      "known pose; it cannot be combined with model.pose_net='motion_field', "
+                      "loss.geometry_consistency_weight, loss.self_discovered_mask, "
+                      "loss.occlusion_aware or loss.both_directions (they need its depth).")
+  if m.layer_norm_ramp_steps <= 0 or m.motion_burn_in_steps <= 0:
+    raise ConfigError("config.model.layer_norm_ramp_steps and motion_burn_in_steps must be "
+                      f"positive, got {m.layer_norm_ramp_steps} and {m.motion_burn_in_steps}.")
   if d.stereo and d.name != "kitti_raw":
     raise ConfigError(f"config.data.stereo=True needs a stereo source (kitti_raw), got "
                       f"data.name={d.name!r}.")
@@ -204,9 +218,21 @@ def upsample_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
                           antialias=False)
 
 
+def as_float_images(images: jax.Array) -> jax.Array:
+  """uint8 images (0–255) → float32 in [0, 1]; float images pass through as float32."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of `values` over pixels where `mask` > 0 (0 when the mask is empty); `[..., H, W]`."""
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _per_pair_masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+  """`[B, P, H, W]` → `[P]`: each pair's mean over its masked pixels (whole batch)."""
+  return jax.vmap(_masked_mean, in_axes=(1, 1))(values, mask)
 
 
 def _gather_frames(x: jax.Array, indices: tuple[int, ...]) -> jax.Array:
@@ -243,8 +269,8 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
     motion field, learned intrinsics).
   """
   d, m, lo = config.data, config.model, config.loss
-  images = batch["images"]
-  net_images = batch["network_images"]
+  images = as_float_images(batch["images"])
+  net_images = as_float_images(batch["network_images"])
   bsz, num_frames, height, width, _ = images.shape
   t = target_index(config)
   sources = tuple(i for i in range(num_frames) if i != t)
@@ -324,7 +350,7 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
                                              _gather_frames(net_images, sources), train=train)
     transforms = _pose_to_transform(pose_out["rotation"], pose_out["translation"], "euler")
     b_from_a = _insert_stereo(transforms, pairs, batch)
-    explainability = pose_aux["explainability"]  # per scale [B, h, w, S-1]
+    explainability = pose_aux["explainability"] or None  # per scale [B, h, w, S-1]; () when off
   else:
     depth0 = 1.0 / disps[0]  # [B, S, H0, W0, 1] at scale 0
     rgbd = jnp.concatenate([net_images, upsample_bilinear(depth0, height, width)], axis=-1)
@@ -380,7 +406,7 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
       sampled_depth, _ = geometry.bilinear_sample(depth_b, pixels, padding=lo.padding)
       occlusion = losses.occlusion_mask(transformed_depth, sampled_depth) * valid
       l1 = jnp.mean(jnp.abs(warped - img_a), axis=-1)
-      rgb = _masked_mean(l1, occlusion)
+      rgb = jnp.mean(_per_pair_masked_mean(l1, occlusion))
       proximity = losses.depth_proximity_weight(transformed_depth, sampled_depth, occlusion)
       ssim_map, pooled = losses.depth_weighted_ssim(warped, img_a, proximity[..., None])
       ssim = jnp.mean(ssim_map * pooled)
@@ -392,18 +418,6 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
       continue
 
     errors = losses.photometric_error(warped, img_a, ssim_weight=lo.ssim_weight, clip_l1=lo.clip_l1)
-    weights = valid
-    if lo.geometry_consistency_weight > 0 or lo.self_discovered_mask:
-      depth_b = 1.0 / _gather_frames(disp_s, tuple(slot[b] for b in b_idx))
-      sampled_depth, _ = geometry.bilinear_sample(depth_b, pixels, padding=lo.padding)
-      diff = losses.depth_inconsistency(transformed_depth, sampled_depth)
-      gc_terms.append(_masked_mean(diff, valid))
-      if lo.self_discovered_mask:
-        sdm = losses.self_discovered_mask(diff)
-        errors = errors * sdm
-        if s == 0:
-          aux["self_discovered_mask"] = sdm[:, 0]
-
     if lo.automask:
       if full_res and identity_cache is not None:
         identity = identity_cache
@@ -411,13 +425,29 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
         identity = losses.photometric_error(img_b, img_a, ssim_weight=lo.ssim_weight,
                                             clip_l1=lo.clip_l1)
         identity_cache = identity
+      # SC-SfMLearner's binary auto-mask compares the raw warped error with the identity error.
+      binary = jax.lax.stop_gradient((errors < identity).astype(errors.dtype))
+    weights = valid
+    if lo.geometry_consistency_weight > 0 or lo.self_discovered_mask:
+      depth_b = 1.0 / _gather_frames(disp_s, tuple(slot[b] for b in b_idx))
+      sampled_depth, _ = geometry.bilinear_sample(depth_b, pixels, padding=lo.padding)
+      diff = losses.depth_inconsistency(transformed_depth, sampled_depth)
+      gc_terms.append(jnp.mean(_per_pair_masked_mean(diff, valid)))
+      if lo.self_discovered_mask:
+        sdm = losses.self_discovered_mask(diff)
+        errors = errors * sdm
+        if s == 0:
+          aux["self_discovered_mask"] = sdm[:, 0]
 
-    if lo.reprojection == "min":
+    plain_average = (lo.reprojection == "mean" and explainability is None
+                     and not lo.self_discovered_mask and lo.geometry_consistency_weight == 0)
+    noise_key = jax.random.fold_in(automask_key, s) if lo.automask else None
+    if lo.reprojection == "min" or (plain_average and lo.automask):
+      # Monodepth2: per-pixel min (or, for its ablation, mean) over sources, auto-masked.
       fwd = jnp.stack([errors[:, i] for i in forward], axis=1)
       ident = jnp.stack([identity[:, i] for i in forward], axis=1) if lo.automask else None
-      loss_map, automask = losses.min_reprojection(
-          fwd, ident, noise_key=jax.random.fold_in(automask_key, s) if lo.automask else None,
-          noise_scale=lo.automask_noise)
+      combine = losses.min_reprojection if lo.reprojection == "min" else losses.average_reprojection
+      loss_map, automask = combine(fwd, ident, noise_key=noise_key, noise_scale=lo.automask_noise)
       photo_terms.append(jnp.mean(loss_map))
       if s == 0:
         aux["automask"] = automask
@@ -426,19 +456,15 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
         mask = explainability[s]  # [B, h_s', w_s', S-1] at this scale's native resolution
         mask = upsample_bilinear(mask, h_s, w_s) if full_res else mask
         mask = jnp.moveaxis(mask, -1, 1)  # [B, S-1, h, w]
-        if d.stereo:
-          mask = jnp.concatenate([mask, jnp.ones_like(mask[:, :1])], axis=1)
         weights = weights * mask
         expl_terms.append(jnp.mean(losses.explainability_loss(mask)))
         if s == 0:
           aux["explainability"] = mask[:, 0]
       if lo.automask:
-        binary = (errors < identity).astype(errors.dtype)
-        weights = weights * jax.lax.stop_gradient(binary)
+        weights = weights * binary
         if s == 0:
           aux["automask"] = binary[:, 0]
-      per_pair = jax.vmap(_masked_mean, in_axes=(1, 1))(errors * weights, valid)
-      photo_terms.append(jnp.mean(per_pair))
+      photo_terms.append(jnp.mean(_per_pair_masked_mean(errors * weights, valid)))
 
   # ---------------------------------------------------------------- smoothness, per scale
   smooth_frames = tuple(sorted({a for a, _ in pairs}))
@@ -463,7 +489,7 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   num_scales = max(lo.num_scales, 1)
   terms["photometric"] = scale_weight * lo.photometric_weight * sum(photo_terms) / num_scales
   if smooth_terms:
-    terms["smoothness"] = scale_weight * sum(smooth_terms) / num_scales
+    terms["smoothness"] = scale_weight * sum(smooth_terms) / len(smooth_terms)
   if expl_terms:
     terms["explainability"] = scale_weight * lo.explainability_weight * sum(expl_terms) / num_scales
   if gc_terms and lo.geometry_consistency_weight > 0:
@@ -492,7 +518,8 @@ def _insert_stereo(transforms: jax.Array, pairs, batch) -> jax.Array:
 
 def _pair_images(images: jax.Array, b_idx, batch) -> jax.Array:
   """Frames `b` of every pair, `[B, P, H, W, 3]` (the stereo partner for b = -1)."""
-  return jnp.stack([batch["stereo_images"] if b == -1 else images[:, b] for b in b_idx], axis=1)
+  return jnp.stack([as_float_images(batch["stereo_images"]) if b == -1 else images[:, b]
+                    for b in b_idx], axis=1)
 
 
 def _cycle_terms(rotation, translation_field, pixels, mask, pairs, t, lo) -> dict[str, jax.Array]:
@@ -500,15 +527,16 @@ def _cycle_terms(rotation, translation_field, pixels, mask, pairs, t, lo) -> dic
   index = {pair: i for i, pair in enumerate(pairs)}
   rot_terms, trans_terms = [], []
   for (a, b), i in index.items():
-    if a != t or (b, a) not in index:
+    if (b, a) not in index:
       continue
     j = index[(b, a)]
-    rot_terms.append(jnp.mean(losses.rotation_cycle_consistency(rotation[:, i], rotation[:, j])))
+    if a == t:  # The rotation term is symmetric: once per pair.
+      rot_terms.append(jnp.mean(losses.rotation_cycle_consistency(rotation[:, i], rotation[:, j])))
     backward, _ = geometry.bilinear_sample(translation_field[:, j], pixels[:, i], padding="border")
     per_pixel = losses.translation_cycle_consistency(
         rotation[:, i], translation_field[:, i], rotation[:, j], backward)
-    trans_terms.append(_masked_mean(per_pixel, mask[:, i]))
-  if not rot_terms:
+    trans_terms.append(jnp.mean(_masked_mean(per_pixel, mask[:, i])))
+  if not rot_terms:  # pragma: no cover - validate_config guarantees both directions
     return {}
   return {"rotation_cycle": lo.rotation_cycle_weight * sum(rot_terms) / len(rot_terms),
           "translation_cycle": lo.translation_cycle_weight * sum(trans_terms) / len(trans_terms)}

@@ -77,7 +77,7 @@ def image_summaries(state, batch, networks, config, max_images: int = 2) -> dict
   fn = _jitted_aux(networks, config)
   aux = jax.device_get(fn(state.params, state.batch_stats, batch, state.step))
   t = objectives.target_index(config)
-  images = np.asarray(jax.device_get(batch["images"]))[:max_images, t]
+  images = np.asarray(jax.device_get(objectives.as_float_images(batch["images"][:max_images, t])))
   out = {"input": (np.clip(images, 0, 1) * 255).astype(np.uint8),
          "disparity": colorize(np.asarray(aux["disp"])[:max_images, ..., 0])}
   for name in ("automask", "explainability", "self_discovered_mask", "occlusion_mask"):

@@ -194,8 +194,10 @@ def test_color_jitter_changes_network_images_only():
   on = next(iter(pipeline.make_data_loader([seq], options(color_jitter_prob=1.0))))
   np.testing.assert_array_equal(off["network_images"], off["images"])
   np.testing.assert_array_equal(on["images"], off["images"])  # the losses see the originals
-  assert np.all(np.abs(on["network_images"] - on["images"]).mean(axis=(1, 2, 3, 4)) > 1e-3)
-  assert on["images"].dtype == np.float32 and 0.0 <= on["images"].min() and on["images"].max() <= 1.0
+  diff = np.abs(on["network_images"].astype(np.float64) - on["images"])
+  assert np.all(diff.mean(axis=(1, 2, 3, 4)) > 0.25)  # uint8 levels
+  for key in ("images", "network_images"):
+    assert on[key].dtype == np.uint8 and off[key].dtype == np.uint8
 
 
 def test_batch_contract_shapes_and_intrinsics_known():
@@ -213,7 +215,27 @@ def test_batch_contract_shapes_and_intrinsics_known():
   # Unshuffled, unflipped, no jitter: the target is the resized frame at the snippet's centre.
   frame = seqs[0].load_frame(1)
   resized = pipeline.transforms.resize_image(frame, box=(0, 0, W0, H0), out_height=24, out_width=32)
-  np.testing.assert_array_equal(batch["images"][0, 1], pipeline.transforms.to_float(resized))
+  np.testing.assert_array_equal(batch["images"][0, 1], resized)
+  assert batch["images"].dtype == np.uint8 and batch["network_images"].dtype == np.uint8
+  assert batch["intrinsics"].dtype == np.float32 and batch["intrinsics_known"].dtype == np.float32
+
+
+def test_extra_keys_selects_the_ground_truth_served():
+  seq = dot_sequence(n=4)
+  full = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False))))
+  assert {"depth", "world_from_camera", "moving_mask"} <= set(full)
+  none = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False,
+                                                            extra_keys=()))))
+  assert set(none) == {"images", "network_images", "intrinsics", "intrinsics_known"}
+  depth = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False,
+                                                             extra_keys=["depth"]))))
+  assert set(depth) == set(none) | {"depth"}
+  np.testing.assert_array_equal(depth["depth"], full["depth"])
+  np.testing.assert_array_equal(depth["images"], full["images"])
+  with pytest.raises(ValueError, match="extra_keys"):
+    options(extra_keys=("disparity",))
+  with pytest.raises(DataError, match="extra_keys.*depth"):
+    pipeline.make_data_loader([random_sequence("no_gt", 5)], options(extra_keys=("depth",)))
 
 
 def test_bad_input_errors():
@@ -229,6 +251,12 @@ def test_bad_input_errors():
                         load_frame=ArrayLoader(np.zeros((5, H0, W0 + 1, 3), np.uint8)))
   with pytest.raises(DataError, match="wrong_size.*frame"):
     next(iter(pipeline.make_data_loader([wrong], options())))
+  seq = dot_sequence(n=4)
+  extras = dict(seq.load_extras.extras, depth=np.zeros((4, H0, W0), np.float32))
+  bad_depth = FrameSequence(name="flat_depth", num_frames=4, height=H0, width=W0, intrinsics=K0,
+                            load_frame=seq.load_frame, load_extras=ExtrasLoader(extras))
+  with pytest.raises(DataError, match="flat_depth.*'depth' expected"):
+    next(iter(pipeline.make_data_loader([bad_depth], options(batch_size=2))))
 
 
 # ----------------------------------------------------------------------------- determinism

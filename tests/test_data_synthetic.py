@@ -264,7 +264,7 @@ def _box_downsampled_reference(seed, height, width, factor):
 
 
 def test_anti_aliasing_matches_supersampled_reference(monkeypatch):
-  """A frame is close to a 4x-supersampled render, and closer with edge supersampling than without."""
+  """A frame is close to a 4x-supersampled render, closer with edge supersampling than without."""
   seeds, height, width = (0, 1), 24, 80
   references = [_box_downsampled_reference(seed, height, width, 4) for seed in seeds]
 
@@ -278,3 +278,18 @@ def test_anti_aliasing_matches_supersampled_reference(monkeypatch):
   without_aa = error()
   assert with_aa < 0.025
   assert with_aa < 0.9 * without_aa, (with_aa, without_aa)
+
+
+def test_lead_car_moves_with_the_camera():
+  """The lead car (forward-facing, in the camera lane) keeps a 6-26 m gap (a hard case)."""
+  leads = 0
+  for seed in range(4):
+    scene = synthetic.make_scene(seed, 60)
+    yaw = scene.moving_boxes["yaw"]  # [T, 2M]: bodies then cabins
+    forward = np.flatnonzero(np.abs(yaw[0]) < 0.1)
+    for box in forward:
+      gap = scene.moving_boxes["centre"][:, box, 2] - scene.road_from_camera[:, 2, 3]
+      assert np.all(gap > 5.0) and np.all(gap < 27.0), gap
+      assert np.all(np.abs(scene.moving_boxes["centre"][:, box, 0]) < 0.8)
+    leads += len(forward) > 0
+  assert leads > 0

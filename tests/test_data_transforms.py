@@ -42,6 +42,9 @@ POINT = np.array([0.3, -0.2, 4.0])
     [
         (transforms.full_box(H0, W0), (36, 48)),  # downscale
         (transforms.full_box(H0, W0), (60, 100)),  # anisotropic upscale
+        (transforms.full_box(H0, W0), (24, 33)),  # x1.94: 2x box reduction, then bilinear
+        (transforms.full_box(H0, W0), (16, 21)),  # 3x box reduction, then bilinear
+        ((2.5, 1.5, 2.5 + 56.0, 1.5 + 42.0), (20, 28)),  # crop, 2x reduction at a fractional box
         ((3.7, 2.2, 3.7 + W0 / 1.15, 2.2 + H0 / 1.15), (48, 64)),  # SfMLearner scale-and-crop
     ],
 )
@@ -57,6 +60,27 @@ def test_transformed_intrinsics_project_onto_the_dot(box, out_hw, flip):
   else:
     point = POINT
   np.testing.assert_allclose(dot_centre(out), project(k, point), atol=0.1)
+
+
+def test_integer_downscale_is_the_block_mean():
+  img = np.random.default_rng(0).integers(0, 256, (H0, W0, 3), dtype=np.uint8)
+  out = transforms.resize_image(img, box=transforms.full_box(H0, W0), out_height=24, out_width=32)
+  ref = img.astype(np.float64).reshape(24, 2, 32, 2, 3).mean(axis=(1, 3))
+  assert out.dtype == np.uint8 and np.max(np.abs(out - ref)) <= 0.5 + 1e-9
+  same = transforms.resize_image(img, box=transforms.full_box(H0, W0), out_height=H0, out_width=W0)
+  assert same is img  # the stored size needs no resampling
+
+
+def test_near_2x_downscale_stays_close_to_direct_bilinear():
+  """The reduce-then-bilinear path blurs like PIL's direct anti-aliased bilinear filter."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize(
+      (W0 * 2, H0 * 2), Image.Resampling.BILINEAR))
+  out = transforms.resize_image(smooth, box=transforms.full_box(2 * H0, 2 * W0), out_height=49,
+                                out_width=66)
+  direct = np.asarray(Image.fromarray(smooth).resize((66, 49), Image.Resampling.BILINEAR))
+  assert np.mean(np.abs(out.astype(float) - direct)) < 2.0
 
 
 def test_resize_rule_matches_pixel_centre_formula():

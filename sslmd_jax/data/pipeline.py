@@ -13,29 +13,40 @@ Batch contract (what `make_data_loader`'s iterator yields, per process).
 configured order; `options.target_index` is the position of offset 0. Images
 and intrinsics describe the output `H x W = options.height x options.width`.
 
-  * `images`: float32 `[B, S, H, W, 3]` in [0, 1], un-jittered (what the losses see);
-  * `network_images`: float32 `[B, S, H, W, 3]`, colour-jittered copies fed to the
-    networks (equal to `images` when no jitter was drawn);
+  * `images`: uint8 `[B, S, H, W, 3]` (0-255), un-jittered (what the losses see);
+  * `network_images`: uint8 `[B, S, H, W, 3]` (0-255), colour-jittered copies fed to
+    the networks (equal to `images` when no jitter was drawn; the jittered colours
+    are rounded to uint8);
   * `intrinsics`: float32 `[B, 3, 3]` in pixels of `H x W` (pixel-centre convention);
   * `intrinsics_known`: float32 `[B]`, 1 when the source gave intrinsics, 0 when
     `default_intrinsics` stood in;
-  * only when every sequence provides them: `depth` float32 `[B, S, H, W, 1]`
-    (metres, 0 = unknown), `world_from_camera` float32 `[B, S, 4, 4]`,
-    `moving_mask` float32 `[B, S, H, W, 1]`;
+  * only when every sequence provides them (and `options.extra_keys` asks for
+    them): `depth` float32 `[B, S, H, W, 1]` (metres, 0 = unknown),
+    `world_from_camera` float32 `[B, S, 4, 4]`, `moving_mask` float32 `[B, S, H, W, 1]`;
   * only when every sequence is stereo: `stereo_images`, `stereo_network_images`
-    float32 `[B, H, W, 3]` (the target's partner) and `stereo_from_target`
+    uint8 `[B, H, W, 3]` (the target's partner) and `stereo_from_target`
     float32 `[B, 4, 4]`.
+
+Images stay uint8 on the host (4x less memory and inter-process traffic than
+float32); the device converts them (`sslmd_jax.objectives.as_float_images`:
+float32 in [0, 1] = uint8 / 255).
 
 Per snippet, in this order (randomness from the seed and the record index only):
   1. window: the full frame, or SfMLearner's random scale-and-crop window;
-  2. resample that window to `H x W` (bilinear for images, nearest for depth and
-     masks), intrinsics rescaled and shifted (`transforms.crop_resize_intrinsics`);
+  2. resample that window to `H x W` (images: `transforms.resample_pil`, anti-aliased
+     bilinear with an exact integer box reduction first for downscales >= 2, nothing
+     when the stored frame already has the output size; depth and masks: nearest),
+     intrinsics rescaled and shifted (`transforms.crop_resize_intrinsics`);
   3. horizontal flip with `flip_prob`: images/depth/masks mirrored,
      `cx -> (W - 1) - cx`, every pose `M -> F·M·F` with `F = diag(-1, 1, 1)`
      (so `camera_s_from_camera_t -> F·camera_s_from_camera_t·F`; the stereo
      baseline's sign flips);
   4. colour jitter with `color_jitter_prob` (Monodepth2), one draw for the whole
-     snippet, applied to `network_images` only.
+     snippet (stereo partner included), applied to `network_images` only, as one
+     affine colour map per frame (`transforms.color_jitter_affine`), rounded and
+     clipped to uint8.
+Each frame is loaded (decoded) once per snippet and resampled, flipped and
+jittered as a uint8 PIL image: no float arrays on the host.
 
 Bad input raises `DataError` up front: a sequence shorter than the snippet span,
 bad intrinsics/stereo fields, frames of the wrong size or dtype. Near-static
@@ -53,6 +64,7 @@ from absl import logging
 import grain
 import jax
 import numpy as np
+from PIL import Image
 
 from sslmd_jax.data import transforms
 from sslmd_jax.data.base import EXTRA_KEYS, DataError, FrameSequence, default_intrinsics
@@ -79,6 +91,9 @@ class PipelineOptions:
     random_scale_crop: SfMLearner's max scale (1.15), or None to only resize.
     static_threshold: drop snippets whose mean absolute target-source difference
       (images in [0, 1], downsampled) is below this; None keeps all.
+    extra_keys: ground-truth keys (from `base.EXTRA_KEYS`) to serve; None serves
+      every key all sequences provide. The training objective needs none of them:
+      `()` spares loading (e.g. decompressing the synthetic depth maps).
     worker_count: grain worker processes (0 = in the main process). With workers,
       absl flags must be parsed (`app.run`, or `flags.FLAGS.mark_as_parsed()` in a
       notebook): grain reads its flags when it starts them.
@@ -104,6 +119,7 @@ class PipelineOptions:
   hue: float = 0.1
   random_scale_crop: float | None = None
   static_threshold: float | None = None
+  extra_keys: tuple[str, ...] | None = None
   worker_count: int = 0
   worker_buffer_size: int = 2
   read_threads: int = 4
@@ -142,6 +158,13 @@ class PipelineOptions:
           f"{self.read_threads}/{self.read_buffer_size}")
     if self.worker_count < 0:
       raise ValueError(f"PipelineOptions.worker_count: expected >= 0, got {self.worker_count}")
+    if self.extra_keys is not None:
+      keys = tuple(self.extra_keys)
+      if any(k not in EXTRA_KEYS for k in keys):
+        raise ValueError(
+            f"PipelineOptions.extra_keys: expected keys from {EXTRA_KEYS} or None, got "
+            f"{self.extra_keys!r}")
+      object.__setattr__(self, "extra_keys", keys)
     if not 0 <= self.seed < 2**32:
       raise ValueError(f"PipelineOptions.seed: expected in [0, 2**32), got {self.seed}")
 
@@ -274,7 +297,8 @@ def _validate_sequence(seq: FrameSequence) -> None:
 class SnippetSource:
   """grain random-access source: record `r` = the raw (un-augmented) snippet `r`.
 
-  Each record is a dict with `frames` uint8 `[S, h0, w0, 3]`, `intrinsics`
+  Each record is a dict with `frames` (a list of `S` uint8 `[h0, w0, 3]`, not
+  stacked: the augmentation resamples them one by one), `intrinsics`
   float32 `[3, 3]` (pixels of the stored frames), `intrinsics_known` float32 `[]`,
   the shared extras stacked over `S`, and for stereo sequences `stereo_frame`
   uint8 `[h0, w0, 3]` and `stereo_from_target` float32 `[4, 4]`.
@@ -307,7 +331,14 @@ class SnippetSource:
   def __getitem__(self, record_key: int) -> dict[str, Any]:
     k, t = (int(x) for x in self._entries[record_key])
     seq = self._sequences[k]
-    frames = np.stack([_load_frame(seq, t + o) for o in self._offsets])
+    # Frame and extras of one index are loaded back to back: sources that decode a
+    # record once for both (the synthetic TFDS reader) then never decode it twice.
+    frames, per_frame = [], []
+    for o in self._offsets:
+      frames.append(_load_frame(seq, t + o))
+      if self._extra_keys:
+        extras = seq.load_extras(t + o)
+        per_frame.append([extras[key] for key in self._extra_keys])
     known = seq.intrinsics is not None
     k_mat = seq.intrinsics if known else default_intrinsics(seq.height, seq.width)
     record = {
@@ -315,16 +346,20 @@ class SnippetSource:
         "intrinsics": np.asarray(k_mat, dtype=np.float32),
         "intrinsics_known": np.float32(known),
     }
-    if self._extra_keys:
-      per_frame = [seq.load_extras(t + o) for o in self._offsets]
-      for key in self._extra_keys:
-        record[key] = np.stack([np.asarray(e[key], dtype=np.float32) for e in per_frame])
+    for j, key in enumerate(self._extra_keys):
+      values = np.stack([np.asarray(e[j], dtype=np.float32) for e in per_frame])
+      expected = (4, 4) if key == "world_from_camera" else (seq.height, seq.width, 1)
+      if values.shape[1:] != expected:
+        raise DataError(
+            f"sequence {seq.name!r} frames {t}{self._offsets}: extras {key!r} expected "
+            f"{expected} per frame, got {values.shape[1:]}")
+      record[key] = values
     if self._stereo:
       load_partner, partner_from_camera = seq.stereo
       partner = np.asarray(load_partner(t))
-      if partner.dtype != np.uint8 or partner.shape != frames.shape[1:]:
+      if partner.dtype != np.uint8 or partner.shape != frames[0].shape:
         raise DataError(
-            f"sequence {seq.name!r} stereo frame {t}: expected uint8 {frames.shape[1:]}, "
+            f"sequence {seq.name!r} stereo frame {t}: expected uint8 {frames[0].shape}, "
             f"got {partner.dtype} {partner.shape}")
       record["stereo_frame"] = partner
       record["stereo_from_target"] = np.asarray(partner_from_camera, dtype=np.float32)
@@ -346,7 +381,7 @@ class AugmentSnippet(grain.transforms.RandomMap):
     # share a stream; re-keying with the seed decorrelates different seeds.
     rng = np.random.default_rng([opts.seed, int(rng.integers(2**63))])
     frames = element["frames"]
-    h0, w0 = frames.shape[1:3]
+    h0, w0 = frames[0].shape[:2]
     out_h, out_w = opts.height, opts.width
     if opts.random_scale_crop is not None:
       box = transforms.sample_scale_crop_box(
@@ -362,15 +397,18 @@ class AugmentSnippet(grain.transforms.RandomMap):
 
     size = dict(box=box, out_height=out_h, out_width=out_w)
 
-    def image_path(imgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-      imgs = np.stack([transforms.resize_image(im, **size) for im in imgs])
-      if flip:
-        imgs = imgs[:, :, ::-1]
-      images = transforms.to_float(imgs)
-      if jitter is None:
-        return images, images  # batching copies them into separate arrays
-      jittered = np.stack([transforms.apply_color_jitter(im, jitter) for im in imgs])
-      return images, transforms.to_float(jittered)
+    def image_path(imgs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+      """uint8 `[n, H, W, 3]` plain and network images (the same array without jitter)."""
+      plain, network = [], []
+      for im in imgs:
+        pil = transforms.resample_pil(Image.fromarray(im), **size)
+        if flip:
+          pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        plain.append(np.asarray(pil))
+        if jitter is not None:
+          network.append(np.asarray(transforms.color_jitter_pil(pil, jitter)))
+      images = np.stack(plain)
+      return images, (np.stack(network) if network else images)  # batching copies both
 
     images, network_images = image_path(frames)
     intrinsics = transforms.crop_resize_intrinsics(element["intrinsics"], **size)
@@ -384,17 +422,19 @@ class AugmentSnippet(grain.transforms.RandomMap):
     }
     for key in ("depth", "moving_mask"):
       if key in element:
-        maps = np.stack([transforms.resize_nearest(m, **size) for m in element[key]])
-        out[key] = np.ascontiguousarray(maps[:, :, ::-1] if flip else maps)
+        maps = element[key]
+        if (h0, w0, box) != (out_h, out_w, transforms.full_box(h0, w0)):
+          maps = np.stack([transforms.resize_nearest(m, **size) for m in maps])
+        out[key] = maps[:, :, ::-1] if flip else maps  # batching makes them contiguous
     if "world_from_camera" in element:
       poses = element["world_from_camera"]
       out["world_from_camera"] = transforms.flip_rigid_transform(poses) if flip else poses
     if "stereo_frame" in element:
-      stereo, stereo_net = image_path(element["stereo_frame"][None])
+      stereo, stereo_net = image_path([element["stereo_frame"]])
       out["stereo_images"], out["stereo_network_images"] = stereo[0], stereo_net[0]
       t = element["stereo_from_target"]
       out["stereo_from_target"] = transforms.flip_rigid_transform(t) if flip else t
-    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+    return out
 
 
 # --------------------------------------------------------------------------- loader
@@ -457,11 +497,21 @@ def make_data_loader(
   index = build_snippet_index(
       sequences, frame_offsets=options.frame_offsets, static_threshold=options.static_threshold)
   extra_keys, stereo = _shared_keys(sequences)
+  if options.extra_keys is not None:
+    missing = [k for k in options.extra_keys if k not in extra_keys]
+    if missing:
+      raise DataError(
+          f"PipelineOptions.extra_keys asks for {missing}, which not every sequence provides "
+          f"(shared: {extra_keys})")
+    extra_keys = tuple(k for k in EXTRA_KEYS if k in options.extra_keys)
   source = SnippetSource(
       sequences, index.entries, frame_offsets=options.frame_offsets, extra_keys=extra_keys,
       stereo=stereo)
   shard_options = grain.sharding.ShardByJaxProcess(drop_remainder=True)
   per_shard = len(source) // process_count
+  if len(source) % process_count:
+    logging.info("sharding over %d processes: %d snippets are not served (equal shards)",
+                 process_count, len(source) % process_count)
   too_few = options.num_epochs is not None and per_shard * options.num_epochs < local_batch
   if per_shard == 0 or (options.drop_remainder and too_few):
     raise DataError(

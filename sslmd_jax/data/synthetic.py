@@ -70,9 +70,9 @@ _LANE_MARK_X = -1.75
 _SUN = np.array([-0.45, -0.75, -0.48]) / np.linalg.norm([-0.45, -0.75, -0.48])
 _AMBIENT, _DIFFUSE = 0.5, 0.6
 
-# Rotated-grid 4x supersampling offsets in pixels; sample 0 is the pixel centre.
+# Rotated-grid 4x supersampling offsets (du, dv) in pixels, used on geometric edges.
 _SAMPLE_OFFSETS = np.array(
-    [[0.0, 0.0], [-0.375, -0.125], [0.125, -0.375], [0.375, 0.125], [-0.125, 0.375]], np.float32)
+    [[-0.375, -0.125], [0.125, -0.375], [0.375, 0.125], [-0.125, 0.375]], np.float32)
 
 # Local face normals by face code: +x, -x, +y, -y, +z, -z.
 _FACE_NORMALS = np.array(
@@ -373,7 +373,7 @@ def _pixel_rays(height, width, intrinsics):
 
 
 def _screen_rect(corners_cam, intrinsics, height, width, near=1e-3):
-  """Conservative pixel rectangle `(v0, v1, u0, u1)` covering a box given its 8 camera-frame corners.
+  """Conservative pixel rectangle `(v0, v1, u0, u1)` of a box from its 8 camera-frame corners.
 
   Edges crossing the near plane are clipped; returns None when the box is behind the camera.
   """
@@ -432,14 +432,19 @@ def _frame_objects(scene, index):
 
 
 class _HitBuffer:
-  """Nearest-hit buffers over a set of rays of any shape `[...]` (road-frame directions `[..., 3]`)."""
+  """Nearest-hit buffers over a set of rays of any shape `[...]`.
+
+  Directions are kept as three contiguous arrays (road frame, camera z = 1), which
+  NumPy processes much faster than one `[..., 3]` array.
+  """
 
   def __init__(self, dirs):
-    self.dirs = dirs
-    self.inv = _safe_reciprocal(dirs)
-    self.t = np.full(dirs.shape[:-1], np.inf, np.float32)
-    self.obj = np.full(dirs.shape[:-1], -1, np.int32)
-    self.face = np.zeros(dirs.shape[:-1], np.int8)
+    self.dirs = tuple(np.ascontiguousarray(d, np.float32) for d in dirs)
+    self.inv = tuple(_safe_reciprocal(d) for d in self.dirs)
+    shape = self.dirs[0].shape
+    self.t = np.full(shape, np.inf, np.float32)
+    self.obj = np.full(shape, -1, np.int32)
+    self.face = np.zeros(shape, np.int8)
 
   def planes(self, scene, origin):
     """Ground (`y = h`, face -y) and the left / right / far backdrop planes (faces +x, -x, -z)."""
@@ -448,26 +453,28 @@ class _HitBuffer:
               (2, 0, _BACKDROP_SIDE_X - origin[0], 1),
               (3, 2, scene.far_z - origin[2], 5)]
     for obj, axis, offset, face in planes:
-      t = np.float32(offset) * self.inv[..., axis]
+      t = np.float32(offset) * self.inv[axis]
       hit = (t > 0) & (t < self.t)
       self.t[hit] = t[hit]
       self.obj[hit] = obj
       self.face[hit] = face
 
   def box(self, obj, index, origin, centre, half, yaw):
-    """Slab test of a box (yaw about y) against the rays `index` selects (a slice or index tuple)."""
-    d = self.dirs[index]
+    """Slab test of a box (yaw about y) against the rays `index` selects.
+
+    `index` is a tuple of slices (the buffers are updated through views) or an
+    integer index array into flat buffers (updates are scattered back).
+    """
+    d = tuple(a[index] for a in self.dirs)
     rel = (origin - centre).astype(np.float32)
     if yaw == 0.0:
-      o_local = rel
-      d_local = (d[..., 0], d[..., 1], d[..., 2])
-      inv = self.inv[index]
-      inv = (inv[..., 0], inv[..., 1], inv[..., 2])
+      o_local, d_local = rel, d
+      inv = tuple(a[index] for a in self.inv)
     else:  # Box frame = R_y(yaw)^T (road - centre).
       c, s = np.float32(np.cos(yaw)), np.float32(np.sin(yaw))
       o_local = (c * rel[0] - s * rel[2], rel[1], s * rel[0] + c * rel[2])
-      d_local = (c * d[..., 0] - s * d[..., 2], d[..., 1], s * d[..., 0] + c * d[..., 2])
-      inv = (_safe_reciprocal(d_local[0]), self.inv[index][..., 1], _safe_reciprocal(d_local[2]))
+      d_local = (c * d[0] - s * d[2], d[1], s * d[0] + c * d[2])
+      inv = (_safe_reciprocal(d_local[0]), self.inv[1][index], _safe_reciprocal(d_local[2]))
     t_near = t_far = axis = None
     for i in range(3):
       t1 = (-half[i] - o_local[i]) * inv[i]
@@ -478,24 +485,23 @@ class _HitBuffer:
       else:
         axis[lo > t_near] = i
         t_near, t_far = np.maximum(t_near, lo), np.minimum(t_far, hi)
-    best = self.t[index]
-    hit = (t_near <= t_far) & (t_near > 0) & (t_near < best)
+    hit = (t_near <= t_far) & (t_near > 0) & (t_near < self.t[index])
     if not hit.any():
       return
     # Entry face: its normal opposes the local direction along the entry axis.
     axis = axis[hit]
     d_axis = np.where(axis == 0, d_local[0][hit], np.where(axis == 1, d_local[1][hit],
                                                            d_local[2][hit]))
-    if isinstance(index, tuple) and index and isinstance(index[-1], slice):
-      # Basic slicing: `best` etc. are views, update them in place.
-      best[hit] = t_near[hit]
+    face = 2 * axis + (d_axis > 0)
+    if isinstance(index, tuple):  # Basic slicing: views, update in place.
+      self.t[index][hit] = t_near[hit]
       self.obj[index][hit] = obj
-      self.face[index][hit] = 2 * axis + (d_axis > 0)
-    else:  # Fancy indexing: scatter back.
-      where = tuple(i[hit] for i in index)
+      self.face[index][hit] = face
+    else:  # Integer indexing: scatter back.
+      where = index[hit]
       self.t[where] = t_near[hit]
       self.obj[where] = obj
-      self.face[where] = 2 * axis + (d_axis > 0)
+      self.face[where] = face
 
 
 def _box_rects(objects, origin, rotation, intrinsics, height, width, near=1e-3):
@@ -531,7 +537,7 @@ def _box_rects(objects, origin, rotation, intrinsics, height, width, near=1e-3):
 
 
 def _cast_centres(scene, objects, rects, origin, dirs):
-  """Casts the pixel-centre rays `dirs [H, W, 3]` (road frame); returns the `_HitBuffer`."""
+  """Casts pixel-centre rays (three `[H, W]` road-frame direction arrays); returns the buffer."""
   buffer = _HitBuffer(dirs)
   buffer.planes(scene, origin)
   for obj, (v0, v1, u0, u1) in rects:
@@ -541,10 +547,15 @@ def _cast_centres(scene, objects, rects, origin, dirs):
 
 
 def _cast_samples(scene, objects, rects, origin, dirs, rows, cols):
-  """Casts sub-pixel rays `dirs [S, E, 3]` of pixels `(rows, cols)` (row-major sorted)."""
+  """Casts sub-pixel rays of pixels `(rows, cols)` (row-major sorted, E of them).
+
+  `dirs` are three flat `[S * E]` arrays, sample-major (ray `s * E + e` belongs to pixel e).
+  """
   buffer = _HitBuffer(dirs)
   buffer.planes(scene, origin)
-  num_samples = dirs.shape[0]
+  num_pixels = rows.size
+  num_samples = buffer.t.size // num_pixels
+  sample_start = (np.arange(num_samples) * num_pixels)[:, None]
   for obj, (v0, v1, u0, u1) in rects:
     lo, hi = np.searchsorted(rows, [v0, v1])
     if lo == hi:
@@ -552,9 +563,8 @@ def _cast_samples(scene, objects, rects, origin, dirs, rows, cols):
     pick = lo + np.flatnonzero((cols[lo:hi] >= u0) & (cols[lo:hi] < u1))
     if pick.size == 0:
       continue
-    index = (np.repeat(np.arange(num_samples), pick.size), np.tile(pick, num_samples))
-    buffer.box(obj, index, origin, objects["centre"][obj], objects["half"][obj],
-               float(objects["yaw"][obj]))
+    buffer.box(obj, (sample_start + pick).ravel(), origin, objects["centre"][obj],
+               objects["half"][obj], float(objects["yaw"][obj]))
   return buffer
 
 
@@ -602,14 +612,14 @@ def _shade(scene, objects, t, obj, face, dirs, origin, focal):
   Args:
     scene, objects: the scene and its per-object tables for this frame.
     t, obj, face: `[P]` ray parameter (= camera depth), object id and face code of each hit.
-    dirs: `[P, 3]` road-frame ray directions (camera z = 1).
+    dirs: three `[P]` arrays, the road-frame ray directions (camera z = 1).
     origin: `[3]` camera centre (road frame, metres).
     focal: geometric-mean focal length (pixels), sets the pixel footprint.
 
   Works on one contiguous `[P]` array per coordinate (faster than `[P, 3]` in NumPy).
   """
   f32 = np.float32
-  dx, dy, dz = (np.ascontiguousarray(dirs[:, i]) for i in range(3))
+  dx, dy, dz = dirs
   x, y, z = (f32(origin[i]) + t * d for i, d in enumerate((dx, dy, dz)))  # road frame
   yaw = objects["yaw"].astype(np.float64)
   c = np.take(np.cos(yaw).astype(f32), obj)
@@ -737,20 +747,23 @@ def render_frame(scene: SyntheticScene, index: int, intrinsics: np.ndarray, heig
   rects = _box_rects(objects, origin, rotation, k, height, width)
   focal = np.float32(np.sqrt(k[0, 0] * k[1, 1]))
 
-  centre = _cast_centres(scene, objects, rects, origin, rays @ rotation_t)
+  road_rays = rays @ rotation_t
+  centre = _cast_centres(scene, objects, rects, origin, [road_rays[..., i] for i in range(3)])
   if np.any(centre.obj < 0):
     raise RuntimeError(f"scene {scene.seed}, frame {index}: some rays hit nothing")
-  colour = _shade(scene, objects, centre.t.reshape(-1), centre.obj.reshape(-1),
-                  centre.face.reshape(-1), centre.dirs.reshape(-1, 3), origin, focal)
+  colour = _shade(scene, objects, centre.t.ravel(), centre.obj.ravel(), centre.face.ravel(),
+                  [d.ravel() for d in centre.dirs], origin, focal)
   colour = colour.reshape(height, width, 3)
 
   rows, cols = np.nonzero(_edge_pixels(centre.obj * 8 + centre.face))
   if rows.size:
-    offsets = _SAMPLE_OFFSETS[1:]
+    offsets = _SAMPLE_OFFSETS
     sample_rays = _camera_rays(cols[None] + offsets[:, :1], rows[None] + offsets[:, 1:], k)
-    samples = _cast_samples(scene, objects, rects, origin, sample_rays @ rotation_t, rows, cols)
-    sample_colour = _shade(scene, objects, samples.t.reshape(-1), samples.obj.reshape(-1),
-                           samples.face.reshape(-1), samples.dirs.reshape(-1, 3), origin, focal)
+    sample_rays = sample_rays.reshape(-1, 3) @ rotation_t  # [S * E, 3], sample-major
+    samples = _cast_samples(scene, objects, rects, origin,
+                            [sample_rays[:, i] for i in range(3)], rows, cols)
+    sample_colour = _shade(scene, objects, samples.t, samples.obj, samples.face, samples.dirs,
+                           origin, focal)
     colour[rows, cols] = sample_colour.reshape(len(offsets), rows.size, 3).mean(0)
   image = np.clip(np.rint(colour * 255.0), 0, 255).astype(np.uint8)
   return {
@@ -815,7 +828,8 @@ def to_frame_sequence(arrays: dict[str, np.ndarray], *, name: str) -> FrameSeque
     raise ValueError(f"{name}: 'images' must be uint8 [T, H, W, 3], got "
                      f"{images.dtype}{list(images.shape)}")
   num_frames, height, width, _ = images.shape
-  expected = {"depth": (num_frames, height, width, 1), "moving_mask": (num_frames, height, width, 1),
+  expected = {"depth": (num_frames, height, width, 1),
+              "moving_mask": (num_frames, height, width, 1),
               "world_from_camera": (num_frames, 4, 4), "intrinsics": (3, 3)}
   for key, shape in expected.items():
     if key not in arrays or arrays[key].shape != shape:

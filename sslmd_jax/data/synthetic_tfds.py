@@ -18,6 +18,16 @@ The train and test splits render disjoint scene seeds (train: `0 ... n-1`,
 test: `TEST_SEED_OFFSET + 0 ... m-1`). Shuffling is disabled, so record
 `s * frames_per_sequence + i` is frame `i` of the split's sequence `s`.
 
+Reading: `synthetic_sequences` (below) groups the frames into `FrameSequence`s.
+Fields are decompressed only when read (a pipeline serving no depth never
+inflates the depth maps), and each reader keeps its last few records, so a
+frame and its extras decode once.
+Importing this module registers the builder, so the registered configs also
+open with `tfds.data_source("synthetic_driving/96x320", data_dir=...)`, and any
+generated folder with `tfds.builder_from_directory(path).as_data_source()`.
+Generate from one process first (e.g. process 0 of a multi-host job): TFDS
+does not lock a data dir against concurrent writers.
+
 TensorFlow-free writing (tfds 4.9.10): `GeneratorBasedBuilder.download_and_prepare`
 with `file_format="array_record"` writes and reads without TensorFlow as long as
 no feature needs a TF op. `tfds.features.Image` does (its PNG encoder is
@@ -28,11 +38,14 @@ no feature needs a TF op. `tfds.features.Image` does (its PNG encoder is
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import concurrent.futures
 import dataclasses
 import functools
 import multiprocessing
 import os
+import threading
 from typing import Mapping
 
 import numpy as np
@@ -111,7 +124,7 @@ def split_seeds(config: SyntheticDrivingConfig, split: str) -> list[int]:
 
 
 class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
-  """Procedural driving sequences with exact depth, poses and moving-object masks (one frame each)."""
+  """Procedural driving frames with exact depth, poses and moving-object masks."""
 
   VERSION = tfds.core.Version(_VERSION)
   RELEASE_NOTES = {_VERSION: "Initial release."}
@@ -185,13 +198,51 @@ def load_builder(*, data_dir: str | os.PathLike, config: SyntheticDrivingConfig,
   return builder
 
 
+# Features decoded on demand (zlib): a pipeline that serves no depth never decompresses it.
+_LAZY_FIELDS = ("image", "depth", "moving_mask")
+# Records (raw bytes + the fields decoded so far) kept per reader: a snippet's frame and
+# extras, and the frames that read threads share, decode once. ~1 MB each at 192 x 640.
+_CACHED_RECORDS = 16
+
+
+class _Record:
+  """One parsed record: small fields decoded, `_LAZY_FIELDS` decompressed on first access."""
+
+  def __init__(self, reader: "_SplitReader", index: int, parsed: Mapping[str, object]):
+    self._reader, self._index, self._parsed = reader, index, dict(parsed)
+    self._decoded: dict[str, np.ndarray] = {}
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    value = self._decoded.get(key)
+    if value is None:
+      value = self._parsed.get(key)
+      if key in _LAZY_FIELDS and value is not None:
+        value = self._reader.features[key].decode_example_np(value)
+      self._reader.check(self._index, key, value)
+      self._decoded[key] = value
+    return value
+
+
 class _SplitReader:
-  """Lazily opened, picklable reader of one split's records (the open source is not pickled)."""
+  """Lazily opened, picklable reader of one split's records (the open source is not pickled).
+
+  Records come from `as_data_source` with `tfds.decode.SkipDecoding` on the zlib
+  fields, which `_Record` decodes with the dataset's own feature decoders when
+  first asked for; a small LRU of records (`_CACHED_RECORDS`, thread-safe) serves
+  repeated reads of a record. What is stored is unchanged.
+  """
 
   def __init__(self, data_dir: str, config: SyntheticDrivingConfig, split: str):
     self.data_dir, self.config, self.split = data_dir, config, split
     self._source = None
-    self._last = (None, None)
+    self.features = None
+    self._cache: collections.OrderedDict[int, _Record] = collections.OrderedDict()
+    self._lock = threading.Lock()
+    h, w = config.height, config.width
+    self._expected = {"image": ((h, w, 3), np.uint8), "depth": ((h, w, 1), np.float32),
+                      "moving_mask": ((h, w, 1), np.uint8),
+                      "world_from_camera": ((4, 4), np.float32),
+                      "intrinsics": ((3, 3), np.float32)}
 
   def __getstate__(self):
     return {"data_dir": self.data_dir, "config": self.config, "split": self.split}
@@ -209,26 +260,56 @@ class _SplitReader:
   def _open(self):
     if self._source is None:
       builder = load_builder(data_dir=self.data_dir, config=self.config, prepare=False)
-      self._source = builder.as_data_source(split=self.split)
+      self.features = builder.info.features
+      self._source = builder.as_data_source(
+          split=self.split, decoders={k: tfds.decode.SkipDecoding() for k in _LAZY_FIELDS})
     return self._source
 
-  def record(self, index: int) -> Mapping[str, np.ndarray]:
-    """Decoded record `index`, with its fields checked against the config."""
-    if self._last[0] == index:
-      return self._last[1]
-    record = self._open()[index]
-    h, w = self.config.height, self.config.width
-    expected = {"image": ((h, w, 3), np.uint8), "depth": ((h, w, 1), np.float32),
-                "moving_mask": ((h, w, 1), np.uint8), "world_from_camera": ((4, 4), np.float32),
-                "intrinsics": ((3, 3), np.float32)}
-    for key, (shape, dtype) in expected.items():
-      value = record.get(key)
-      if value is None or value.shape != shape or value.dtype != dtype:
-        got = None if value is None else f"{value.dtype}{list(value.shape)}"
-        raise DataError(f"{self.where}: record {index} field {key!r} should be "
-                        f"{np.dtype(dtype)}{list(shape)}, got {got}")
-    self._last = (index, record)
+  def check(self, index: int, key: str, value) -> None:
+    """Raises `DataError` when field `key` of record `index` has the wrong shape or dtype."""
+    if key not in self._expected:
+      return
+    shape, dtype = self._expected[key]
+    if value is None or np.shape(value) != shape or np.asarray(value).dtype != dtype:
+      got = None if value is None else f"{np.asarray(value).dtype}{list(np.shape(value))}"
+      raise DataError(f"{self.where}: record {index} field {key!r} should be "
+                      f"{np.dtype(dtype)}{list(shape)}, got {got}")
+
+  def record(self, index: int) -> _Record:
+    """Record `index`; its fields are decoded and checked against the config on access."""
+    with self._lock:
+      cached = self._cache.get(index)
+      if cached is not None:
+        self._cache.move_to_end(index)
+        return cached
+    record = _Record(self, index, self._open()[index])  # Outside the lock: reads run in parallel.
+    with self._lock:
+      self._cache[index] = record
+      while len(self._cache) > _CACHED_RECORDS:
+        self._cache.popitem(last=False)
     return record
+
+
+class _Extras(collections.abc.Mapping):
+  """`load_extras(i)`: a mapping whose values are decoded when first read."""
+
+  _KEYS = ("depth", "world_from_camera", "moving_mask")
+
+  def __init__(self, record: _Record):
+    self._record = record
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    if key not in self._KEYS:
+      raise KeyError(key)
+    if key == "moving_mask":
+      return self._record["moving_mask"].astype(np.float32)
+    return self._record[key]
+
+  def __iter__(self):
+    return iter(self._KEYS)
+
+  def __len__(self) -> int:
+    return len(self._KEYS)
 
 
 class _SequenceView:
@@ -237,7 +318,7 @@ class _SequenceView:
   def __init__(self, reader: _SplitReader, offset: int, seed: int):
     self.reader, self.offset, self.seed = reader, offset, seed
 
-  def _record(self, i: int) -> Mapping[str, np.ndarray]:
+  def _record(self, i: int) -> _Record:
     frames = self.reader.config.frames_per_sequence
     if not 0 <= i < frames:
       raise IndexError(f"{self.reader.where}: sequence {self.seed} has {frames} frames, "
@@ -252,10 +333,8 @@ class _SequenceView:
   def load_frame(self, i: int) -> np.ndarray:
     return self._record(i)["image"]
 
-  def load_extras(self, i: int) -> dict[str, np.ndarray]:
-    record = self._record(i)
-    return {"depth": record["depth"], "world_from_camera": record["world_from_camera"],
-            "moving_mask": record["moving_mask"].astype(np.float32)}
+  def load_extras(self, i: int) -> Mapping[str, np.ndarray]:
+    return _Extras(self._record(i))
 
 
 def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,

@@ -5,7 +5,7 @@ on top of the ego translation; the total field is `T = T_ego + T_obj`. Both
 regularisers act on `T_obj` divided by the RMS of the total field, so they do
 not depend on the (unknown) global scale of the scene:
 
-  rms = sqrt(mean_{H,W,C}(T²) + 1e-12)     per leading element, C = 3
+  rms = sqrt(mean_{H,W} ‖T‖² + 1e-12)      per leading element (vector RMS)
 
 (the gradient flows through `rms` too). Both return one value per image `[...]`.
 """
@@ -34,7 +34,8 @@ def _normalised(fn: str, residual_translation, total_translation, min_size: int)
           f"{fn}: `{name}` must be at least {min_size}x{min_size} pixels ([..., H, W, 3]), got shape {x.shape}"
       )
   _check_compatible(fn, "residual_translation", residual, "total_translation", total, trailing=3)
-  mean_square = jnp.mean(jnp.square(total), axis=(-3, -2, -1), keepdims=True)
+  # RMS of the vector field: sqrt(mean_{H,W} ‖T(u, v)‖²) = sqrt(3 · mean_{H,W,C} T²).
+  mean_square = jnp.mean(jnp.sum(jnp.square(total), axis=-1), axis=(-2, -1))[..., None, None, None]
   return residual / jnp.sqrt(mean_square + _RMS_EPSILON)
 
 
@@ -46,14 +47,14 @@ def motion_field_group_smoothness(
   With `T` = `residual_translation / rms(total_translation)`:
 
     ∂x T = T[:H−1, 1:] − T[:H−1, :W−1],   ∂y T = T[1:, :W−1] − T[:H−1, :W−1]
-    L = mean_{(H−1)x(W−1)} sqrt(epsilon + Σ_c ((∂x T_c)² + (∂y T_c)²))
+    L = mean_{(H−1)x(W−1)xC} sqrt(epsilon + (∂x T_c)² + (∂y T_c)²)
 
   Forward differences cropped to their common `(H−1) x (W−1)` region (no
-  wrap-around), squared components summed over the 3 channels inside one
-  square root (a group-sparsity / total-variation norm: the field is encouraged
-  to be piecewise constant, one rigid motion per object). `epsilon` = 1e-24
-  keeps the gradient finite where the field is constant. A constant field
-  gives sqrt(epsilon) = 1e-12.
+  wrap-around); the x and y derivatives of each channel are grouped under one
+  square root (a total-variation norm: the field is encouraged to be piecewise
+  constant, one rigid motion per object) and the mean runs over pixels and
+  channels, as SPEC §3 writes it. `epsilon` = 1e-24 keeps the gradient finite
+  where the field is constant. A constant field gives sqrt(epsilon) = 1e-12.
 
   Args:
     residual_translation: `[..., H, W, 3]` residual object translation `T_obj`
@@ -69,8 +70,8 @@ def motion_field_group_smoothness(
   corner = t[..., :-1, :-1, :]
   d_x = t[..., :-1, 1:, :] - corner
   d_y = t[..., 1:, :-1, :] - corner
-  magnitude = jnp.sqrt(epsilon + jnp.sum(jnp.square(d_x) + jnp.square(d_y), axis=-1))
-  return jnp.mean(magnitude, axis=(-2, -1))
+  magnitude = jnp.sqrt(epsilon + jnp.square(d_x) + jnp.square(d_y))
+  return jnp.mean(magnitude, axis=(-3, -2, -1))
 
 
 def motion_field_sparsity(residual_translation, total_translation, *, epsilon: float = 1e-24) -> Array:

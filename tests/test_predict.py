@@ -1,0 +1,236 @@
+"""`sslmd predict` and the inference API on a tiny trained run (issue 6).
+
+The run (Monodepth2, micro config at 64x96, its initial weights saved as a
+checkpoint) is built once per test process into a temporary folder
+(`build_trained_workdir`, shared with `test_export.py`). Inputs are
+50x70 so that every path resizes to the model's size and back.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from sslmd_jax import inference
+from sslmd_jax import predict
+from sslmd_jax.data import base
+from sslmd_jax.data import odometry
+from sslmd_jax.data import video_folder
+from tests.train_utils import micro_config
+
+HEIGHT, WIDTH = 50, 70  # Input size, different from the model's 64x96.
+
+
+STEP = 3  # Step number of the fake run's checkpoint.
+
+
+@functools.cache
+def build_trained_workdir() -> pathlib.Path:
+  """A Monodepth2 run (micro config, 64x96) as training leaves it, built once per process.
+
+  Rather than training (about 2 minutes of TFDS generation and compilation on
+  the shared CPU), the initial state with its step set to `STEP` is saved the
+  way `train.train_and_evaluate` saves it: `config.json` plus an Orbax
+  checkpoint whose `state` item `train.restore_state` reads. `test_notebook.py`
+  covers the trained path end to end.
+  """
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  from sslmd_jax import objectives
+  from sslmd_jax import train
+  workdir = pathlib.Path(tempfile.mkdtemp(prefix="sslmd_predict_")) / "run"
+  config = micro_config("monodepth2")
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config))
+  state = state.replace(step=jnp.asarray(STEP, jnp.int32))
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  manager = train.checkpoint_manager(workdir, config)
+  manager.save(STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  manager.wait_until_finished()
+  manager.close()
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def trained_workdir() -> pathlib.Path:
+  return build_trained_workdir()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_workdir) -> inference.Predictor:
+  return inference.Predictor.from_workdir(trained_workdir)
+
+
+def _frames(n: int, seed: int = 0) -> np.ndarray:
+  """Smooth random uint8 frames `[n, HEIGHT, WIDTH, 3]` drifting to the right."""
+  rng = np.random.default_rng(seed)
+  base_image = rng.uniform(0, 255, (HEIGHT // 5, (WIDTH + 5 * n) // 5, 3))
+  big = np.kron(base_image, np.ones((5, 5, 1)))
+  return np.stack([big[:HEIGHT, 5 * i:5 * i + WIDTH] for i in range(n)]).astype(np.uint8)
+
+
+def _write_frames(folder: pathlib.Path, frames: np.ndarray) -> list[str]:
+  folder.mkdir(parents=True)
+  names = [f"f{i + 1}" for i in range(len(frames))]  # f1 ... f5: natural order, not f10 < f2.
+  for name, frame in zip(names, frames):
+    Image.fromarray(frame).save(folder / f"{name}.png")
+  return names
+
+
+def _reference_depth(predictor, frames):
+  """Model-size depth resized to the input size as disparity (the documented protocol)."""
+  depth = predictor.predict_depth(frames)
+  disparity = jax.image.resize(1.0 / depth, (len(frames), HEIGHT, WIDTH, 1), "bilinear")
+  return 1.0 / np.asarray(disparity)[..., 0]
+
+
+def test_from_workdir_loads_the_trained_step(trained_workdir, predictor):
+  assert predictor.step == STEP
+  assert (predictor.height, predictor.width) == (64, 96)
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    inference.Predictor.from_workdir(trained_workdir.parent / "nothing_here")
+
+
+def test_predict_depth_buckets_batch_sizes(predictor):
+  frames = _frames(5)
+  depth = predictor.predict_depth(frames)
+  compiled = predictor._depth._cache_size()
+  for n in (3, 4, 2):  # Buckets 4, 4, 2: the bucket 2 is new, 3 and 4 share one.
+    np.testing.assert_allclose(predictor.predict_depth(frames[:n]), depth[:n], rtol=1e-5, atol=1e-6)
+  assert predictor._depth._cache_size() == compiled + 2
+  assert depth.shape == (5, 64, 96, 1) and np.all(depth > 0)
+
+
+def test_at_input_size_resizes_disparity_back(predictor):
+  frames = _frames(2)
+  got = predictor.predict_depth(frames, at_input_size=True)
+  assert got.shape == (2, HEIGHT, WIDTH, 1)
+  np.testing.assert_allclose(got[..., 0], _reference_depth(predictor, frames), rtol=1e-5)
+
+
+def test_flip_post_process_disparity_blends_edges():
+  width = 40
+  original = np.ones((2, 3, width, 1), np.float32)
+  flipped = 3.0 * original
+  out = np.asarray(inference.flip_post_process_disparity(original, flipped))[0, 0, :, 0]
+  x = np.linspace(0, 1, width)
+  assert out[0] == pytest.approx(3.0)  # Left edge: the mirrored prediction.
+  assert out[-1] == pytest.approx(1.0)  # Right edge: the original.
+  np.testing.assert_allclose(out[(x > 0.1) & (x < 0.9)], 2.0, rtol=1e-6)  # Middle: the mean.
+  same = np.asarray(inference.flip_post_process_disparity(original * 0.5, original * 0.5))
+  np.testing.assert_allclose(same, 0.5, rtol=1e-6)
+
+
+def test_flip_post_process_lies_between_the_two_predictions(predictor):
+  frames = _frames(2)
+  plain = predictor.predict_depth(frames)
+  combined = predictor.predict_depth(frames, flip_post_process=True)
+  mirrored = predictor.predict_depth(frames[:, :, ::-1])[:, :, ::-1]
+  # Convex weights in disparity: the result lies between the two depths at every pixel.
+  low, high = np.minimum(plain, mirrored), np.maximum(plain, mirrored)
+  assert np.all(combined >= low * (1 - 1e-4)) and np.all(combined <= high * (1 + 1e-4))
+  assert not np.allclose(combined, plain)
+
+
+def test_chain_poses_inverts_relative_motion():
+  rng = np.random.default_rng(0)
+  relative = []
+  for _ in range(4):
+    angle = rng.uniform(-0.2, 0.2)
+    t = np.eye(4)
+    t[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    t[:3, 3] = rng.normal(size=3)
+    relative.append(t)
+  poses = predict.chain_poses(np.stack(relative))
+  np.testing.assert_allclose(poses[0], np.eye(4))
+  for i, b_from_a in enumerate(relative):
+    np.testing.assert_allclose(np.linalg.inv(poses[i + 1]) @ poses[i], b_from_a, atol=1e-12)
+
+
+def test_predict_one_image(tmp_path, trained_workdir, predictor):
+  frame = _frames(1)
+  Image.fromarray(frame[0]).save(tmp_path / "photo.png")
+  summaries = predict.predict_main(trained_workdir, tmp_path / "photo.png", tmp_path / "out",
+                                   scale=2.0)
+  depth = np.load(tmp_path / "out" / "photo_depth.npy")
+  assert depth.dtype == np.float32 and depth.shape == (HEIGHT, WIDTH)
+  np.testing.assert_allclose(depth, 2.0 * _reference_depth(predictor, frame)[0], rtol=1e-5)
+  colour = np.asarray(Image.open(tmp_path / "out" / "photo_depth.png").convert("RGB"))
+  assert colour.shape == (HEIGHT, WIDTH, 3)
+  import matplotlib
+  top = np.round(np.asarray(matplotlib.colormaps["magma"](1.0)[:3]) * 255)
+  np.testing.assert_allclose(colour[np.unravel_index(np.argmin(depth), depth.shape)], top, atol=1)
+  assert not (tmp_path / "out" / "poses.txt").exists() and summaries[0].poses is None
+
+
+def test_predict_frames_folder_with_poses_and_point_clouds(tmp_path, trained_workdir, predictor):
+  frames = _frames(5, seed=1)
+  names = _write_frames(tmp_path / "clip", frames)
+  predict.predict_main(trained_workdir, tmp_path / "clip", tmp_path / "out", point_cloud=True,
+                       predictor=predictor)
+  out = tmp_path / "out"
+  depth = np.stack([np.load(out / f"{n}_depth.npy") for n in names])
+  np.testing.assert_allclose(depth, _reference_depth(predictor, frames), rtol=1e-5)
+  poses = odometry.read_kitti_poses(out / "poses.txt")
+  assert poses.shape == (5, 4, 4)
+  np.testing.assert_allclose(poses[0], np.eye(4), atol=1e-6)
+  relative = predictor.predict_motion(frames)
+  for i in range(4):  # camera_{i+1}_from_camera_i = (world_from_camera_{i+1})^-1 world_from_camera_i
+    np.testing.assert_allclose(np.linalg.inv(poses[i + 1]) @ poses[i], relative[i], atol=1e-5)
+  assert (out / "trajectory.png").stat().st_size > 0
+  # Point cloud of frame 2: one point per pixel, projecting back onto its pixel with the
+  # default intrinsics at the input resolution, coloured by the input.
+  points, colours = predict.read_ply(out / f"{names[2]}.ply")
+  assert points.shape == (HEIGHT * WIDTH, 3)
+  np.testing.assert_allclose(points[:, 2], depth[2].reshape(-1), rtol=1e-6)
+  k = base.default_intrinsics(HEIGHT, WIDTH)
+  v, u = np.mgrid[:HEIGHT, :WIDTH]
+  np.testing.assert_allclose(k[0, 0] * points[:, 0] / points[:, 2] + k[0, 2], u.reshape(-1), atol=1e-3)
+  np.testing.assert_allclose(k[1, 1] * points[:, 1] / points[:, 2] + k[1, 2], v.reshape(-1), atol=1e-3)
+  np.testing.assert_array_equal(colours, frames[2].reshape(-1, 3))
+
+
+def _write_video(path: pathlib.Path, frames: np.ndarray) -> None:
+  import av
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.pix_fmt = "yuv420p"
+    for frame in frames:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def test_predict_video_with_scale_and_flip(tmp_path, trained_workdir, predictor):
+  _write_video(tmp_path / "drive.mp4", _frames(6, seed=2))
+  predict.predict_main(trained_workdir, tmp_path / "drive.mp4", tmp_path / "out", scale=3.0,
+                       flip_post_process=True, predictor=predictor)
+  (sequence,) = video_folder.video_folder_sequences(tmp_path / "drive.mp4")
+  decoded = np.stack([sequence.load_frame(i) for i in range(sequence.num_frames)])
+  assert decoded.shape == (6, HEIGHT, WIDTH, 3)
+  out = tmp_path / "out"
+  depth = np.stack([np.load(out / f"drive_{i:06d}_depth.npy") for i in range(6)])
+  expected = 3.0 * predictor.predict_depth(decoded, flip_post_process=True, at_input_size=True)
+  np.testing.assert_allclose(depth, expected[..., 0], rtol=1e-5)
+  assert all((out / f"drive_{i:06d}_depth.png").exists() for i in range(6))
+  poses = odometry.read_kitti_poses(out / "poses.txt")
+  relative = predictor.predict_motion(decoded).astype(np.float64)
+  relative[:, :3, 3] *= 3.0  # The metric scale applies to translations too.
+  np.testing.assert_allclose(poses, predict.chain_poses(relative), atol=1e-5)
+
+
+def test_predict_rejects_unsupported_input(tmp_path, trained_workdir):
+  (tmp_path / "notes.txt").write_text("hello")
+  with pytest.raises(base.DataError, match="notes.txt"):
+    predict.predict_main(trained_workdir, tmp_path / "notes.txt", tmp_path / "out")
+  with pytest.raises(base.DataError, match="missing"):
+    predict.predict_main(trained_workdir, tmp_path / "missing", tmp_path / "out")

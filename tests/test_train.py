@@ -1,0 +1,259 @@
+"""The train step and the run: every recipe learns, data parallelism is exact, runs resume."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sslmd_jax import objectives
+from sslmd_jax import train
+from tests import train_utils
+
+
+def _state_and_step(config, mesh):
+  networks = objectives.make_networks(config)
+  optimizer = train.make_optimizer(config)
+  state = train.create_train_state(config, networks, optimizer)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(state, replicated)
+  step = train.jit_train_step(train.make_train_step(config, networks, optimizer), mesh, state)
+  return state, step
+
+
+def _shard(batch, mesh):
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("recipe", train_utils.RECIPES)
+def test_each_recipe_decreases_its_loss_without_recompiling(recipe):
+  config = train_utils.micro_config(recipe)
+  config.optim.learning_rate = 1e-3
+  if recipe == "dynamic_scenes":
+    config.model.motion_burn_in_steps = 2  # exercise the residual field from step 1
+  mesh = train.make_mesh()
+  networks = objectives.make_networks(config)
+  optimizer = train.make_optimizer(config)
+  traces = []
+  inner = train.make_train_step(config, networks, optimizer)
+
+  def counting_step(state, batch):
+    traces.append(1)  # Runs once per trace (compilation), not per call.
+    return inner(state, batch)
+
+  state = train.create_train_state(config, networks, optimizer)
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  step = train.jit_train_step(counting_step, mesh, state)
+  batch = _shard(train_utils.synthetic_batch(config), mesh)
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+    assert float(metrics["finite"]) == 1.0
+  assert int(state.step) == 8
+  # Li et al.: the residual field (and its regularisers) switch on at step 2 (burn-in).
+  first = 2 if recipe == "dynamic_scenes" else 0
+  assert losses[-1] < losses[first], losses
+  expected_terms = {"photometric", "smoothness"}
+  expected_terms |= {"monodepth2": set(), "sfmlearner": {"explainability"},
+                     "sc_sfmlearner": {"geometry_consistency"},
+                     "dynamic_scenes": {"motion_smoothness", "motion_sparsity", "rotation_cycle",
+                                        "translation_cycle"}}[recipe]
+  assert expected_terms <= set(metrics), set(metrics)
+  assert len(traces) == 1  # one compilation for all 8 steps
+  total = sum(float(metrics[k]) for k in expected_terms)
+  assert float(metrics["loss"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_eight_devices_equal_one_device():
+  assert jax.device_count() == 8
+  config = train_utils.micro_config("monodepth2")
+  batch = train_utils.synthetic_batch(config)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = train.make_mesh(devices)
+    state, step = _state_and_step(config, mesh)
+    sharded = _shard(batch, mesh)
+    for _ in range(2):
+      state, metrics = step(state, sharded)
+    results.append((jax.device_get(state), jax.device_get(metrics)))
+  (s1, m1), (s8, m8) = results
+  assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5)
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+  # BatchNorm statistics are those of the global batch, not a shard's.
+  for a, b in zip(jax.tree.leaves(s1.batch_stats), jax.tree.leaves(s8.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", train_utils.RECIPES)
+@pytest.mark.parametrize("variant", ["", "tiny"])
+def test_every_config_resolves(recipe, variant):
+  config = train_utils.load_config(recipe, variant)
+  objectives.validate_config(config)
+  networks = objectives.make_networks(config)
+  shapes = jax.eval_shape(lambda k: objectives.init_variables(networks, config, k),
+                          jax.random.PRNGKey(0))
+  assert shapes["params"]["depth"] and shapes["params"]["pose"]
+  with pytest.raises(AttributeError):
+    config.loss.no_such_field = 1  # locked
+
+
+def test_default_config_resolves_and_rejects_unknown_variant():
+  config = train_utils.load_config("default")
+  objectives.validate_config(config)
+  with pytest.raises(ValueError, match="variant"):
+    train_utils.load_config("default", "huge")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("data.name", "imagenet", "data.name"),
+    ("model.pose_net", "lstm", "model.pose_net"),
+    ("data.height", 100, "height"),
+    ("data.frame_offsets", (1, 2), "frame_offsets"),
+    ("loss.explainability_weight", 0.2, "explainability_weight"),
+])
+def test_bad_config_fails_with_the_field_named(field, value, match):
+  config = train_utils.micro_config("monodepth2")
+  section, name = field.split(".")
+  setattr(config[section], name, value)
+  with pytest.raises(objectives.ConfigError, match=match):
+    objectives.validate_config(config)
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+_RUN = """
+import sys
+sys.path.insert(0, {repo!r})
+import json
+from absl import logging
+from tests import train_utils
+from sslmd_jax import train
+c = train_utils.micro_config("monodepth2", {data!r})
+c.optim.num_steps = {steps}
+c.run.checkpoint_every = 2
+c.run.evaluate = False
+for k, v in json.loads({overrides!r}).items():
+  section, name = k.split(".")
+  setattr(c[section], name, v)
+train.train_and_evaluate(c, {workdir!r})
+"""
+
+
+def _launch(workdir, data, steps, overrides=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")  # XLA_FLAGS from conftest
+  code = _RUN.format(repo=str(train_utils.REPO), data=str(data), steps=steps,
+                     overrides=json.dumps(overrides or {}), workdir=str(workdir))
+  return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _params(workdir, data):
+  config = train_utils.micro_config("monodepth2", data)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
+  return train.restore_state(workdir, config, state)
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if (pathlib.Path(workdir) / "checkpoints" / str(step)).is_dir():
+      return
+    if proc.poll() is not None:
+      raise AssertionError(proc.stdout.read())
+    time.sleep(0.2)
+  raise AssertionError("no checkpoint in time")
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+  """A tiny synthetic TFDS data set generated once for the run tests."""
+  data = tmp_path_factory.mktemp("tfds")
+  from sslmd_jax.data import sources
+  config = train_utils.micro_config("monodepth2", data)
+  sources.load_sequences(config, "train")
+  sources.load_sequences(config, "test")
+  return data
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, synthetic_dir):
+  straight = tmp_path / "straight"
+  proc = _launch(straight, synthetic_dir, 6)
+  out = proc.communicate(timeout=600)[0]
+  assert proc.returncode == 0, out
+  killed = tmp_path / "killed"
+  proc = _launch(killed, synthetic_dir, 6)
+  _wait_for_checkpoint(killed, 2, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  proc = _launch(killed, synthetic_dir, 6)
+  out = proc.communicate(timeout=600)[0]
+  assert proc.returncode == 0, out
+  assert "Resuming" in out
+  a, b = _params(straight, synthetic_dir), _params(killed, synthetic_dir)
+  assert int(a.step) == int(b.step) == 6
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  lines = [json.loads(l) for l in (straight / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines] == list(range(1, 7))
+  assert (straight / "config.json").exists()
+  assert list((straight / "tensorboard").iterdir())
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
+  workdir = tmp_path / "preempted"
+  proc = _launch(workdir, synthetic_dir, 400)
+  _wait_for_checkpoint(workdir, 2, proc)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out
+  match = re.search(r"Preempted \(SIGTERM\) at step (\d+)", out)
+  assert match, out
+  step = int(match.group(1))
+  assert 2 <= step < 400
+  assert (workdir / "checkpoints" / str(step)).is_dir()
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_dir):
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 6
+  config.run.evaluate = False
+  config.run.checkpoint_every = 1
+  config.optim.learning_rate = 1e38  # the first update blows the weights up: the next loss is NaN
+  with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step (\d+)") as info:
+    train.train_and_evaluate(config, tmp_path / "nan")
+  bad_step = int(re.search(r"step (\d+)", str(info.value)).group(1))
+  assert bad_step >= 2
+  assert "photometric" in str(info.value) or "gradients" in str(info.value)
+  saved = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").glob("[0-9]*"))
+  assert saved and saved[-1] == bad_step - 1  # nothing written for the step that broke
+  good = _params(tmp_path / "nan", synthetic_dir)
+  assert int(good.step) == bad_step - 1
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(good.params))
+
+
+def test_cli_rejects_config_typo_and_missing_path(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  typo = subprocess.run([sys.executable, "-m", "sslmd_jax.cli", "train",
+                         f"--config={train_utils.REPO / 'configs' / 'monodepth2.py'}:tiny",
+                         "--config.loss.smothness_weight=1", f"--workdir={tmp_path}/a"],
+                        env=env, capture_output=True, text=True, cwd=train_utils.REPO, timeout=300)
+  assert typo.returncode != 0
+  assert "smothness_weight" in typo.stderr
+  missing = subprocess.run([sys.executable, "-m", "sslmd_jax.cli", "train",
+                            "--config.data.name=video_folder", "--config.data.path=/no/such/dir",
+                            f"--workdir={tmp_path}/b"],
+                           env=env, capture_output=True, text=True, cwd=train_utils.REPO, timeout=300)
+  assert missing.returncode != 0
+  assert "/no/such/dir" in missing.stderr

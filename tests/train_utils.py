@@ -1,0 +1,52 @@
+"""Shared helpers of the training tests: recipe configs shrunk to seconds, in-memory batches."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RECIPES = ("monodepth2", "sfmlearner", "sc_sfmlearner", "dynamic_scenes")
+
+
+def load_config(name: str, variant: str = ""):
+  path = REPO / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"test_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def micro_config(name: str, data_dir=None):
+  """The recipe's tiny variant at 64x96, batch 8, with very narrow networks."""
+  c = load_config(name, "tiny")
+  c.data.height, c.data.width = 64, 96
+  c.data.batch_size = 8
+  c.data.synthetic_train_sequences = 2
+  c.data.synthetic_test_sequences = 1
+  c.data.synthetic_frames = 8
+  c.data.path = str(data_dir) if data_dir else ""
+  c.model.num_layers = 18
+  c.model.base_width = 4
+  c.model.pose_base_width = 4
+  c.model.decoder_channels = (4, 4, 8, 8, 16)
+  c.model.pose_decoder_width = 8
+  c.model.posexp_channels = (4, 4, 8, 8, 16, 16, 16)
+  c.model.motion_channels = (4, 4, 8, 8, 16, 16, 16)
+  c.run.log_every = 1
+  c.run.image_every = 0
+  c.run.progress = "lines"
+  return c
+
+
+def synthetic_batch(config, seed: int = 0) -> dict:
+  """A global batch of the pipeline's contract from the synthetic renderer (no TFDS, no grain)."""
+  from sslmd_jax.data import pipeline
+  from sslmd_jax.data import synthetic
+  from sslmd_jax import train
+  seqs = [synthetic.to_frame_sequence(
+      synthetic.render_sequence(seed + i, 6, config.data.height, config.data.width), name=f"s{i}")
+          for i in range(2)]
+  options = train.pipeline_options(config)
+  loader = pipeline.make_data_loader(seqs, options)
+  return {k: np.asarray(v) for k, v in next(iter(loader)).items()}
