@@ -66,6 +66,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.layer_norm_noise = 0.5  # Randomized layer norm: final noise σ, ramped as σ·min(step/10000, 1)².
   m.layer_norm_ramp_steps = 10000  # Randomized layer norm: steps of the σ ramp.
   m.pose_net = "resnet"  # 'resnet' (Monodepth2 separate ResNet) | 'posexp' (SfMLearner) | 'motion_field' (Li).
+  m.dispnet_encoder_channels = (32, 64, 128, 256, 512, 512, 512)  # SfMLearner DispNet encoder widths.
+  m.dispnet_decoder_channels = (512, 512, 256, 128, 64, 32, 16)  # SfMLearner DispNet decoder widths (coarsest first).
   m.pose_base_width = 64  # Pose ResNet stem width.
   m.pose_decoder_width = 256  # Monodepth2 pose-decoder channels.
   m.posexp_channels = (16, 32, 64, 128, 256, 256, 256)  # SfMLearner PoseExpNet widths.
@@ -144,6 +146,8 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
   c.model.decoder_channels = (8, 16, 32, 64, 128)
   c.model.pose_decoder_width = 64
   c.model.posexp_channels = (8, 16, 32, 64, 128, 128, 128)
+  c.model.dispnet_encoder_channels = (8, 16, 32, 64, 128, 128, 128)
+  c.model.dispnet_decoder_channels = (128, 128, 64, 32, 16, 8, 4)
   c.model.motion_channels = (8, 16, 32, 64, 128, 128, 256)
   c.optim.num_steps = 300
   c.optim.learning_rate = 5e-4

@@ -159,8 +159,9 @@ def make_networks(config: ml_collections.ConfigDict) -> Networks:
         scales=scales, head=m.depth_head, min_depth=m.min_depth, max_depth=m.max_depth,
         norm=m.norm, dtype=dtype)
   else:
-    depth = models.DispNet(head=m.depth_head, min_depth=m.min_depth, max_depth=m.max_depth,
-                           dtype=dtype)
+    depth = models.DispNet(enc_channels=tuple(m.dispnet_encoder_channels),
+                           dec_channels=tuple(m.dispnet_decoder_channels), head=m.depth_head,
+                           min_depth=m.min_depth, max_depth=m.max_depth, dtype=dtype)
   if m.pose_net == "resnet":
     pose = models.ResNetPoseNet(num_layers=m.num_layers, num_input_images=2,
                                 base_width=m.pose_base_width, decoder_width=m.pose_decoder_width,

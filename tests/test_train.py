@@ -12,6 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sslmd_jax import objectives
@@ -19,9 +20,9 @@ from sslmd_jax import train
 from tests import train_utils
 
 
-def _state_and_step(config, mesh):
+def _state_and_step(config, mesh, optimizer=None):
   networks = objectives.make_networks(config)
-  optimizer = train.make_optimizer(config)
+  optimizer = optimizer or train.make_optimizer(config)
   state = train.create_train_state(config, networks, optimizer)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = jax.device_put(state, replicated)
@@ -81,10 +82,9 @@ def test_eight_devices_equal_one_device():
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = train.make_mesh(devices)
-    state, step = _state_and_step(config, mesh)
-    sharded = _shard(batch, mesh)
-    for _ in range(2):
-      state, metrics = step(state, sharded)
+    # Plain SGD: Adam's first update is lr·sign(g), which flips for gradients at round-off level.
+    state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+    state, metrics = step(state, _shard(batch, mesh))
     results.append((jax.device_get(state), jax.device_get(metrics)))
   (s1, m1), (s8, m8) = results
   assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5)
@@ -196,7 +196,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, synthetic_dir):
   proc = _launch(killed, synthetic_dir, 6)
   _wait_for_checkpoint(killed, 2, proc)
   proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  proc.communicate()
   proc = _launch(killed, synthetic_dir, 6)
   out = proc.communicate(timeout=600)[0]
   assert proc.returncode == 0, out
@@ -235,7 +235,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     train.train_and_evaluate(config, tmp_path / "nan")
   bad_step = int(re.search(r"step (\d+)", str(info.value)).group(1))
   assert bad_step >= 2
-  assert "photometric" in str(info.value) or "gradients" in str(info.value)
+  assert re.search(r"'(photometric|smoothness|loss|grad_norm)': nan", str(info.value))
   saved = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").glob("[0-9]*"))
   assert saved and saved[-1] == bad_step - 1  # nothing written for the step that broke
   good = _params(tmp_path / "nan", synthetic_dir)
