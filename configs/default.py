@@ -3,8 +3,8 @@
 The defaults are the Monodepth2 recipe (monocular, ResNet-18, 4 scales, minimum
 reprojection + auto-masking) on the built-in synthetic driving world at the CPU
 size 96x320, sized so that `sslmd train` with no arguments finishes in under 15
-minutes on 2 CPU cores (300 steps of batch 8); longer runs set
-`--config.optim.num_steps`. Recipes (`configs/sfmlearner.py`, `monodepth2.py`, `sc_sfmlearner.py`,
+minutes on 2 CPU cores (150 steps of batch 4); longer runs set
+`--config.optim.num_steps` and `--config.data.batch_size`. Recipes (`configs/sfmlearner.py`, `monodepth2.py`, `sc_sfmlearner.py`,
 `dynamic_scenes.py`) import this file and override a few fields. The config is
 locked: a mistyped `--config.x.y=...` fails before anything is compiled.
 
@@ -37,7 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.height = 96  # Network input height in pixels (multiple of 32).
   d.width = 320  # Network input width in pixels (multiple of 32).
   d.frame_offsets = (0, -1, 1)  # Snippet frame offsets relative to the target (offset 0).
-  d.batch_size = 8  # Global batch size (split over every device of every host; Monodepth2: 12).
+  d.batch_size = 4  # Global batch size (split over every device of every host; Monodepth2: 12).
   d.flip_prob = 0.5  # Probability of a horizontal flip of a whole snippet (cx mirrored).
   d.color_jitter_prob = 0.5  # Probability of colour jitter (network inputs only).
   d.brightness = 0.2  # Colour jitter brightness range: factor in [1 - x, 1 + x].
@@ -115,13 +115,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   o.decay_steps = 0  # Step decay: multiply the rate by `decay_factor` after this many steps (0 = 3/4 of num_steps).
   o.decay_factor = 0.1  # Step decay factor (Monodepth2: 1e-4 → 1e-5).
   o.grad_clip_norm = 0.0  # Global-norm gradient clipping (Li: 10; 0 = off).
-  o.num_steps = 300  # Training steps (the default run fits in 15 minutes on 2 CPU cores; papers: ~66k).
+  o.num_steps = 150  # Training steps (the default run fits in 15 minutes on 2 CPU cores; papers: ~66k).
 
   # ------------------------------------------------------------------ run
   c.run = r = ml_collections.ConfigDict()
-  r.log_every = 50  # Steps between metric logs (and host transfers of metrics).
-  r.image_every = 500  # Steps between TensorBoard image summaries.
-  r.checkpoint_every = 500  # Steps between checkpoints.
+  r.log_every = 10  # Steps between metric logs (and host transfers of metrics).
+  r.image_every = 50  # Steps between TensorBoard image summaries.
+  r.checkpoint_every = 50  # Steps between checkpoints.
   r.keep_checkpoints = 2  # Checkpoints kept in the workdir.
   r.evaluate = True  # Evaluate on the test split at the end of training.
   r.progress = "auto"  # 'auto' (bar on a terminal, lines otherwise) | 'bar' | 'lines'.

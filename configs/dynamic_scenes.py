@@ -12,7 +12,7 @@ Commands, hardware, time and expected result:
 
   # Tiny: 2-core CPU, about 6 minutes; the loss decreases.
   sslmd train --config=configs/dynamic_scenes.py:tiny --workdir=/tmp/sslmd/li_tiny
-  # Synthetic world at 96x320, 300 steps of batch 8: 2-core CPU, about 15 minutes; the claim
+  # Synthetic world at 96x320, 150 steps of batch 4: 2-core CPU, about 15 minutes; the claim
   # (with longer runs and shortened ramps, below): finite depth on moving cars,
   # learned intrinsics near the true ones.
   sslmd train --config=configs/dynamic_scenes.py --workdir=/tmp/sslmd/li

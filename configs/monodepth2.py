@@ -9,7 +9,7 @@ Commands, hardware, time and expected result:
 
   # Tiny: 2-core CPU, about 5 minutes; the loss decreases.
   sslmd train --config=configs/monodepth2.py:tiny --workdir=/tmp/sslmd/md2_tiny
-  # Synthetic world at 96x320, the default run (300 steps of batch 8): 2-core CPU, under 15 minutes.
+  # Synthetic world at 96x320, the default run (150 steps of batch 4): 2-core CPU, under 15 minutes.
   sslmd train --config=configs/monodepth2.py --workdir=/tmp/sslmd/md2
   # A longer synthetic run (3000 steps of batch 12): 2-core CPU, a few hours; minutes on a GPU.
   sslmd train --config=configs/monodepth2.py --workdir=/tmp/sslmd/md2_long \

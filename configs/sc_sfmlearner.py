@@ -10,7 +10,7 @@ Commands, hardware, time and expected result:
 
   # Tiny: 2-core CPU, about 6 minutes; the loss decreases.
   sslmd train --config=configs/sc_sfmlearner.py:tiny --workdir=/tmp/sslmd/sc_tiny
-  # Synthetic world at 96x320, 300 steps of batch 4: 2-core CPU, about 15 minutes (longer runs:
+  # Synthetic world at 96x320, 150 steps of batch 4: 2-core CPU, about 15 minutes (longer runs:
   # --config.optim.num_steps=3000) -- SC claims the smallest scale-ratio spread.
   sslmd train --config=configs/sc_sfmlearner.py --workdir=/tmp/sslmd/sc
   # KITTI at 256x832 (the paper's setting, batch 4): one GPU, about a day; paper AbsRel 0.119.

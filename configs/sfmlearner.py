@@ -10,7 +10,7 @@ Commands, hardware, time and expected result:
 
   # Tiny: 2-core CPU, about 5 minutes; the loss decreases.
   sslmd train --config=configs/sfmlearner.py:tiny --workdir=/tmp/sslmd/sfm_tiny
-  # Synthetic world at 96x320, 300 steps of batch 4: 2-core CPU, about 10 minutes.
+  # Synthetic world at 96x320, 150 steps of batch 4: 2-core CPU, about 10 minutes.
   sslmd train --config=configs/sfmlearner.py --workdir=/tmp/sslmd/sfm
   # KITTI at 128x416 (the paper's setting, batch 4): one GPU, a few hours; paper AbsRel 0.183.
   sslmd train --config=configs/sfmlearner.py --workdir=/tmp/sslmd/sfm_kitti \
