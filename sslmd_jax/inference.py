@@ -15,7 +15,6 @@ Usage (a notebook, a service):
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pathlib
