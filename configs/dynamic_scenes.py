@@ -10,9 +10,9 @@ rotation / translation cycle consistency 1e-3 / 5e-2; edge-aware depth smoothing
 
 Commands, hardware, time and expected result:
 
-  # Tiny: 2-core CPU, about 6 minutes; the loss decreases.
+  # Tiny (run time on a 2-core CPU not yet measured; issue 7 measures it); the loss decreases.
   sslmd train --config=configs/dynamic_scenes.py:tiny --workdir=/tmp/sslmd/li_tiny
-  # Synthetic world at 96x320, 150 steps of batch 4: 2-core CPU, about 15 minutes; the claim
+  # Synthetic world at 96x320, 150 steps of batch 4 (run time not yet measured); the claim
   # (with longer runs and shortened ramps, below): finite depth on moving cars,
   # learned intrinsics near the true ones.
   sslmd train --config=configs/dynamic_scenes.py --workdir=/tmp/sslmd/li
@@ -21,7 +21,7 @@ Commands, hardware, time and expected result:
     --config.data.name=video_folder --config.data.path=/data/my_videos
   # On the synthetic world's 3000-step default, scale the ramps to the run length:
   #   --config.model.layer_norm_ramp_steps=1000 --config.model.motion_burn_in_steps=1500
-  # KITTI at 128x416 (the paper's setting): one GPU, about a day; paper AbsRel 0.130.
+  # KITTI at 128x416 (the paper's setting): one GPU (not run here); paper AbsRel 0.130.
   sslmd train --config=configs/dynamic_scenes.py --workdir=/tmp/sslmd/li_kitti \
     --config.data.name=kitti_raw --config.data.path=/data/kitti_raw \
     --config.data.train_split_file=splits/eigen_zhou/train_files.txt \

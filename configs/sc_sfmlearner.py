@@ -8,12 +8,12 @@ consistency 0.5; edge-aware smoothness 0.1 at scale 0 only; Adam 1e-4, one scale
 
 Commands, hardware, time and expected result:
 
-  # Tiny: 2-core CPU, about 6 minutes; the loss decreases.
+  # Tiny (run time on a 2-core CPU not yet measured; issue 7 measures it); the loss decreases.
   sslmd train --config=configs/sc_sfmlearner.py:tiny --workdir=/tmp/sslmd/sc_tiny
-  # Synthetic world at 96x320, 150 steps of batch 4: 2-core CPU, about 15 minutes (longer runs:
+  # Synthetic world at 96x320, 150 steps of batch 4: run time not yet measured (longer runs:
   # --config.optim.num_steps=3000) -- SC claims the smallest scale-ratio spread.
   sslmd train --config=configs/sc_sfmlearner.py --workdir=/tmp/sslmd/sc
-  # KITTI at 256x832 (the paper's setting, batch 4): one GPU, about a day; paper AbsRel 0.119.
+  # KITTI at 256x832 (the paper's setting, batch 4): one GPU (not run here); paper AbsRel 0.119.
   sslmd train --config=configs/sc_sfmlearner.py --workdir=/tmp/sslmd/sc_kitti \
     --config.data.name=kitti_raw --config.data.path=/data/kitti_raw \
     --config.data.train_split_file=splits/eigen_zhou/train_files.txt \

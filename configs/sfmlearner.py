@@ -8,11 +8,11 @@ area-downsampled images weighted by the mask and averaged over valid pixels
 
 Commands, hardware, time and expected result:
 
-  # Tiny: 2-core CPU, about 5 minutes; the loss decreases.
+  # Tiny (run time on a 2-core CPU not yet measured; issue 7 measures it); the loss decreases.
   sslmd train --config=configs/sfmlearner.py:tiny --workdir=/tmp/sslmd/sfm_tiny
-  # Synthetic world at 96x320, 150 steps of batch 4: 2-core CPU, about 10 minutes.
+  # Synthetic world at 96x320, 150 steps of batch 4 (run time not yet measured).
   sslmd train --config=configs/sfmlearner.py --workdir=/tmp/sslmd/sfm
-  # KITTI at 128x416 (the paper's setting, batch 4): one GPU, a few hours; paper AbsRel 0.183.
+  # KITTI at 128x416 (the paper's setting, batch 4): one GPU (not run here); paper AbsRel 0.183.
   sslmd train --config=configs/sfmlearner.py --workdir=/tmp/sslmd/sfm_kitti \
     --config.data.name=kitti_raw --config.data.path=/data/kitti_raw \
     --config.data.train_split_file=splits/eigen_zhou/train_files.txt \

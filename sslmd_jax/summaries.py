@@ -13,7 +13,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
@@ -131,13 +130,11 @@ class Progress:
 
   def update(self, step: int, metrics) -> None:
     now = time.perf_counter()
-    if self._t0 is None:
+    if self._t0 is None:  # The first step compiled: rates count from its end.
       self._t0, self._s0 = now, step
-      loss = float(metrics["loss"])
     elif self._bar is None and now - self._last_line < self._line_every and step < self.num_steps:
       return
-    else:
-      loss = float(metrics["loss"])
+    loss = float(metrics["loss"])
     done = step - self._s0
     elapsed = now - self._t0
     if done > 0 and elapsed > 0:

@@ -15,13 +15,10 @@ call `jax.distributed.initialize()` first (the launcher does).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
 import signal
-import sys
-import time
 from typing import Any, Callable
 
 from absl import logging
@@ -60,23 +57,22 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(devices.reshape(-1), ("data",))
 
 
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Step decay from `config.optim`: `learning_rate`, times `decay_factor` after `decay_steps`."""
+  o = config.optim
+  decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
+  return optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with step decay (and optional global-norm clipping) from `config.optim`."""
   o = config.optim
-  decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
-  schedule = optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})
+  schedule = learning_rate_schedule(config)
   parts = []
   if o.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
   parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2))
   return optax.chain(*parts)
-
-
-def learning_rate(config: ml_collections.ConfigDict, step) -> jax.Array:
-  """The scheduled learning rate at `step` (for logging)."""
-  o = config.optim
-  decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
-  return optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})(step)
 
 
 def create_train_state(config: ml_collections.ConfigDict, networks: objectives.Networks,
@@ -144,6 +140,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   networks = networks or objectives.make_networks(config)
   optimizer = optimizer or make_optimizer(config)
   base_key = jax.random.PRNGKey(config.seed)
+  schedule = learning_rate_schedule(config)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(base_key, state.step)
@@ -163,7 +160,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                            opt_state=keep(new_opt_state, state.opt_state))
     metrics = {"loss": loss, **terms, "grad_norm": grad_norm,
                "param_norm": _tree_norm(state.params),
-               "learning_rate": learning_rate(config, state.step),
+               "learning_rate": schedule(state.step),
                "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
