@@ -1,29 +1,42 @@
-"""Depth inference throughput: Monodepth2's ResNet-18 depth net at 192x640, eval mode, jitted.
+r"""Depth-inference throughput through the API users call (`sslmd_jax.inference.Predictor`).
+
+The network is the recipe's depth net (Monodepth2: ResNet-18 encoder + decoder)
+at 192 x 640, eval mode; each timed call is `Predictor.predict_depth(uint8 images)`
+(host conversion, transfer, the jitted network, the copy back to NumPy). Weights are random:
+throughput does not depend on them; they are built on the host, so no random
+initialiser is compiled.
 
 Usage (from the repository root):
-  python benchmarks/inference.py --batch_sizes=1,8 --dtype=float32 --iters=5
+  python benchmarks/inference.py                            # batch 1 and 8, float32
+  python benchmarks/inference.py --batch_sizes=1,8,16 --dtype=bfloat16 --iters=20
 
-Prints images/s per batch size, excluding compilation (one warm-up call, then `iters` timed calls,
-each waited on with `block_until_ready`). Weights are random (throughput does not depend on them);
-they are built on the host to avoid compiling the random initialisers.
+One JSON line per batch size: images_per_s, call_s {median, min, max} over
+`iters` timed calls after `warmup` untimed ones (each waited on with
+`block_until_ready`), compile_s, GFLOP per image from the compiled function's cost
+analysis, achieved GFLOP/s and its fraction of a measured float32 matmul peak,
+whether a timed call recompiled, and the process's peak RSS.
 """
 
+from __future__ import annotations
+
+import json
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sslmd_jax import models
+import common  # benchmarks/common.py: the script's own folder is first on sys.path.
 
+_CONFIG = flags.DEFINE_string("config", "configs/monodepth2.py", "Recipe config file.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
 _HEIGHT = flags.DEFINE_integer("height", 192, "Image height (multiple of 32).")
 _WIDTH = flags.DEFINE_integer("width", 640, "Image width (multiple of 32).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
-_ITERS = flags.DEFINE_integer("iters", 5, "Timed calls per batch size.")
-_NUM_LAYERS = flags.DEFINE_integer("num_layers", 18, "ResNet depth.")
+_ITERS = flags.DEFINE_integer("iters", 10, "Timed calls per batch size.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after compilation.")
+_PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
 
 
 def host_variables(net, height: int, width: int, seed: int = 0):
@@ -42,25 +55,53 @@ def host_variables(net, height: int, width: int, seed: int = 0):
   return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
 
 
+def make_predictor(config):
+  """A `Predictor` of `config`'s networks with host-filled random variables."""
+  from sslmd_jax import inference, objectives  # pylint: disable=g-import-not-at-top
+  networks = objectives.make_networks(config)
+  variables = host_variables(networks.depth, config.data.height, config.data.width)
+  return inference.Predictor(config, {"depth": variables["params"]},
+                             {"depth": variables.get("batch_stats", {})}, networks)
+
+
 def main(argv):
   del argv
-  net = models.ResNetDepthNet(num_layers=_NUM_LAYERS.value, dtype=jnp.dtype(_DTYPE.value))
-  variables = host_variables(net, _HEIGHT.value, _WIDTH.value)
-  predict = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]["depth"][0])
-  print(f"devices: {jax.devices()}; ResNet-{_NUM_LAYERS.value} depth net, {_DTYPE.value}, "
-        f"{_HEIGHT.value}x{_WIDTH.value}")
-  for batch in map(int, _BATCH_SIZES.value):
-    x = jax.device_put(np.random.default_rng(batch).uniform(
-        size=(batch, _HEIGHT.value, _WIDTH.value, 3)).astype(np.float32))
+  peak = common.measured_peak_gflops() if _PEAK.value else None
+  for batch_size in map(int, _BATCH_SIZES.value):
+    config = common.load_config(_CONFIG.value, height=_HEIGHT.value, width=_WIDTH.value,
+                         batch_size=batch_size, dtype=_DTYPE.value)
+    predictor = make_predictor(config)
+    images = np.random.default_rng(batch_size).integers(
+        0, 256, (batch_size, _HEIGHT.value, _WIDTH.value, 3), dtype=np.uint8)
+    depth_fn = predictor._depth  # pylint: disable=protected-access  (the jitted function predict_depth calls)
+    float_images = images.astype(np.float32) / 255.0
     start = time.perf_counter()
-    predict(variables, x).block_until_ready()
+    compiled = depth_fn.lower(float_images, flip_post_process=False, output_size=None).compile()
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(_ITERS.value):
-      predict(variables, x).block_until_ready()
-    elapsed = time.perf_counter() - start
-    print(f"batch {batch}: {batch * _ITERS.value / elapsed:.2f} images/s "
-          f"({elapsed / _ITERS.value * 1e3:.1f} ms/batch; first call incl. compile {compile_s:.1f} s)")
+    flops = common.compiled_flops(compiled)
+    predictor.predict_depth(images)
+    cache_before = depth_fn._cache_size()  # pylint: disable=protected-access
+    # Timed: the public call (uint8 -> float on the host, transfer, jitted network, copy back).
+    timing = common.time_calls(lambda: predictor.predict_depth(images), iters=_ITERS.value,
+                               warmup=_WARMUP.value)
+    seconds = timing["median_s"]
+    record = {
+        "benchmark": "depth_inference", "recipe": config.recipe, "height": _HEIGHT.value,
+        "width": _WIDTH.value, "batch_size": batch_size, "dtype": _DTYPE.value,
+        "images_per_s": round(batch_size / seconds, 2),
+        "call_s": {k: round(v, 4) for k, v in timing.items() if k != "iters"},
+        "iters": timing["iters"], "warmup": _WARMUP.value, "compile_s": round(compile_s, 1),
+        "recompiled": depth_fn._cache_size() != cache_before,  # pylint: disable=protected-access
+        "peak_rss_gib": round(common.peak_rss_gib(), 2),
+        "peak_gflops": None if peak is None else round(peak, 1),
+    }
+    if flops is not None:
+      record["gflop_per_image"] = round(flops / 1e9 / batch_size, 2)
+      record["gflops"] = round(flops / seconds / 1e9, 1)
+      if peak:
+        record["fraction_of_peak"] = round(flops / seconds / 1e9 / peak, 3)
+    record["machine"] = common.machine()
+    print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,36 @@ class Predictor:
     return out["depth"][0]
 
   def _to_model_size(self, images):
-    """Float `[B, h, w, 3]` -> `[B, H, W, 3]` at the model's size (anti-aliased bilinear)."""
-    if images.shape[1:3] == (self.height, self.width):
+    """Float `[..., h, w, 3]` -> `[..., H, W, 3]` at the model's size (anti-aliased bilinear)."""
+    if images.shape[-3:-1] == (self.height, self.width):
       return images
-    return jax.image.resize(images, (images.shape[0], self.height, self.width, 3), "bilinear",
+    return jax.image.resize(images, (*images.shape[:-3], self.height, self.width, 3), "bilinear",
                             antialias=True)
+
+  def _posexp_slot(self) -> tuple[int, bool]:
+    """PoseExpNet: the output slot read for frame-to-frame motion, and whether to invert it."""
+    source_offsets = [o for o in self.config.data.frame_offsets if o != 0]
+    if 1 in source_offsets:
+      return source_offsets.index(1), False
+    if -1 in source_offsets:
+      return source_offsets.index(-1), True
+    raise ValueError(f"frame_offsets {tuple(self.config.data.frame_offsets)}: frame-to-frame "
+                     "motion needs a source at offset +1 or -1")
+
+  def _posexp_inputs(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PoseExpNet sees whole snippets: per consecutive pair, the target and every source slot.
+
+    The pair (i, i+1) is read from the snippet whose target is frame i (slot +1) or
+    frame i+1 (slot -1, inverted); the other slots hold the frames at their offsets
+    from that target, clamped to the sequence (a missing neighbour repeats the end frame).
+    Returns targets `[N-1, h, w, 3]` and sources `[N-1, S-1, h, w, 3]`.
+    """
+    _, invert = self._posexp_slot()
+    n = frames.shape[0]
+    targets = np.arange(1, n) if invert else np.arange(n - 1)
+    offsets = np.array([o for o in self.config.data.frame_offsets if o != 0])
+    sources = np.clip(targets[:, None] + offsets[None], 0, n - 1)
+    return frames[targets], frames[sources]
 
   def _depth_full_fn(self, images, *, flip_post_process: bool, output_size: tuple[int, int] | None):
     """Depth `[B, h', w', 1]` of float images `[B, h, w, 3]` (any size; see `predict_depth`)."""
@@ -135,12 +160,14 @@ class Predictor:
       return geometry.transform_from_pose(out["rotation"][:, 0], out["translation"][:, 0],
                                           rotation_type=self.config.model.rotation), None
     if kind == "posexp":
-      # PoseExpNet predicts source_from_target for every source: put `second` in every slot.
-      num_sources = len(self.config.data.frame_offsets) - 1
-      sources = jnp.repeat(second[:, None], num_sources, axis=1)
-      out, _ = self.networks.pose.apply(self._vars("pose"), first, sources, train=False)
-      return geometry.transform_from_pose(out["rotation"][:, 0], out["translation"][:, 0],
-                                          rotation_type="euler"), None
+      # `second` holds every source slot `[B, S-1, H, W, 3]` (`_posexp_inputs`); each slot
+      # learned its own frame offset, so the motion is read from the +1 slot (or the -1
+      # slot, whose target is the later frame, inverted).
+      slot, invert = self._posexp_slot()
+      out, _ = self.networks.pose.apply(self._vars("pose"), first, second, train=False)
+      transform = geometry.transform_from_pose(out["rotation"][:, slot], out["translation"][:, slot],
+                                               rotation_type="euler")
+      return (geometry.invert_transform(transform) if invert else transform), None
     depth_a = self._depth_fn(first)
     depth_b = self._depth_fn(second)
     out, aux = self.networks.pose.apply(self._vars("pose"),
@@ -197,6 +224,8 @@ class Predictor:
     """Relative poses `camera_{i+1}_from_camera_i` `[N−1, 4, 4]` of consecutive frames `[N, h, w, 3]`."""
     frames = self._prepare(frames, "frames")
     first, second = frames[:-1], frames[1:]
+    if self.networks.pose_kind == "posexp":
+      first, second = self._posexp_inputs(frames)
     out = []
     for start in range(0, first.shape[0], BUCKETS[-1]):
       a = first[start:start + BUCKETS[-1]]

@@ -7,9 +7,10 @@ configs.
 
 Batch (from `sslmd_jax.data.pipeline`, per device after sharding):
   images            [B, S, H, W, 3] float32 in [0, 1] or uint8 (0–255), the un-jittered frames (losses)
-  network_images    [B, S, H, W, 3] likewise, colour-jittered copies (network inputs)
+  color_jitter      float32 [B, 8], the colour-jitter draw of each snippet; the network
+                    inputs are `augment.color_jitter(images, color_jitter)` (absent = none)
   intrinsics        float32 [B, 3, 3], pixels of H x W
-  stereo_images, stereo_network_images [B, H, W, 3], stereo_from_target [B, 4, 4] (stereo only)
+  stereo_images [B, H, W, 3], stereo_from_target [B, 4, 4] (stereo only)
 with S = len(config.data.frame_offsets), frame index `target_index` (offset 0).
 
 Pairs. A *pair* `(a, b)` warps frame `b` into the view of frame `a` with
@@ -46,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from sslmd_jax import augment
 from sslmd_jax import geometry
 from sslmd_jax import losses
 from sslmd_jax import models
@@ -267,11 +269,13 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   Returns:
     `(total, (terms, aux, new_batch_stats))`: `terms` maps each term's name to its
     (already weighted) scalar, `aux` holds maps for summaries (disparity, masks,
-    motion field, learned intrinsics).
+    motion field, learned intrinsics) and `b_from_a` `[B, P, 4, 4]`, the predicted
+    rigid motion of every pair `(a, b)` (forward pairs first, in source order).
   """
   d, m, lo = config.data, config.model, config.loss
   images = as_float_images(batch["images"])
-  net_images = as_float_images(batch["network_images"])
+  net_images = (augment.color_jitter(images, batch["color_jitter"])
+                if "color_jitter" in batch else images)
   bsz, num_frames, height, width, _ = images.shape
   t = target_index(config)
   sources = tuple(i for i in range(num_frames) if i != t)
@@ -369,6 +373,9 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
       intrinsics = learned_k
       aux["learned_intrinsics"] = learned_k
     b_from_a = None
+    aux["b_from_a"] = geometry.transform_from_pose(  # The rigid (background) motion of each pair.
+        rotation_field, pose_out["translation"][:, 0].reshape(bsz, num_pairs, 3),
+        rotation_type="matrix")
 
   terms: dict[str, jax.Array] = {}
   scale_weight = lo.term_scale
@@ -500,6 +507,8 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
 
   aux["disp"] = disps[0][:, slot[t]]
   aux["depth"] = 1.0 / disps[0][:, slot[t]]
+  if b_from_a is not None:
+    aux["b_from_a"] = b_from_a
   new_stats = {"depth": new_depth_vars.get("batch_stats", batch_stats.get("depth", {})),
                "pose": new_pose_stats}
   return total, (terms, aux, new_stats)

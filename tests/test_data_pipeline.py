@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from sslmd_jax import augment
 from sslmd_jax.data import pipeline
 from sslmd_jax.data.base import DataError, FrameSequence, default_intrinsics
 from tests.test_data_transforms import BACKGROUND, dot_centre, project, render_dot
@@ -182,22 +183,33 @@ def test_stereo_partner_and_baseline_sign_under_flip():
   plain = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, flip_prob=0.0))))
   flipped = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, flip_prob=1.0))))
   assert plain["stereo_images"].shape == (2, 24, 32, 3)
-  assert plain["stereo_network_images"].shape == (2, 24, 32, 3)
   np.testing.assert_allclose(plain["stereo_from_target"][:, 0, 3], -0.5)
   np.testing.assert_allclose(flipped["stereo_from_target"][:, 0, 3], 0.5)
   np.testing.assert_array_equal(flipped["stereo_images"], plain["stereo_images"][:, :, ::-1])
 
 
-def test_color_jitter_changes_network_images_only():
+def test_color_jitter_is_a_per_snippet_draw_applied_to_network_inputs_only():
   seq = random_sequence("a", 6)
   off = next(iter(pipeline.make_data_loader([seq], options(color_jitter_prob=0.0))))
   on = next(iter(pipeline.make_data_loader([seq], options(color_jitter_prob=1.0))))
-  np.testing.assert_array_equal(off["network_images"], off["images"])
+  np.testing.assert_array_equal(off["color_jitter"],
+                                np.tile(pipeline.transforms.IDENTITY_JITTER, (4, 1)))
   np.testing.assert_array_equal(on["images"], off["images"])  # the losses see the originals
-  diff = np.abs(on["network_images"].astype(np.float64) - on["images"])
-  assert np.all(diff.mean(axis=(1, 2, 3, 4)) > 0.25)  # uint8 levels
-  for key in ("images", "network_images"):
-    assert on[key].dtype == np.uint8 and off[key].dtype == np.uint8
+  assert on["color_jitter"].shape == (4, 8) and on["color_jitter"].dtype == np.float32
+  assert np.all(np.abs(on["color_jitter"][:, :3] - 1.0) <= 0.2 + 1e-6)  # factors in 1 ± 0.2
+  assert np.all(np.abs(on["color_jitter"][:, 3]) <= 0.1 + 1e-6)  # hue in ± 0.1
+  np.testing.assert_array_equal(np.sort(on["color_jitter"][:, 4:], axis=1),
+                                np.tile(np.arange(4), (4, 1)))  # an order of the 4 operations
+  assert len({tuple(row) for row in on["color_jitter"]}) == 4  # one draw per snippet
+  # On the device: each frame of a snippet gets the host reference's map of that draw.
+  net = np.asarray(augment.color_jitter(on["images"].astype(np.float32) / 255.0, on["color_jitter"]))
+  p = on["color_jitter"][1]
+  draw = pipeline.transforms.ColorJitter(*map(float, p[:4]), order=tuple(int(i) for i in p[4:]))
+  reference = pipeline.transforms.apply_color_jitter(on["images"][1, 2], draw)
+  np.testing.assert_allclose(net[1, 2] * 255.0, reference, atol=0.51)
+  assert np.abs(net * 255.0 - on["images"]).mean() > 0.25  # uint8 levels
+  identity = np.asarray(augment.color_jitter(off["images"] / 255.0, off["color_jitter"]))
+  np.testing.assert_allclose(identity * 255.0, off["images"], atol=1e-3)
 
 
 def test_batch_contract_shapes_and_intrinsics_known():
@@ -205,7 +217,7 @@ def test_batch_contract_shapes_and_intrinsics_known():
   opts = options(frame_offsets=(-1, 0, 1), batch_size=6, shuffle=False, flip_prob=0.0, num_epochs=1)
   batch = next(iter(pipeline.make_data_loader(seqs, opts)))
   assert opts.target_index == 1
-  assert set(batch) == {"images", "network_images", "intrinsics", "intrinsics_known"}
+  assert set(batch) == {"images", "color_jitter", "intrinsics", "intrinsics_known"}
   assert batch["images"].shape == (6, 3, 24, 32, 3) and batch["intrinsics"].shape == (6, 3, 3)
   assert batch["intrinsics_known"].shape == (6,)
   np.testing.assert_array_equal(batch["intrinsics_known"], [1, 1, 1, 0, 0, 0])
@@ -216,7 +228,7 @@ def test_batch_contract_shapes_and_intrinsics_known():
   frame = seqs[0].load_frame(1)
   resized = pipeline.transforms.resize_image(frame, box=(0, 0, W0, H0), out_height=24, out_width=32)
   np.testing.assert_array_equal(batch["images"][0, 1], resized)
-  assert batch["images"].dtype == np.uint8 and batch["network_images"].dtype == np.uint8
+  assert batch["images"].dtype == np.uint8 and batch["color_jitter"].dtype == np.float32
   assert batch["intrinsics"].dtype == np.float32 and batch["intrinsics_known"].dtype == np.float32
 
 
@@ -226,7 +238,7 @@ def test_extra_keys_selects_the_ground_truth_served():
   assert {"depth", "world_from_camera", "moving_mask"} <= set(full)
   none = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False,
                                                             extra_keys=()))))
-  assert set(none) == {"images", "network_images", "intrinsics", "intrinsics_known"}
+  assert set(none) == {"images", "color_jitter", "intrinsics", "intrinsics_known"}
   depth = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False,
                                                              extra_keys=["depth"]))))
   assert set(depth) == set(none) | {"depth"}
@@ -270,7 +282,7 @@ def test_same_seed_same_batches_different_seed_different():
   assert_batches_equal(a, b)
   c = take(iter(pipeline.make_data_loader(seqs, options(color_jitter_prob=0.5, random_scale_crop=1.15,
                                                         seed=4))), 3)
-  assert not all(np.array_equal(x["network_images"], y["network_images"]) for x, y in zip(a, c))
+  assert not all(np.array_equal(x["color_jitter"], y["color_jitter"]) for x, y in zip(a, c))
 
 
 @pytest.fixture

@@ -187,7 +187,7 @@ def test_tfds_round_trip(tmp_path):
   train = synthetic_tfds.synthetic_sequences("train", data_dir=tmp_path, **sizes)
   test = synthetic_tfds.synthetic_sequences("test", data_dir=tmp_path, **sizes)
   assert [s.num_frames for s in train] == [3, 3] and len(test) == 1
-  assert list(tmp_path.glob("synthetic_driving/*/1.0.0/*.array_record-*"))
+  assert list(tmp_path.glob("synthetic_driving/*/1.1.0/*.array_record-*"))
   # Disjoint scenes between the splits.
   train_first = {s.load_frame(0).tobytes() for s in train}
   assert test[0].load_frame(0).tobytes() not in train_first

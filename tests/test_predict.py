@@ -234,3 +234,41 @@ def test_predict_rejects_unsupported_input(tmp_path, trained_workdir):
     predict.predict_main(trained_workdir, tmp_path / "notes.txt", tmp_path / "out")
   with pytest.raises(base.DataError, match="missing"):
     predict.predict_main(trained_workdir, tmp_path / "missing", tmp_path / "out")
+
+
+@pytest.mark.parametrize("recipe", ["sfmlearner", "monodepth2", "dynamic_scenes"])
+def test_predict_motion_is_the_motion_training_used(recipe):
+  """`predict_motion(f_t, f_t+1)` equals the loss's `b_from_a` for the pair (target, offset +1).
+
+  Guards the frame conventions of every pose network: SfMLearner's PoseExpNet has
+  one output slot per source offset, Monodepth2 feeds pairs in temporal order and
+  inverts, Li et al. warp with the background motion of the motion-field net.
+  """
+  import jax.numpy as jnp
+  from sslmd_jax import objectives
+  from sslmd_jax import train
+  from sslmd_jax.data import transforms
+  config = micro_config(recipe)
+  config.data.batch_size = 1
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  rng = np.random.default_rng(0)
+  base = rng.integers(0, 256, (1, 3, 8, 12, 3), dtype=np.uint8)
+  frames = np.asarray(jax.image.resize(base.astype(np.float32), (1, 3, 64, 96, 3), "linear"))
+  frames = frames.round().astype(np.uint8)  # smooth textures; [B=1, S, H, W, 3] at offsets (0, -1, 1)
+  offsets = tuple(config.data.frame_offsets)
+  assert offsets == (0, -1, 1)
+  k = np.array([[[50.0, 0, 47.5], [0, 50.0, 31.5], [0, 0, 1]]], np.float32)
+  batch = {"images": frames, "color_jitter": transforms.IDENTITY_JITTER[None],
+           "intrinsics": k, "intrinsics_known": np.ones(1, np.float32)}
+  _, (_, aux, _) = objectives.compute_loss(
+      state.params, state.batch_stats, batch, networks=networks, config=config,
+      step=jnp.asarray(10**6, jnp.int32), key=jax.random.key(0), train=False)
+  sources = [o for o in offsets if o != 0]
+  trained = np.asarray(aux["b_from_a"])[0, sources.index(1)]  # camera_{t+1}_from_camera_t
+  predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
+  # The clip in temporal order (t-1, t, t+1); its pair 1 is (t, t+1).
+  predicted = predictor.predict_motion(np.stack([frames[0, 1], frames[0, 0], frames[0, 2]]))[1]
+  # Random initial weights predict small motions (~1e-4): compare them, not the identity part.
+  assert np.abs(trained - np.eye(4)).max() > 2e-5
+  np.testing.assert_allclose(predicted - np.eye(4), trained - np.eye(4), rtol=1e-3, atol=1e-6)

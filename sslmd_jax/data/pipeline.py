@@ -14,17 +14,18 @@ configured order; `options.target_index` is the position of offset 0. Images
 and intrinsics describe the output `H x W = options.height x options.width`.
 
   * `images`: uint8 `[B, S, H, W, 3]` (0-255), un-jittered (what the losses see);
-  * `network_images`: uint8 `[B, S, H, W, 3]` (0-255), colour-jittered copies fed to
-    the networks (equal to `images` when no jitter was drawn; the jittered colours
-    are rounded to uint8);
+  * `color_jitter`: float32 `[B, 8]`, the snippet's colour-jitter draw
+    (`transforms.ColorJitter.as_array`; `transforms.IDENTITY_JITTER` when none was
+    drawn). The train step makes the networks' inputs from it on the device
+    (`sslmd_jax.augment.color_jitter(images, color_jitter)`);
   * `intrinsics`: float32 `[B, 3, 3]` in pixels of `H x W` (pixel-centre convention);
   * `intrinsics_known`: float32 `[B]`, 1 when the source gave intrinsics, 0 when
     `default_intrinsics` stood in;
   * only when every sequence provides them (and `options.extra_keys` asks for
     them): `depth` float32 `[B, S, H, W, 1]` (metres, 0 = unknown),
     `world_from_camera` float32 `[B, S, 4, 4]`, `moving_mask` float32 `[B, S, H, W, 1]`;
-  * only when every sequence is stereo: `stereo_images`, `stereo_network_images`
-    uint8 `[B, H, W, 3]` (the target's partner) and `stereo_from_target`
+  * only when every sequence is stereo: `stereo_images` uint8 `[B, H, W, 3]` (the
+    target's partner, a loss source only) and `stereo_from_target`
     float32 `[B, 4, 4]`.
 
 Images stay uint8 on the host (4x less memory and inter-process traffic than
@@ -41,12 +42,12 @@ Per snippet, in this order (randomness from the seed and the record index only):
      `cx -> (W - 1) - cx`, every pose `M -> F·M·F` with `F = diag(-1, 1, 1)`
      (so `camera_s_from_camera_t -> F·camera_s_from_camera_t·F`; the stereo
      baseline's sign flips);
-  4. colour jitter with `color_jitter_prob` (Monodepth2), one draw for the whole
-     snippet (stereo partner included), applied to `network_images` only, as one
-     affine colour map per frame (`transforms.color_jitter_affine`), rounded and
-     clipped to uint8.
-Each frame is loaded (decoded) once per snippet and resampled, flipped and
-jittered as a uint8 PIL image: no float arrays on the host.
+  4. colour jitter with `color_jitter_prob` (Monodepth2): one draw for the whole
+     snippet, shipped as `color_jitter` and applied on the device to the network
+     inputs only, as one affine colour map per frame (`sslmd_jax.augment`).
+Each frame is loaded (decoded) once per snippet and resampled and flipped as a
+uint8 PIL image (or a NumPy view when it already has the output size): no float
+arrays and no second image copy on the host.
 
 Bad input raises `DataError` up front: a sequence shorter than the snippet span,
 bad intrinsics/stereo fields, frames of the wrong size or dtype. Near-static
@@ -397,26 +398,26 @@ class AugmentSnippet(grain.transforms.RandomMap):
 
     size = dict(box=box, out_height=out_h, out_width=out_w)
 
-    def image_path(imgs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-      """uint8 `[n, H, W, 3]` plain and network images (the same array without jitter)."""
-      plain, network = [], []
+    def image_path(imgs: Sequence[np.ndarray]) -> np.ndarray:
+      """uint8 `[n, H, W, 3]`: the frames resampled to the output size and flipped."""
+      out = []
       for im in imgs:
+        if im.shape[:2] == (out_h, out_w) and box == transforms.full_box(h0, w0):
+          out.append(im[:, ::-1] if flip else im)  # Already the output size: no PIL round trip.
+          continue
         pil = transforms.resample_pil(Image.fromarray(im), **size)
         if flip:
           pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        plain.append(np.asarray(pil))
-        if jitter is not None:
-          network.append(np.asarray(transforms.color_jitter_pil(pil, jitter)))
-      images = np.stack(plain)
-      return images, (np.stack(network) if network else images)  # batching copies both
+        out.append(np.asarray(pil))
+      return np.stack(out)
 
-    images, network_images = image_path(frames)
+    images = image_path(frames)
     intrinsics = transforms.crop_resize_intrinsics(element["intrinsics"], **size)
     if flip:
       intrinsics = transforms.flip_intrinsics(intrinsics, width=out_w)
     out = {
         "images": images,
-        "network_images": network_images,
+        "color_jitter": jitter.as_array() if jitter is not None else transforms.IDENTITY_JITTER,
         "intrinsics": intrinsics,
         "intrinsics_known": np.asarray(element["intrinsics_known"], np.float32),
     }
@@ -430,8 +431,7 @@ class AugmentSnippet(grain.transforms.RandomMap):
       poses = element["world_from_camera"]
       out["world_from_camera"] = transforms.flip_rigid_transform(poses) if flip else poses
     if "stereo_frame" in element:
-      stereo, stereo_net = image_path([element["stereo_frame"]])
-      out["stereo_images"], out["stereo_network_images"] = stereo[0], stereo_net[0]
+      out["stereo_images"] = image_path([element["stereo_frame"]])[0]
       t = element["stereo_from_target"]
       out["stereo_from_target"] = transforms.flip_rigid_transform(t) if flip else t
     return out

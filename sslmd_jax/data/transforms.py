@@ -239,6 +239,12 @@ class ColorJitter:
   hue: float = 0.0
   order: tuple[int, ...] = (0, 1, 2, 3)
 
+  def as_array(self) -> np.ndarray:
+    """float32 `[8]`: brightness, contrast, saturation, hue, then `order` (the batch's
+    `color_jitter` row, applied on the device by `sslmd_jax.augment.color_jitter`)."""
+    return np.array([self.brightness, self.contrast, self.saturation, self.hue, *self.order],
+                    np.float32)
+
 
 def sample_color_jitter(
     rng: np.random.Generator,
@@ -261,17 +267,20 @@ def sample_color_jitter(
   )
 
 
+# The draw that changes nothing (a snippet without jitter), as a `color_jitter` row.
+IDENTITY_JITTER = ColorJitter().as_array()
+
 # ITU-R 601-2 luma (PIL's "L" conversion) and the YIQ chroma axes.
-_LUMA = np.array([0.299, 0.587, 0.114])
-_RGB_TO_YIQ = np.array([_LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+LUMA = np.array([0.299, 0.587, 0.114])
+RGB_TO_YIQ = np.array([LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
 
 
 def _hue_matrix(hue: float) -> np.ndarray:
   """RGB 3x3 rotating the chroma plane of YIQ by `2π·hue` (luma preserved)."""
   c, s = np.cos(2 * np.pi * hue), np.sin(2 * np.pi * hue)
   rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-  return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
+  return _YIQ_TO_RGB @ rotation @ RGB_TO_YIQ
 
 
 def color_jitter_affine(jitter: ColorJitter, *, mean_rgb: np.ndarray) -> np.ndarray:
@@ -302,10 +311,10 @@ def color_jitter_affine(jitter: ColorJitter, *, mean_rgb: np.ndarray) -> np.ndar
     if op == 0:
       a, b = jitter.brightness * np.eye(3), np.zeros(3)
     elif op == 1:
-      m = _LUMA @ (mat @ mean + off)
+      m = LUMA @ (mat @ mean + off)
       a, b = jitter.contrast * np.eye(3), np.full(3, (1.0 - jitter.contrast) * m)
     elif op == 2:
-      a = jitter.saturation * np.eye(3) + (1.0 - jitter.saturation) * np.outer(np.ones(3), _LUMA)
+      a = jitter.saturation * np.eye(3) + (1.0 - jitter.saturation) * np.outer(np.ones(3), LUMA)
       b = np.zeros(3)
     else:
       a, b = _hue_matrix(jitter.hue), np.zeros(3)

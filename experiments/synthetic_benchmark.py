@@ -1,0 +1,305 @@
+r"""Proof that it learns: every recipe trained and measured against ground truth.
+
+Trains each recipe on the synthetic world's train split through the same
+command users run (`python -m sslmd_jax.cli train`, i.e. `sslmd train`, which
+evaluates on the test split when it finishes), adds an ablation and a
+self-supervised run on real KITTI video, computes the trivial baselines on the
+same test data, and writes
+
+  OUT/<budget>/<run>/                 the run's workdir (checkpoints, train.log, eval/metrics.json)
+  OUT/<budget>/<run>.json             one JSON per run: command, config, wall time, metrics
+  OUT/<budget>/baselines.json         constant depth (median-scaled) and constant forward motion
+  OUT/<budget>/results.md             the markdown table (also printed)
+  OUT/<budget>/depth_examples.png     input | predicted depth | ground truth, one row per recipe
+  OUT/<budget>/kitti06_depth.png      input | predicted depth on real KITTI frames
+
+Runs (`--runs`, default all):
+  sfmlearner, monodepth2, sc_sfmlearner, dynamic_scenes   the four recipes (configs/<name>.py)
+  monodepth2_average_unmasked   ablation: averaged reprojection, no auto-masking (Monodepth2's claim)
+  kitti06                       Monodepth2 trained on the 51 real frames of KITTI odometry 06
+                                (grey camera 0; the poses are only used for evaluation)
+
+Budgets (`--budget`):
+  short   the `:tiny` variants (64 x 192 synthetic, narrow networks), sized to <= 15 min
+          per run on 2 CPU cores; the step counts are in `BUDGETS`.
+  long    the full-width recipes at 96 x 320, sized to <= 2 h per run on 2 CPU cores
+          (minutes on a GPU).
+
+Usage:
+  python experiments/synthetic_benchmark.py --budget=short                    # everything
+  python experiments/synthetic_benchmark.py --budget=short --runs=monodepth2,kitti06
+  python experiments/synthetic_benchmark.py --budget=short --table_only       # rebuild the table
+
+A run whose `<run>.json` already exists is not retrained (delete it, or pass
+`--rerun`); a killed run resumes from its last checkpoint when started again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+import numpy as np
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_SHARED_KITTI = _REPO.parent / "shared" / "data" / "kitti_odometry"
+
+RECIPES = ("sfmlearner", "monodepth2", "sc_sfmlearner", "dynamic_scenes")
+ALL_RUNS = RECIPES + ("monodepth2_average_unmasked", "kitti06")
+
+# Per budget: the config variant, the overrides every synthetic run gets, the training
+# steps per run, and the KITTI run's resolution. Step counts were sized from measured
+# step rates on a 2-core CPU (see the README's Results section).
+BUDGETS = {
+    "short": {
+        "variant": "tiny",
+        "synthetic": {},
+        "steps": {"sfmlearner": 1200, "monodepth2": 1000, "sc_sfmlearner": 800,
+                  "dynamic_scenes": 700, "monodepth2_average_unmasked": 1000, "kitti06": 800},
+        "kitti": {"data.height": 96, "data.width": 320},
+    },
+    "long": {
+        "variant": "",
+        "synthetic": {"data.batch_size": 8},
+        "steps": {"sfmlearner": 4000, "monodepth2": 2500, "sc_sfmlearner": 2000,
+                  "dynamic_scenes": 1500, "monodepth2_average_unmasked": 2500, "kitti06": 2500},
+        "kitti": {"data.height": 128, "data.width": 416},
+    },
+}
+
+_BUDGET = flags.DEFINE_enum("budget", "short", list(BUDGETS), "Training budget (see module doc).")
+_RUNS = flags.DEFINE_list("runs", list(ALL_RUNS), f"Runs to train and evaluate, from {ALL_RUNS}.")
+_OUT = flags.DEFINE_string("out", str(_REPO / "runs" / "benchmark"), "Output root.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS dir for the synthetic world ('' = OUT/data).")
+_KITTI = flags.DEFINE_string("kitti_path", str(_SHARED_KITTI),
+                             "KITTI odometry root holding sequences/06 and poses/06.txt.")
+_STEPS = flags.DEFINE_integer("steps", 0, "Override every run's training steps (0 = BUDGETS).")
+_RERUN = flags.DEFINE_bool("rerun", False, "Retrain runs whose JSON already exists.")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only rebuild the table and pictures.")
+
+
+def run_spec(name: str, budget: str, data_dir: str, kitti_path: str) -> tuple[str, dict]:
+  """The config file (with variant) and `--config.` overrides of run `name`."""
+  b = BUDGETS[budget]
+  variant = f":{b['variant']}" if b["variant"] else ""
+  steps = _STEPS.value or b["steps"][name]
+  overrides = {"optim.num_steps": steps, "run.progress": "lines", "run.log_every": 50,
+               "run.checkpoint_every": 200, "run.image_every": 100000}
+  if name == "kitti06":
+    overrides.update({"data.name": "kitti_odometry", "data.path": kitti_path,
+                      "data.sequences": "06", "data.test_sequences": "06", "data.camera": 0})
+    overrides.update(b["kitti"])
+    return f"configs/monodepth2.py{variant}", overrides
+  overrides.update({"data.path": data_dir, **b["synthetic"]})
+  if name == "monodepth2_average_unmasked":
+    overrides.update({"loss.reprojection": "mean", "loss.automask": False})
+    return f"configs/monodepth2.py{variant}", overrides
+  return f"configs/{name}.py{variant}", overrides
+
+
+def train_run(name: str, out: pathlib.Path, data_dir: str) -> dict:
+  """Trains and evaluates one run through the CLI; returns (and writes) its record."""
+  config, overrides = run_spec(name, _BUDGET.value, data_dir, _KITTI.value)
+  workdir = out / name
+  workdir.mkdir(parents=True, exist_ok=True)
+  command = [sys.executable, "-m", "sslmd_jax.cli", "train", f"--config={config}",
+             f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  logging.info("%s: %s", name, " ".join(command))
+  start = time.perf_counter()
+  with open(workdir / "train.log", "a") as log:
+    code = subprocess.call(command, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT)
+  seconds = time.perf_counter() - start
+  if code != 0:
+    raise RuntimeError(f"{name}: training exited with {code}; see {workdir / 'train.log'}")
+  metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+  record = {"run": name, "budget": _BUDGET.value, "config": config, "overrides": overrides,
+            "command": " ".join(command[1:]), "wall_seconds": round(seconds, 1),
+            "machine": machine(), "metrics": metrics}
+  (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+  return record
+
+
+def machine() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  return {"nproc": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+          "jax": jax.__version__, "devices": [str(d.device_kind) for d in jax.devices()]}
+
+
+def baseline_config(name: str, data_dir: str):
+  """The config whose test split a run is evaluated on (for the baselines)."""
+  from sslmd_jax import cli  # pylint: disable=g-import-not-at-top
+  del cli
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  config_path, overrides = run_spec(name, _BUDGET.value, data_dir, _KITTI.value)
+  path, _, variant = config_path.partition(":")
+  spec = importlib.util.spec_from_file_location("benchmark_config", _REPO / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant)
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    current = config[section][field]
+    config[section][field] = type(current)(value) if not isinstance(current, bool) else bool(value)
+  return config
+
+
+def baselines(config) -> dict:
+  """Constant depth (median-scaled per image) and constant forward motion on `config`'s test split.
+
+  Constant depth predicts the same depth everywhere, so after per-image median
+  scaling every pixel gets the image's median ground-truth depth. Constant motion
+  drives straight ahead (+z, no rotation) at the sequence's mean ground-truth speed;
+  the 5-frame ATE aligns scale per snippet, so the speed itself hardly matters.
+  """
+  from sslmd_jax import evaluate_run, evaluation  # pylint: disable=g-import-not-at-top
+  from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top
+  sequences = sources.load_sequences(config, "test")
+  gts, moving, spreads, ates = [], [], [], []
+  for seq in sequences:
+    extras = [seq.load_extras(i) for i in range(seq.num_frames)] if seq.load_extras else []
+    if extras and "depth" in extras[0]:
+      gt = [e["depth"][..., 0] for e in extras]
+      _, ratios = evaluation.evaluate_depth(gt, [np.ones_like(g) for g in gt],
+                                            max_depth=evaluate_run.MAX_DEPTH)
+      spreads.append(evaluation.scale_consistency(ratios)["ratio_std_over_median"])
+      gts += gt
+      if "moving_mask" in extras[0]:
+        moving += [e["moving_mask"][..., 0] > 0.5 for e in extras]
+    if extras and "world_from_camera" in extras[0]:
+      poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
+      speed = evaluation.trajectory_distances(poses)[-1] / (len(poses) - 1)
+      step = np.eye(4)
+      step[2, 3] = -speed  # camera_{i+1}_from_camera_i of a camera moving +speed along its z.
+      guess = np.tile(step, (len(poses) - 1, 1, 1))
+      ates.append(evaluation.snippet_ate(poses, guess)["ate_mean"])
+  result: dict = {}
+  if gts:
+    ones = [np.ones_like(g) for g in gts]
+    result["depth"] = evaluation.depth_metrics(gts, ones, max_depth=evaluate_run.MAX_DEPTH)
+    result["depth"]["scale_ratio_std_over_median"] = float(np.mean(spreads))
+    keep = [i for i, m in enumerate(moving) if m.sum() >= 20]
+    if keep:
+      result["depth"]["abs_rel_moving"] = evaluation.depth_metrics(
+          [gts[i] for i in keep], [ones[i] for i in keep], max_depth=evaluate_run.MAX_DEPTH,
+          mask=[moving[i] for i in keep])["abs_rel"]
+  if ates:
+    result["pose"] = {"ate_5frame": float(np.mean(ates))}
+  return result
+
+
+def _fmt(value, digits=3) -> str:
+  return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(records: dict, base: dict) -> str:
+  """The markdown results table: one row per run, baselines first."""
+  head = ("| run | data | steps | train min | AbsRel | SqRel | RMSE | RMSE log | δ1 | δ2 | δ3 | "
+          "AbsRel moving | ratio std/med | ATE-5 (m) | K error fx/fy/cx/cy |")
+  rows = [head, "|" + "---|" * (head.count("|") - 1)]
+
+  def row(name, data, steps, minutes, metrics):
+    d, p = metrics.get("depth", {}), metrics.get("pose", {})
+    k = metrics.get("intrinsics_relative_error")
+    cells = [name, data, steps, minutes] + [_fmt(d.get(x)) for x in
+             ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "abs_rel_moving",
+              "scale_ratio_std_over_median")]
+    cells += [_fmt(p.get("ate_5frame"), 4),
+              "/".join(f"{100 * k[x]:.1f}%" for x in ("fx", "fy", "cx", "cy")) if k else "–"]
+    rows.append("| " + " | ".join(str(c) for c in cells) + " |")
+
+  for key, label in (("synthetic", "synthetic test"), ("kitti06", "KITTI 06")):
+    if key in base:
+      row("*constant depth / constant motion*", label, "–", "–", base[key])
+  for name in ALL_RUNS:
+    if name in records:
+      r = records[name]
+      data = "KITTI 06" if name == "kitti06" else "synthetic test"
+      row(name, data, r["metrics"].get("step"), f"{r['wall_seconds'] / 60:.1f}", r["metrics"])
+  return "\n".join(rows)
+
+
+def depth_pictures(out: pathlib.Path, records: dict, data_dir: str) -> None:
+  """Input | predicted depth (median-scaled) | ground truth, one row per synthetic run."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import inference  # pylint: disable=g-import-not-at-top
+  from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top
+  names = [n for n in ALL_RUNS if n in records and n != "kitti06"]
+  if names:
+    seq = sources.load_sequences(baseline_config(names[0], data_dir), "test")[0]
+    index = seq.num_frames // 2
+    frame, gt = seq.load_frame(index), seq.load_extras(index)["depth"][..., 0]
+    fig, axes = plt.subplots(len(names), 3, figsize=(12, 1.6 * len(names) + 0.4), squeeze=False)
+    for row, name in zip(axes, names):
+      depth = inference.Predictor.from_workdir(out / name).predict_depth(frame[None])[0, ..., 0]
+      valid = gt > 0
+      depth = depth * np.median(gt[valid]) / np.median(depth[valid])
+      for ax, image, title in zip(row, (frame, depth, gt), ("input", f"{name}: depth", "ground truth")):
+        ax.imshow(image, cmap=None if image.ndim == 3 else "magma_r",
+                  vmin=None if image.ndim == 3 else 0, vmax=None if image.ndim == 3 else 40)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "depth_examples.png", dpi=110)
+    plt.close(fig)
+  if "kitti06" in records:
+    predictor = inference.Predictor.from_workdir(out / "kitti06")
+    seq = sources.load_sequences(predictor.config, "test")[0]
+    indices = (5, 25, 45)
+    frames = np.stack([seq.load_frame(i) for i in indices])
+    depth = predictor.predict_depth(frames)[..., 0]
+    fig, axes = plt.subplots(len(indices), 2, figsize=(12, 1.9 * len(indices)), squeeze=False)
+    for row, frame, d, i in zip(axes, frames, depth, indices):
+      row[0].imshow(frame)
+      row[0].set_title(f"KITTI 06 frame {i}", fontsize=8)
+      row[1].imshow(1.0 / d, cmap="magma")
+      row[1].set_title("predicted disparity (1 / depth)", fontsize=8)
+      for ax in row:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "kitti06_depth.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(_RUNS.value) - set(ALL_RUNS))
+  if unknown:
+    raise app.UsageError(f"--runs: unknown {unknown}; expected names from {ALL_RUNS}")
+  out = pathlib.Path(_OUT.value) / _BUDGET.value
+  out.mkdir(parents=True, exist_ok=True)
+  data_dir = _DATA_DIR.value or str(pathlib.Path(_OUT.value) / "data")
+  if not _TABLE_ONLY.value:
+    for name in _RUNS.value:
+      if name == "kitti06" and not (pathlib.Path(_KITTI.value) / "sequences" / "06").is_dir():
+        logging.warning("kitti06 skipped: %s/sequences/06 not found", _KITTI.value)
+        continue
+      if (out / f"{name}.json").exists() and not _RERUN.value:
+        logging.info("%s: %s exists, not retrained", name, out / f"{name}.json")
+        continue
+      record = train_run(name, out, data_dir)
+      print(f"{name}: {record['wall_seconds'] / 60:.1f} min", flush=True)
+  records = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
+             if p.stem in ALL_RUNS}
+  base_path = out / "baselines.json"
+  base = json.loads(base_path.read_text()) if base_path.exists() else {}
+  if "synthetic" not in base:
+    base["synthetic"] = baselines(baseline_config("monodepth2", data_dir))
+  if "kitti06" not in base and (pathlib.Path(_KITTI.value) / "sequences" / "06").is_dir():
+    base["kitti06"] = baselines(baseline_config("kitti06", data_dir))
+  base_path.write_text(json.dumps(base, indent=2) + "\n")
+  text = table(records, base)
+  (out / "results.md").write_text(text + "\n")
+  print(text, flush=True)
+  depth_pictures(out, records, data_dir)
+
+
+if __name__ == "__main__":
+  app.run(main)
