@@ -90,6 +90,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   l.reprojection = "min"  # Combine sources per pixel: 'min' (Monodepth2) | 'mean' (average, masked by validity).
   l.automask = True  # Monodepth2 auto-masking with identity reprojection errors.
   l.automask_noise = 1e-5  # Tie-breaking noise scale added to identity errors.
+  l.automask_start_step = 2000  # Auto-masking only from this step on. Monodepth2 masks from step 0 but starts from ImageNet weights; from scratch, masking from step 0 locks the pose net into sideways motion (README Results). 0 = the paper.
   l.photometric_weight = 1.0  # Weight of the photometric term.
   l.smoothness = "edge_aware"  # 'edge_aware' (Monodepth2, SC, Li) | 'second_order' (SfMLearner).
   l.smoothness_weight = 1e-3  # Smoothness weight at scale 0 (divided by 2^s at scale s).
@@ -151,6 +152,7 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
   c.model.motion_channels = (8, 16, 32, 64, 128, 128, 256)
   c.optim.num_steps = 300
   c.optim.learning_rate = 5e-4
+  c.loss.automask_start_step = 400
   c.run.log_every = 20
   c.run.image_every = 100
   c.run.checkpoint_every = 100

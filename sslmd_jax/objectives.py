@@ -106,6 +106,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "multiples of 32 (five stride-2 levels).")
   if d.batch_size <= 0:
     raise ConfigError(f"config.data.batch_size={d.batch_size}: expected a positive integer.")
+  if lo.automask_start_step < 0:
+    raise ConfigError(f"config.loss.automask_start_step={lo.automask_start_step}: expected a "
+                      "step >= 0 (0 = auto-masking from the start).")
   if not 1 <= lo.num_scales <= 4:
     raise ConfigError(f"config.loss.num_scales={lo.num_scales}: expected 1 to 4.")
   if not 0 <= lo.smoothness_scales <= lo.num_scales:
@@ -456,6 +459,10 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
       ident = jnp.stack([identity[:, i] for i in forward], axis=1) if lo.automask else None
       combine = losses.min_reprojection if lo.reprojection == "min" else losses.average_reprojection
       loss_map, automask = combine(fwd, ident, noise_key=noise_key, noise_scale=lo.automask_noise)
+      if lo.automask and lo.automask_start_step > 0:  # No auto-masking before that step.
+        masking = step_f >= lo.automask_start_step
+        loss_map = jnp.where(masking, loss_map, combine(fwd, None)[0])
+        automask = jnp.where(masking, automask, jnp.ones_like(automask))
       photo_terms.append(jnp.mean(loss_map))
       if s == 0:
         aux["automask"] = automask
@@ -469,6 +476,8 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
         if s == 0:
           aux["explainability"] = mask[:, 0]
       if lo.automask:
+        if lo.automask_start_step > 0:  # No auto-masking before that step.
+          binary = jnp.where(step_f >= lo.automask_start_step, binary, jnp.ones_like(binary))
         weights = weights * binary
         if s == 0:
           aux["automask"] = binary[:, 0]

@@ -121,6 +121,7 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("data.height", 100, "height"),
     ("data.frame_offsets", (1, 2), "frame_offsets"),
     ("loss.explainability_weight", 0.2, "explainability_weight"),
+    ("loss.automask_start_step", -1, "automask_start_step"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
@@ -128,6 +129,30 @@ def test_bad_config_fails_with_the_field_named(field, value, match):
   setattr(config[section], name, value)
   with pytest.raises(objectives.ConfigError, match=match):
     objectives.validate_config(config)
+
+
+def test_automask_start_step_switches_auto_masking_on_at_that_step():
+  config = train_utils.micro_config("monodepth2")
+  batch = train_utils.synthetic_batch(config)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
+
+  def photometric(automask, start, step):
+    c = train_utils.micro_config("monodepth2")
+    c.loss.automask, c.loss.automask_start_step = automask, start
+    _, (terms, aux, _) = objectives.compute_loss(
+        state.params, state.batch_stats, batch, networks=networks, config=c,
+        step=jnp.asarray(step, jnp.int32), key=jax.random.key(0), train=False)
+    return float(terms["photometric"]), np.asarray(aux["automask"])
+
+  plain, plain_mask = photometric(False, 0, 5)
+  masked, mask = photometric(True, 0, 5)
+  assert masked < plain and 0.0 < mask.mean() < 1.0  # auto-masking changes this loss
+  before, before_mask = photometric(True, 10, 9)
+  after, after_mask = photometric(True, 10, 10)
+  assert before == pytest.approx(plain, rel=1e-6) and np.all(before_mask == 1.0)
+  assert after == pytest.approx(masked, rel=1e-6)
+  np.testing.assert_array_equal(after_mask, mask)
 
 
 # ----------------------------------------------------------------------------- whole runs
