@@ -19,9 +19,19 @@ import statistics
 import time
 from typing import Any, Callable
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# Flags shared by `train_step.py` and `inference.py` (each script adds `--batch_sizes`).
+CONFIG = flags.DEFINE_string("config", "configs/monodepth2.py", "Recipe config file.")
+HEIGHT = flags.DEFINE_integer("height", 192, "Input height (multiple of 32).")
+WIDTH = flags.DEFINE_integer("width", 640, "Input width (multiple of 32).")
+DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
+ITERS = flags.DEFINE_integer("iters", 10, "Timed calls (steps) per configuration.")
+WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls (steps) after compilation.")
+PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
 
 
 def load_config(path: str, *, height: int, width: int, batch_size: int, dtype: str):

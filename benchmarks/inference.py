@@ -29,14 +29,7 @@ import numpy as np
 
 import common  # benchmarks/common.py: the script's own folder is first on sys.path.
 
-_CONFIG = flags.DEFINE_string("config", "configs/monodepth2.py", "Recipe config file.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
-_HEIGHT = flags.DEFINE_integer("height", 192, "Image height (multiple of 32).")
-_WIDTH = flags.DEFINE_integer("width", 640, "Image width (multiple of 32).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
-_ITERS = flags.DEFINE_integer("iters", 10, "Timed calls per batch size.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after compilation.")
-_PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
 
 
 def host_variables(net, height: int, width: int, seed: int = 0):
@@ -66,13 +59,13 @@ def make_predictor(config):
 
 def main(argv):
   del argv
-  peak = common.measured_peak_gflops() if _PEAK.value else None
+  peak = common.measured_peak_gflops() if common.PEAK.value else None
   for batch_size in map(int, _BATCH_SIZES.value):
-    config = common.load_config(_CONFIG.value, height=_HEIGHT.value, width=_WIDTH.value,
-                         batch_size=batch_size, dtype=_DTYPE.value)
+    config = common.load_config(common.CONFIG.value, height=common.HEIGHT.value, width=common.WIDTH.value,
+                         batch_size=batch_size, dtype=common.DTYPE.value)
     predictor = make_predictor(config)
     images = np.random.default_rng(batch_size).integers(
-        0, 256, (batch_size, _HEIGHT.value, _WIDTH.value, 3), dtype=np.uint8)
+        0, 256, (batch_size, common.HEIGHT.value, common.WIDTH.value, 3), dtype=np.uint8)
     depth_fn = predictor._depth  # pylint: disable=protected-access  (the jitted function predict_depth calls)
     float_images = images.astype(np.float32) / 255.0
     start = time.perf_counter()
@@ -82,15 +75,15 @@ def main(argv):
     predictor.predict_depth(images)
     cache_before = depth_fn._cache_size()  # pylint: disable=protected-access
     # Timed: the public call (uint8 -> float on the host, transfer, jitted network, copy back).
-    timing = common.time_calls(lambda: predictor.predict_depth(images), iters=_ITERS.value,
-                               warmup=_WARMUP.value)
+    timing = common.time_calls(lambda: predictor.predict_depth(images), iters=common.ITERS.value,
+                               warmup=common.WARMUP.value)
     seconds = timing["median_s"]
     record = {
-        "benchmark": "depth_inference", "recipe": config.recipe, "height": _HEIGHT.value,
-        "width": _WIDTH.value, "batch_size": batch_size, "dtype": _DTYPE.value,
+        "benchmark": "depth_inference", "recipe": config.recipe, "height": common.HEIGHT.value,
+        "width": common.WIDTH.value, "batch_size": batch_size, "dtype": common.DTYPE.value,
         "images_per_s": round(batch_size / seconds, 2),
         "call_s": {k: round(v, 4) for k, v in timing.items() if k != "iters"},
-        "iters": timing["iters"], "warmup": _WARMUP.value, "compile_s": round(compile_s, 1),
+        "iters": timing["iters"], "warmup": common.WARMUP.value, "compile_s": round(compile_s, 1),
         "recompiled": depth_fn._cache_size() != cache_before,  # pylint: disable=protected-access
         "peak_rss_gib": round(common.peak_rss_gib(), 2),
         "peak_gflops": None if peak is None else round(peak, 1),

@@ -32,14 +32,7 @@ import numpy as np
 
 import common  # benchmarks/common.py: the script's own folder is first on sys.path.
 
-_CONFIG = flags.DEFINE_string("config", "configs/monodepth2.py", "Recipe config file.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["12"], "Global batch sizes to time.")
-_HEIGHT = flags.DEFINE_integer("height", 192, "Input height (multiple of 32).")
-_WIDTH = flags.DEFINE_integer("width", 640, "Input width (multiple of 32).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
-_ITERS = flags.DEFINE_integer("iters", 10, "Timed steps per configuration.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
 
 
 def rendered_batch(config, mesh) -> dict:
@@ -56,8 +49,8 @@ def rendered_batch(config, mesh) -> dict:
 
 def measure(batch_size: int, peak: float | None) -> dict:
   from sslmd_jax import objectives, train  # pylint: disable=g-import-not-at-top
-  config = common.load_config(_CONFIG.value, height=_HEIGHT.value, width=_WIDTH.value,
-                       batch_size=batch_size, dtype=_DTYPE.value)
+  config = common.load_config(common.CONFIG.value, height=common.HEIGHT.value, width=common.WIDTH.value,
+                       batch_size=batch_size, dtype=common.DTYPE.value)
   networks = objectives.make_networks(config)
   optimizer = train.make_optimizer(config)
   mesh = train.make_mesh()
@@ -83,16 +76,16 @@ def measure(batch_size: int, peak: float | None) -> dict:
     state, step_metrics = step(state, batch)
     return step_metrics["loss"]
 
-  timing = common.time_calls(one_step, iters=_ITERS.value, warmup=_WARMUP.value)
+  timing = common.time_calls(one_step, iters=common.ITERS.value, warmup=common.WARMUP.value)
   compilations = step._cache_size()  # pylint: disable=protected-access
   recompiled = compilations != cache_before
   seconds = timing["median_s"]
   record = {
-      "benchmark": "train_step", "recipe": config.recipe, "config": _CONFIG.value,
+      "benchmark": "train_step", "recipe": config.recipe, "config": common.CONFIG.value,
       "height": config.data.height, "width": config.data.width, "batch_size": batch_size,
-      "dtype": _DTYPE.value, "images_per_s": round(batch_size / seconds, 3),
+      "dtype": common.DTYPE.value, "images_per_s": round(batch_size / seconds, 3),
       "step_s": {k: round(v, 4) for k, v in timing.items() if k != "iters"},
-      "iters": timing["iters"], "warmup": _WARMUP.value,
+      "iters": timing["iters"], "warmup": common.WARMUP.value,
       "compile_s": round(compile_s, 1), "first_step_s": round(first_step_s, 2),
       "recompiled": recompiled, "compilations": compilations,
       "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
@@ -109,7 +102,7 @@ def measure(batch_size: int, peak: float | None) -> dict:
 
 def main(argv):
   del argv
-  peak = common.measured_peak_gflops() if _PEAK.value else None
+  peak = common.measured_peak_gflops() if common.PEAK.value else None
   for batch_size in map(int, _BATCH_SIZES.value):
     record = measure(batch_size, peak)
     record["peak_gflops"] = None if peak is None else round(peak, 1)

@@ -140,8 +140,6 @@ def machine() -> dict:
 
 def baseline_config(name: str, data_dir: str):
   """The config whose test split a run is evaluated on (for the baselines)."""
-  from sslmd_jax import cli  # pylint: disable=g-import-not-at-top
-  del cli
   import importlib.util  # pylint: disable=g-import-not-at-top
   config_path, overrides = run_spec(name, _BUDGET.value, data_dir, _KITTI.value)
   path, _, variant = config_path.partition(":")

@@ -30,3 +30,17 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"{SHARED_DATA} is absent")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def trained_workdir() -> pathlib.Path:
+  """A tiny Monodepth2 run directory as training leaves it (`test_predict.build_trained_workdir`)."""
+  from tests.test_predict import build_trained_workdir
+  return build_trained_workdir()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_workdir):
+  """`inference.Predictor` of `trained_workdir`."""
+  from sslmd_jax import inference
+  return inference.Predictor.from_workdir(trained_workdir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -12,18 +11,6 @@ import numpy as np
 import pytest
 
 from sslmd_jax import export
-from sslmd_jax import inference
-from tests.test_predict import build_trained_workdir
-
-
-@pytest.fixture(scope="module")
-def trained_workdir() -> pathlib.Path:
-  return build_trained_workdir()
-
-
-@pytest.fixture(scope="module")
-def predictor(trained_workdir) -> inference.Predictor:
-  return inference.Predictor.from_workdir(trained_workdir)
 
 
 def _images(n: int, seed: int) -> np.ndarray:

@@ -58,16 +58,6 @@ def build_trained_workdir() -> pathlib.Path:
   return workdir
 
 
-@pytest.fixture(scope="module")
-def trained_workdir() -> pathlib.Path:
-  return build_trained_workdir()
-
-
-@pytest.fixture(scope="module")
-def predictor(trained_workdir) -> inference.Predictor:
-  return inference.Predictor.from_workdir(trained_workdir)
-
-
 def _frames(n: int, seed: int = 0) -> np.ndarray:
   """Smooth random uint8 frames `[n, HEIGHT, WIDTH, 3]` drifting to the right."""
   rng = np.random.default_rng(seed)
