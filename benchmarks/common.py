@@ -7,13 +7,19 @@ Every script prints one JSON line per configuration, built from:
   * `compiled_flops`: the FLOPs of a compiled executable from XLA's own cost analysis;
   * `measured_peak_gflops`: the best float32 matmul rate XLA reaches on this machine
     (the "measured peak" the utilisation figures are fractions of);
-  * `peak_rss_gib`: the process's peak resident set size (`ru_maxrss`).
+  * `peak_rss_gib`: the process's peak resident set size (`ru_maxrss`);
+  * `op_profile`: where a compiled call's time goes, per XLA operation kind.
 """
 
 from __future__ import annotations
 
+import collections
+import glob
+import gzip
+import json
 import os
 import platform
+import re
 import resource
 import statistics
 import time
@@ -32,6 +38,9 @@ DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computat
 ITERS = flags.DEFINE_integer("iters", 10, "Timed calls (steps) per configuration.")
 WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls (steps) after compilation.")
 PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
+PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", "", "If set, trace one more call with the JAX profiler into this folder "
+    "(Perfetto/TensorBoard trace) and add the per-operation breakdown (`op_profile`) to the JSON.")
 
 
 def load_config(path: str, *, height: int, width: int, batch_size: int, dtype: str):
@@ -110,3 +119,109 @@ def _cpu_model() -> str:
   except OSError:
     pass
   return platform.processor()
+
+
+# Operation kinds of `op_profile`, in the order a fused operation is classified by.
+OP_KINDS = ("convolution", "dot", "scatter", "gather", "reduce-window", "select-and-scatter",
+            "sort", "reduce", "pad", "transpose", "concatenate", "copy")
+
+
+def _hlo_operations(hlo_text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+  """`{instruction name: its HLO line}` and `{computation name: its instruction lines}`."""
+  lines_of, computation = {}, None
+  instructions = {}
+  for line in hlo_text.splitlines():
+    header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+    if header:
+      computation = header.group(1)
+      lines_of[computation] = []
+      continue
+    if computation is None:
+      continue
+    lines_of[computation].append(line)
+    definition = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+    if definition:
+      instructions[definition.group(1)] = line
+  return instructions, lines_of
+
+
+def _kind_of(name: str, instructions, lines_of, depth: int = 0) -> str:
+  """The kind of an executed operation: the first of `OP_KINDS` it contains, else 'elementwise'."""
+  line = instructions.get(name)
+  if line is None:
+    return "other"
+  opcodes = set()
+  called = re.search(r"calls=%?([\w.\-]+)", line)
+  if called and called.group(1) in lines_of and depth < 4:
+    for inner in lines_of[called.group(1)]:
+      match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(", inner)
+      if match:
+        opcodes.add(match.group(2))
+        if match.group(2) == "fusion":
+          opcodes.add(_kind_of(match.group(1), instructions, lines_of, depth + 1))
+  else:
+    match = re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = \S+ ([\w\-]+)\(", line)
+    opcodes.add(match.group(1) if match else "other")
+  return next((kind for kind in OP_KINDS if kind in opcodes), "elementwise")
+
+
+def _source_of(name: str, instructions, lines_of) -> str:
+  """The JAX operation an executed XLA operation came from (`op_name`; a fusion's: its root's)."""
+  line = instructions.get(name, "")
+  called = re.search(r"calls=%?([\w.\-]+)", line)
+  inner = lines_of.get(called.group(1), []) if called else []
+  for candidate in [line] + sorted(inner, key=lambda l: "ROOT" not in l):
+    op_name = re.search(r'op_name="([^"]*)"', candidate)
+    if op_name:
+      return op_name.group(1)
+  return ""
+
+
+def op_profile(call: Callable[[], Any], compiled, out_dir: str, top: int = 12) -> dict[str, Any]:
+  """Traces one `call()` with the JAX profiler and sums the time of each executed XLA operation.
+
+  Each operation of `compiled` (the `jax.stages.Compiled` that `call` runs) is
+  classified by the first of `OP_KINDS` found in it (fusions are opened), and as
+  backward when its source is a transposed (`transpose(jvp(...))`) computation.
+  Times are summed over threads, so with operations running concurrently the
+  total may exceed the call's wall time; the shares are what matter.
+
+  Returns:
+    `{trace_dir, op_seconds, by_kind: {kind: {s, share}}, backward_share,
+      convolution_backward_share, top: [{op, kind, s, share, source}]}`: `source`
+    is the JAX operation the XLA one came from (its `op_name` metadata).
+  """
+  instructions, lines_of = _hlo_operations(compiled.as_text())
+  with jax.profiler.trace(out_dir, create_perfetto_trace=True):
+    jax.block_until_ready(call())
+  traces = sorted(glob.glob(os.path.join(out_dir, "plugins", "profile", "*", "perfetto_trace.json.gz")))
+  if not traces:
+    raise RuntimeError(f"op_profile: the profiler wrote no perfetto_trace.json.gz under {out_dir}")
+  with gzip.open(traces[-1]) as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  seconds = collections.Counter()
+  for event in events:
+    args = event.get("args") or {}
+    if "hlo_op" in args and "dur" in event:
+      seconds[args["hlo_op"]] += event["dur"] / 1e6
+  total = sum(seconds.values()) or 1.0
+  by_kind, backward, conv_backward = collections.Counter(), 0.0, 0.0
+  source = {}
+  for name, value in seconds.items():
+    kind = _kind_of(name, instructions, lines_of)
+    by_kind[kind] += value
+    source[name] = _source_of(name, instructions, lines_of)
+    if "transpose(" in source[name]:
+      backward += value
+      conv_backward += value if kind == "convolution" else 0.0
+  return {
+      "trace_dir": traces[-1].rsplit(os.sep, 1)[0],
+      "op_seconds": round(total, 3),
+      "by_kind": {k: {"s": round(v, 3), "share": round(v / total, 3)} for k, v in by_kind.most_common()},
+      "backward_share": round(backward / total, 3),
+      "convolution_backward_share": round(conv_backward / total, 3),
+      "top": [{"op": name, "kind": _kind_of(name, instructions, lines_of), "s": round(value, 4),
+               "share": round(value / total, 4), "source": source[name]}
+              for name, value in seconds.most_common(top)],
+  }

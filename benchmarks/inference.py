@@ -14,7 +14,8 @@ One JSON line per batch size: images_per_s, call_s {median, min, max} over
 `iters` timed calls after `warmup` untimed ones (each waited on with
 `block_until_ready`), compile_s, GFLOP per image from the compiled function's cost
 analysis, achieved GFLOP/s and its fraction of a measured float32 matmul peak,
-whether a timed call recompiled, and the process's peak RSS.
+whether a timed call recompiled, and the process's peak RSS; with `--profile_dir`,
+the per-operation breakdown of one more traced call (`common.op_profile`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def main(argv):
         "peak_rss_gib": round(common.peak_rss_gib(), 2),
         "peak_gflops": None if peak is None else round(peak, 1),
     }
+    if common.PROFILE_DIR.value:
+      record["op_profile"] = common.op_profile(lambda: predictor.predict_depth(images), compiled,
+                                               f"{common.PROFILE_DIR.value}/batch{batch_size}")
     if flops is not None:
       record["gflop_per_image"] = round(flops / 1e9 / batch_size, 2)
       record["gflops"] = round(flops / seconds / 1e9, 1)

@@ -10,6 +10,7 @@ Usage (from the repository root):
   python benchmarks/train_step.py                                   # Monodepth2, 192x640, batch 12, f32
   python benchmarks/train_step.py --batch_sizes=4,12 --dtype=bfloat16 --iters=10
   python benchmarks/train_step.py --config=configs/sc_sfmlearner.py --batch_sizes=4
+  python benchmarks/train_step.py --batch_sizes=2 --iters=3 --profile_dir=/tmp/step_trace
 
 One JSON line per batch size:
   images_per_s, step_s {median, min, max}   `iters` timed steps after `warmup` untimed ones
@@ -19,6 +20,9 @@ One JSON line per batch size:
   peak_gflops, fraction_of_peak      a float32 matmul's measured rate on this machine
   recompiled             whether any timed step compiled again (must be false)
   peak_rss_gib           the process's peak resident memory (GiB)
+  op_profile             with --profile_dir: one more step traced by the JAX profiler, its
+                         XLA operations' time summed per kind (convolution, dot, pad, ...),
+                         the backward pass's share and the slowest operations
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ def measure(batch_size: int, peak: float | None) -> dict:
       "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
       "peak_rss_gib": round(common.peak_rss_gib(), 2),
   }
+  if common.PROFILE_DIR.value:
+    record["op_profile"] = common.op_profile(one_step, compiled, common.PROFILE_DIR.value)
   if flops is not None:
     record["gflop_per_step"] = round(flops / 1e9, 1)
     record["gflop_per_image"] = round(flops / 1e9 / batch_size, 2)

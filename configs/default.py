@@ -94,6 +94,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   l.photometric_weight = 1.0  # Weight of the photometric term.
   l.smoothness = "edge_aware"  # 'edge_aware' (Monodepth2, SC, Li) | 'second_order' (SfMLearner).
   l.smoothness_weight = 1e-3  # Smoothness weight at scale 0 (divided by 2^s at scale s).
+  l.smoothness_ramp_steps = 0  # Smoothness weight ramped linearly from 0 to its value over this many steps (0 = full weight from step 0, the papers). SC-SfMLearner sets 2000 (`:tiny` 400): from scratch at its full 0.1 its depth collapses to a constant (README Results).
   l.smoothness_scales = 4  # Number of scales that carry the smoothness term (SC: 1).
   l.explainability_weight = 0.0  # SfMLearner's explainability regulariser λ_e (0.2 when enabled; needs 'posexp').
   l.geometry_consistency_weight = 0.0  # SC-SfMLearner geometry consistency weight (0.5).

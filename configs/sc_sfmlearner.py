@@ -45,6 +45,9 @@ def get_config(variant: str = ""):
   c.loss.reprojection = "mean"
   c.loss.automask = False
   c.loss.smoothness_weight = 0.1
+  # From scratch, the full 0.1 from step 0 (with geometry consistency) flattens depth to one
+  # constant within 50 steps and it never recovers (README Results); ramped in, it does not.
+  c.loss.smoothness_ramp_steps = 400 if variant == "tiny" else 2000
   c.loss.geometry_consistency_weight = 0.5
   c.loss.self_discovered_mask = True
   c.loss.both_directions = True

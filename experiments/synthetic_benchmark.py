@@ -40,6 +40,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -83,7 +84,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS dir for the synthetic worl
 _KITTI = flags.DEFINE_string("kitti_path", str(_SHARED_KITTI),
                              "KITTI odometry root holding sequences/06 and poses/06.txt.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Override every run's training steps (0 = BUDGETS).")
-_RERUN = flags.DEFINE_bool("rerun", False, "Retrain runs whose JSON already exists.")
+_RERUN = flags.DEFINE_bool("rerun", False, "Retrain runs whose JSON already exists, from scratch "
+                           "(their workdirs are deleted first).")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Only rebuild the table and pictures.")
 
 
@@ -114,6 +116,8 @@ def train_run(name: str, out: pathlib.Path, data_dir: str) -> dict:
   """Trains and evaluates one run through the CLI; returns (and writes) its record."""
   config, overrides = run_spec(name, _BUDGET.value, data_dir, _KITTI.value)
   workdir = out / name
+  if _RERUN.value and workdir.exists():  # Retrain from scratch: a kept checkpoint would resume.
+    shutil.rmtree(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   command = [sys.executable, "-m", "sslmd_jax.cli", "train", f"--config={config}",
              f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]

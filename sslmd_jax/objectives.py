@@ -106,6 +106,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "multiples of 32 (five stride-2 levels).")
   if d.batch_size <= 0:
     raise ConfigError(f"config.data.batch_size={d.batch_size}: expected a positive integer.")
+  if lo.smoothness_ramp_steps < 0:
+    raise ConfigError(f"config.loss.smoothness_ramp_steps={lo.smoothness_ramp_steps}: expected a "
+                      "number of steps >= 0 (0 = the full smoothness weight from the start).")
   if lo.automask_start_step < 0:
     raise ConfigError(f"config.loss.automask_start_step={lo.automask_start_step}: expected a "
                       "step >= 0 (0 = auto-masking from the start).")
@@ -495,6 +498,9 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
     else:
       value = jnp.mean(losses.second_order_smoothness(disp_native))
     smooth_terms.append(lo.smoothness_weight / 2**s * value)
+  if smooth_terms and lo.smoothness_ramp_steps > 0:  # Linear warm-up of the smoothness weight.
+    ramp = jnp.minimum(step_f / lo.smoothness_ramp_steps, 1.0)
+    smooth_terms = [ramp * term for term in smooth_terms]
 
   # ---------------------------------------------------------------- motion regularisers
   if networks.pose_kind == "motion_field":

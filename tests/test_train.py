@@ -122,6 +122,7 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("data.frame_offsets", (1, 2), "frame_offsets"),
     ("loss.explainability_weight", 0.2, "explainability_weight"),
     ("loss.automask_start_step", -1, "automask_start_step"),
+    ("loss.smoothness_ramp_steps", -5, "smoothness_ramp_steps"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
@@ -153,6 +154,31 @@ def test_automask_start_step_switches_auto_masking_on_at_that_step():
   assert before == pytest.approx(plain, rel=1e-6) and np.all(before_mask == 1.0)
   assert after == pytest.approx(masked, rel=1e-6)
   np.testing.assert_array_equal(after_mask, mask)
+
+
+@pytest.mark.parametrize("recipe", ["monodepth2", "sfmlearner"])
+def test_smoothness_ramp_steps_scales_the_smoothness_term_linearly(recipe):
+  config = train_utils.micro_config(recipe)
+  batch = train_utils.synthetic_batch(config)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=2)
+
+  def terms_at(ramp, step):
+    c = train_utils.micro_config(recipe)
+    c.loss.smoothness_ramp_steps = ramp
+    _, (terms, _, _) = objectives.compute_loss(
+        state.params, state.batch_stats, batch, networks=networks, config=c,
+        step=jnp.asarray(step, jnp.int32), key=jax.random.key(0), train=False)
+    return {k: float(v) for k, v in terms.items()}
+
+  full = terms_at(0, 30)
+  assert full["smoothness"] > 0
+  assert terms_at(100, 0)["smoothness"] == 0.0
+  quarter = terms_at(100, 25)
+  assert quarter["smoothness"] == pytest.approx(0.25 * full["smoothness"], rel=1e-5)
+  assert quarter["photometric"] == pytest.approx(full["photometric"], rel=1e-6)  # only smoothness ramps
+  assert terms_at(100, 100)["smoothness"] == pytest.approx(full["smoothness"], rel=1e-6)
+  assert terms_at(100, 5000)["smoothness"] == pytest.approx(full["smoothness"], rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- whole runs

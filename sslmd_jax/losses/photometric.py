@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -101,10 +102,15 @@ def _reflect_pad_hw(x: Array) -> Array:
 
 
 def _box3_valid(x: Array) -> Array:
-  """3x3 mean over the H, W axes of `[..., H + 2, W + 2, C]` -> `[..., H, W, C]` (separable)."""
-  h, w = x.shape[-3] - 2, x.shape[-2] - 2
-  rows = x[..., 0:h, :, :] + x[..., 1:h + 1, :, :] + x[..., 2:h + 2, :, :]
-  return (rows[..., 0:w, :] + rows[..., 1:w + 1, :] + rows[..., 2:w + 2, :]) / 9.0
+  """3x3 mean over the H, W axes of `[..., H + 2, W + 2, C]` -> `[..., H, W, C]`.
+
+  One `reduce_window` sum: its forward and backward run about 2x faster under
+  XLA:CPU than a sum of shifted slices, whose transposes are full-size pads
+  (benchmarks/README.md).
+  """
+  window = (1,) * (x.ndim - 3) + (3, 3, 1)
+  zero = np.zeros((), x.dtype)  # A concrete 0 makes this the differentiable window sum.
+  return jax.lax.reduce_window(x, zero, jax.lax.add, window, (1,) * x.ndim, "VALID") / 9.0
 
 
 def _pool3x3(x: Array) -> Array:

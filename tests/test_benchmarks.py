@@ -1,0 +1,52 @@
+"""The benchmark scripts' measurement helpers and one end-to-end run of `train_step.py`."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_op_profile_attributes_time_to_the_operations_that_ran(tmp_path):
+  def model(x, w, m):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.tanh(y.reshape(-1, y.shape[-1]) @ m).sum()
+
+  x = jnp.asarray(np.random.default_rng(0).random((2, 64, 64, 16), np.float32))
+  w = jnp.ones((3, 3, 16, 32), jnp.float32) * 0.01
+  m = jnp.ones((32, 256), jnp.float32)
+  grad = jax.jit(jax.grad(model, argnums=(1, 2)))
+  compiled = grad.lower(x, w, m).compile()
+  profile = common.op_profile(lambda: grad(x, w, m), compiled, str(tmp_path / "trace"))
+
+  assert profile["op_seconds"] > 0
+  assert "convolution" in profile["by_kind"] and "dot" in profile["by_kind"]
+  assert abs(sum(v["share"] for v in profile["by_kind"].values()) - 1.0) < 0.01
+  # A gradient: the transposed (backward) computation holds part of the time.
+  assert 0 <= profile["convolution_backward_share"] <= profile["backward_share"]
+  assert 0 < profile["backward_share"] < 1
+  assert profile["top"] and all(op["kind"] != "other" for op in profile["top"])
+
+
+def test_train_step_script_reports_a_complete_json_line(tmp_path):
+  command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--height=64", "--width=64",
+             "--batch_sizes=2", "--iters=2", "--warmup=1", "--nopeak",
+             f"--profile_dir={tmp_path / 'trace'}"]
+  env = {**os.environ, "XLA_FLAGS": ""}  # One CPU device, as the benchmark is run (not the tests' 8).
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.strip().splitlines()[-1])
+  assert record["benchmark"] == "train_step" and record["batch_size"] == 2
+  assert record["recompiled"] is False and record["loss_finite"] is True
+  assert record["images_per_s"] > 0 and record["step_s"]["min_s"] <= record["step_s"]["median_s"]
+  assert record["gflop_per_image"] > 0 and record["peak_rss_gib"] > 0
+  assert record["op_profile"]["by_kind"]["convolution"]["share"] > 0
