@@ -206,22 +206,21 @@ def op_profile(call: Callable[[], Any], compiled, out_dir: str, top: int = 12) -
     if "hlo_op" in args and "dur" in event:
       seconds[args["hlo_op"]] += event["dur"] / 1e6
   total = sum(seconds.values()) or 1.0
+  kind = {name: _kind_of(name, instructions, lines_of) for name in seconds}
+  source = {name: _source_of(name, instructions, lines_of) for name in seconds}
   by_kind, backward, conv_backward = collections.Counter(), 0.0, 0.0
-  source = {}
   for name, value in seconds.items():
-    kind = _kind_of(name, instructions, lines_of)
-    by_kind[kind] += value
-    source[name] = _source_of(name, instructions, lines_of)
+    by_kind[kind[name]] += value
     if "transpose(" in source[name]:
       backward += value
-      conv_backward += value if kind == "convolution" else 0.0
+      conv_backward += value if kind[name] == "convolution" else 0.0
   return {
       "trace_dir": traces[-1].rsplit(os.sep, 1)[0],
       "op_seconds": round(total, 3),
       "by_kind": {k: {"s": round(v, 3), "share": round(v / total, 3)} for k, v in by_kind.most_common()},
       "backward_share": round(backward / total, 3),
       "convolution_backward_share": round(conv_backward / total, 3),
-      "top": [{"op": name, "kind": _kind_of(name, instructions, lines_of), "s": round(value, 4),
+      "top": [{"op": name, "kind": kind[name], "s": round(value, 4),
                "share": round(value / total, 4), "source": source[name]}
               for name, value in seconds.most_common(top)],
   }

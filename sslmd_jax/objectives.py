@@ -488,6 +488,9 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
 
   # ---------------------------------------------------------------- smoothness, per scale
   smooth_frames = tuple(sorted({a for a, _ in pairs}))
+  smoothness_weight = lo.smoothness_weight
+  if lo.smoothness_ramp_steps > 0:  # Linear warm-up of the smoothness weight.
+    smoothness_weight *= jnp.minimum(step_f / lo.smoothness_ramp_steps, 1.0)
   for s in range(lo.smoothness_scales):
     disp_native = _gather_frames(smooth_disps[s], tuple(slot[f] for f in smooth_frames))
     image_s = downsample_area(_gather_frames(images, smooth_frames), 2**s)
@@ -497,10 +500,7 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
       value = jnp.mean(losses.edge_aware_smoothness(disp_native, image_s))
     else:
       value = jnp.mean(losses.second_order_smoothness(disp_native))
-    smooth_terms.append(lo.smoothness_weight / 2**s * value)
-  if smooth_terms and lo.smoothness_ramp_steps > 0:  # Linear warm-up of the smoothness weight.
-    ramp = jnp.minimum(step_f / lo.smoothness_ramp_steps, 1.0)
-    smooth_terms = [ramp * term for term in smooth_terms]
+    smooth_terms.append(smoothness_weight / 2**s * value)
 
   # ---------------------------------------------------------------- motion regularisers
   if networks.pose_kind == "motion_field":
