@@ -86,6 +86,23 @@ def compiled_flops(compiled) -> float | None:
   return float(analysis["flops"])
 
 
+def compiled_memory_gib(compiled) -> dict[str, float] | None:
+  """XLA's buffer assignment of a `jax.stages.Compiled`, in GiB (None if the backend has none).
+
+  `temp`: the largest set of simultaneously live intermediate buffers (activations kept for the
+  backward pass, loss maps, ...); `arguments` / `outputs`: the call's inputs and results;
+  `aliased`: outputs written in place of donated inputs (counted in both of the above).
+  """
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return None
+  gib = lambda n: round(n / 2 ** 30, 3)  # pylint: disable=unnecessary-lambda-assignment
+  return {"temp": gib(analysis.temp_size_in_bytes),
+          "arguments": gib(analysis.argument_size_in_bytes),
+          "outputs": gib(analysis.output_size_in_bytes),
+          "aliased": gib(analysis.alias_size_in_bytes)}
+
+
 def measured_peak_gflops(size: int = 2048, iters: int = 10) -> float:
   """The median float32 GFLOP/s of an `size`² x `size`² matmul under XLA on this machine."""
   rng = np.random.default_rng(0)

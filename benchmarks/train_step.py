@@ -20,6 +20,8 @@ One JSON line per batch size:
   peak_gflops, fraction_of_peak      a float32 matmul's measured rate on this machine
   recompiled             whether any timed step compiled again (must be false)
   peak_rss_gib           the process's peak resident memory (GiB)
+  xla_memory_gib         the compiled step's buffers: temp (intermediates live at once),
+                         arguments, outputs, aliased (donated state updated in place)
   op_profile             with --profile_dir: one more step traced by the JAX profiler, its
                          XLA operations' time summed per kind (convolution, dot, pad, ...),
                          the backward pass's share and the slowest operations
@@ -94,6 +96,7 @@ def measure(batch_size: int, peak: float | None) -> dict:
       "recompiled": recompiled, "compilations": compilations,
       "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
       "peak_rss_gib": round(common.peak_rss_gib(), 2),
+      "xla_memory_gib": common.compiled_memory_gib(compiled),
   }
   if common.PROFILE_DIR.value:
     record["op_profile"] = common.op_profile(one_step, compiled, common.PROFILE_DIR.value)

@@ -49,4 +49,7 @@ def test_train_step_script_reports_a_complete_json_line(tmp_path):
   assert record["recompiled"] is False and record["loss_finite"] is True
   assert record["images_per_s"] > 0 and record["step_s"]["min_s"] <= record["step_s"]["median_s"]
   assert record["gflop_per_image"] > 0 and record["peak_rss_gib"] > 0
+  memory = record["xla_memory_gib"]
+  assert memory["temp"] > 0 and memory["arguments"] > 0
+  assert memory["aliased"] > 0  # The state is donated: updated in place.
   assert record["op_profile"]["by_kind"]["convolution"]["share"] > 0
