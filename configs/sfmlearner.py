@@ -5,13 +5,13 @@ explainability masks at 4 scales, L1 photometric error per scale on
 area-downsampled images weighted by the mask and averaged over valid pixels
 (zero padding), explainability regulariser λ_e = 0.2, second-order smoothness
 0.5/2^s (`:tiny`: 0.01/2^s, see below), Adam 2e-4 (β1 0.9), random scale-and-crop
-(≤ 1.15), no auto-masking. DispNet's and PoseExpNet's ReLU convolutions use He init.
+(≤ 1.15), no auto-masking.
 
 Commands, hardware, time and expected result:
 
   # Tiny, 300 steps (~11 images/s on a 2-core CPU). Trained 1200 steps on the synthetic world
-  # (`experiments/synthetic_benchmark.py --runs=sfmlearner`, 8.7 min in all): AbsRel 0.241,
-  # δ1 0.610, 5-frame ATE 0.039 m (README Results).
+  # (`experiments/synthetic_benchmark.py --runs=sfmlearner`, 7.2 min in all): AbsRel 0.199,
+  # δ1 0.684, 5-frame ATE 0.037 m (README Results).
   sslmd train --config=configs/sfmlearner.py:tiny --workdir=/tmp/sslmd/sfm_tiny
   # Synthetic world at 96x320, 150 steps of batch 4 (run time not yet measured).
   sslmd train --config=configs/sfmlearner.py --workdir=/tmp/sslmd/sfm

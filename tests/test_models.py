@@ -224,31 +224,6 @@ def test_pose_exp_net_layout_is_translation_then_rotation():
     net.apply(v, t, jnp.zeros((1, 3, 64, 64, 3)))
 
 
-def _conv_output_std(net, *inputs, names):
-  """Std of each named submodule's output at initialisation."""
-  v = net.init(jax.random.key(1), *inputs)
-  _, state = net.apply(v, *inputs, capture_intermediates=True, mutable=["intermediates"])
-  return {n: float(np.std(state["intermediates"][n]["__call__"][0])) for n in names}
-
-
-def test_unnormalised_relu_networks_keep_their_activation_scale_at_init():
-  """DispNet and PoseExpNet have no normalisation: with He init (`layers.RELU_INIT`) the features
-  deep in the encoder keep the scale of the first layer's. (With Flax's default LeCun init each
-  ReLU layer halves the variance: DispNet's cnv4b was 0.05x cnv1 and its decoder's ReLUs died.)"""
-  images = jax.random.uniform(jax.random.key(0), (2, 64, 192, 3))
-  disp_net = models.DispNet(enc_channels=(8, 16, 32, 64, 128, 128, 128),
-                            dec_channels=(128, 128, 64, 32, 16, 8, 4))
-  std = _conv_output_std(disp_net, images, names=("cnv1", "cnv4b", "icnv4"))
-  assert std["cnv4b"] > 0.3 * std["cnv1"], std
-  assert std["icnv4"] > 0.3 * std["cnv1"], std
-  pose_net = models.PoseExpNet(num_sources=2, channels=(8, 16, 32, 64, 128, 128, 128))
-  sources = jnp.stack([images, images[::-1]], axis=1)
-  std = _conv_output_std(pose_net, images, sources, names=("cnv1", "cnv5"))
-  assert std["cnv5"] > 0.3 * std["cnv1"], std
-  # The default stays LeCun for everything else (ResNets are normalised).
-  assert layers.Conv(4).kernel_init is not layers.RELU_INIT
-
-
 def test_motion_field_burn_in_scales_intrinsics_and_auto_mask():
   net = models.tiny_motion_field_net(auto_mask=False)
   rng = np.random.default_rng(1)

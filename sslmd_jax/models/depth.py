@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from sslmd_jax import geometry
-from sslmd_jax.models.layers import (RELU_INIT, Conv, ConvTranspose, Dtype, NormKind, check_images,
+from sslmd_jax.models.layers import (Conv, ConvTranspose, Dtype, NormKind, check_images,
                                      upsample_nearest)
 from sslmd_jax.models.resnet import ResNetEncoder
 
@@ -190,8 +190,7 @@ class DispNet(nn.Module):
   Encoder: 7 levels of (stride-2 conv, stride-1 conv) with ReLU, kernels 7, 5, 3, 3, 3, 3, 3 and
   widths `enc_channels`; decoder: per level a stride-2 transposed conv, concat the encoder skip
   (and, for the 3 finest levels, the upsampled coarser disparity), a 3x3 conv. Disparity heads at
-  H/8, H/4, H/2 and H (scales 3…0). No normalisation, so the ReLU convolutions use He
-  initialisation (`layers.RELU_INIT`). Images are mapped to [-1, 1] first, as in
+  H/8, H/4, H/2 and H (scales 3…0). No normalisation. Images are mapped to [-1, 1] first, as in
   SfMLearner. H and W must be multiples of 8 (coarser levels are resized like the reference).
 
   Call: `images [B, H, W, 3]` in [0, 1], `train` (unused: no normalisation or dropout; kept for
@@ -222,17 +221,14 @@ class DispNet(nn.Module):
     kernels = (7, 5, 3, 3, 3, 3, 3)
     skips = []
     for level, (width, k) in enumerate(zip(self.enc_channels, kernels)):
-      x = nn.relu(Conv(width, k, 2, kernel_init=RELU_INIT, dtype=self.dtype,
-                          name=f"cnv{level + 1}")(x))
-      x = nn.relu(Conv(width, k, 1, kernel_init=RELU_INIT, dtype=self.dtype,
-                          name=f"cnv{level + 1}b")(x))
+      x = nn.relu(Conv(width, k, 2, dtype=self.dtype, name=f"cnv{level + 1}")(x))
+      x = nn.relu(Conv(width, k, 1, dtype=self.dtype, name=f"cnv{level + 1}b")(x))
       skips.append(x)
     logits = {}
     prev_disp = None
     for j, width in enumerate(self.dec_channels):
       level = 7 - j  # 7 … 1; this level's output is at H / 2^(level - 1).
-      x = nn.relu(ConvTranspose(width, 3, kernel_init=RELU_INIT, dtype=self.dtype,
-                                name=f"upcnv{level}")(x))
+      x = nn.relu(ConvTranspose(width, 3, dtype=self.dtype, name=f"upcnv{level}")(x))
       parts = []
       if level > 1:
         skip = skips[level - 2]
@@ -242,8 +238,7 @@ class DispNet(nn.Module):
         parts.append(jax.image.resize(prev_disp, (*x.shape[:3], 1), "bilinear",
                                       antialias=False).astype(x.dtype))
       x = jnp.concatenate([x, *parts], axis=-1)
-      x = nn.relu(Conv(width, 3, 1, kernel_init=RELU_INIT, dtype=self.dtype,
-                        name=f"icnv{level}")(x))
+      x = nn.relu(Conv(width, 3, 1, dtype=self.dtype, name=f"icnv{level}")(x))
       if level <= 4:
         scale = level - 1
         logits[scale] = Conv(1, 3, 1, dtype=self.dtype, name=f"disp{level}")(x)

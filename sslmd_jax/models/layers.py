@@ -7,7 +7,7 @@ Padding is explicit everywhere (never Flax's 'SAME' for strided convolutions) so
 match PyTorch's symmetric padding exactly, which the weight converter (`sslmd_jax.convert`) needs.
 """
 
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -20,13 +20,6 @@ NORM_KINDS = ("batch", "randomized_layer", "none")
 # PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1, i.e. Flax momentum 0.9).
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
-
-# He (Kaiming) normal initialisation, variance 2 / fan_in: keeps activation variance constant
-# through ReLU layers. SfMLearner's DispNet and PoseExpNet have no normalisation, and with the
-# default LeCun init (variance 1 / fan_in) each ReLU layer halves the variance: at initialisation
-# DispNet's 8th convolution (cnv4b) gives features ~20x smaller than its first (He: ~2x; 64x192
-# input), and after training all ReLUs of its coarsest disparity level were dead (README Results).
-RELU_INIT = nn.initializers.he_normal()
 
 
 def check_images(x: jax.Array, *, channels: int, name: str, multiple: int = 1) -> None:
@@ -83,8 +76,6 @@ class Conv(nn.Module):
     padding: pixels of padding on each side; default `k // 2`.
     padding_mode: 'zeros' or 'reflect' (Monodepth2's `Conv3x3` uses reflection).
     use_bias: whether the convolution has a bias.
-    kernel_init: kernel initialiser (Flax's default LeCun normal; `RELU_INIT` for a convolution
-      followed by a ReLU in a network without normalisation).
     dtype: computation dtype; parameters are float32.
   """
   features: int
@@ -93,7 +84,6 @@ class Conv(nn.Module):
   padding: int | None = None
   padding_mode: Literal["zeros", "reflect"] = "zeros"
   use_bias: bool = True
-  kernel_init: Callable = nn.initializers.lecun_normal()
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -104,8 +94,8 @@ class Conv(nn.Module):
       pad = 0
     return nn.Conv(self.features, (self.kernel_size, self.kernel_size),
                    strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
-                   use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype,
-                   param_dtype=jnp.float32, name="conv")(x)
+                   use_bias=self.use_bias, dtype=self.dtype, param_dtype=jnp.float32,
+                   name="conv")(x)
 
 
 class ConvTranspose(nn.Module):
@@ -114,19 +104,17 @@ class ConvTranspose(nn.Module):
   Attributes:
     features: output channels.
     kernel_size: square kernel size.
-    kernel_init: kernel initialiser (as for `Conv`).
     dtype: computation dtype; parameters are float32.
   """
   features: int
   kernel_size: int = 3
-  kernel_init: Callable = nn.initializers.lecun_normal()
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     return nn.ConvTranspose(self.features, (self.kernel_size, self.kernel_size), strides=(2, 2),
-                            padding="SAME", kernel_init=self.kernel_init, dtype=self.dtype,
-                            param_dtype=jnp.float32, name="conv")(x)
+                            padding="SAME", dtype=self.dtype, param_dtype=jnp.float32,
+                            name="conv")(x)
 
 
 class RandomizedLayerNorm(nn.Module):

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sslmd_jax.models.layers import RELU_INIT, Conv, ConvTranspose, Dtype, NormKind, check_images
+from sslmd_jax.models.layers import Conv, ConvTranspose, Dtype, NormKind, check_images
 from sslmd_jax.models.resnet import ResNetEncoder
 
 # Pose networks emit 0.01 x their raw output (SPEC §1).
@@ -110,8 +110,7 @@ class PoseExpNet(nn.Module):
   Five stride-2 ReLU convs (widths `channels[:5]`, kernels 7, 5, 3, 3, 3); pose head: two more
   stride-2 convs (`channels[5:]`), a 1x1 conv to `6 · S`, spatial mean, × 0.01. Explainability
   decoder: stride-2 transposed convs (widths `channels[4::-1]`) with a 3x3 prediction conv at
-  H/8, H/4, H/2, H giving one mask per source. No normalisation, so the ReLU convolutions use
-  He initialisation (`layers.RELU_INIT`). H, W multiples of 32.
+  H/8, H/4, H/2, H giving one mask per source. No normalisation. H, W multiples of 32.
 
   The reference predicts two logits per source and keeps the softmax's second channel; this
   predicts one logit per source and applies a sigmoid (the same function family:
@@ -152,20 +151,17 @@ class PoseExpNet(nn.Module):
         [target, jnp.moveaxis(sources, 1, 3).reshape(b, h, w, 3 * s)], axis=-1)
     x = stacked.astype(self.dtype) * 2.0 - 1.0
     for i, k in enumerate((7, 5, 3, 3, 3)):
-      x = nn.relu(Conv(self.channels[i], k, 2, kernel_init=RELU_INIT, dtype=self.dtype,
-                      name=f"cnv{i + 1}")(x))
-    p = nn.relu(Conv(self.channels[5], 3, 2, kernel_init=RELU_INIT, dtype=self.dtype,
-                    name="cnv6")(x))
-    p = nn.relu(Conv(self.channels[6], 3, 2, kernel_init=RELU_INIT, dtype=self.dtype,
-                    name="cnv7")(p))
+      x = nn.relu(Conv(self.channels[i], k, 2, dtype=self.dtype, name=f"cnv{i + 1}")(x))
+    p = nn.relu(Conv(self.channels[5], 3, 2, dtype=self.dtype, name="cnv6")(x))
+    p = nn.relu(Conv(self.channels[6], 3, 2, dtype=self.dtype, name="cnv7")(p))
     p = Conv(6 * s, 1, dtype=self.dtype, name="pose_pred")(p)
     pose = POSE_SCALING * jnp.mean(p.astype(jnp.float32), axis=(1, 2)).reshape(b, s, 6)
     masks = []
     if self.explainability:
       e = x
       for level in range(5, 0, -1):  # upcnv5 … upcnv1: H/16 … H.
-        e = nn.relu(ConvTranspose(self.channels[level - 1], 3, kernel_init=RELU_INIT,
-                                  dtype=self.dtype, name=f"upcnv{level}")(e))
+        e = nn.relu(ConvTranspose(self.channels[level - 1], 3, dtype=self.dtype,
+                                  name=f"upcnv{level}")(e))
         if level <= 4:
           logits = Conv(s, 3, dtype=self.dtype, name=f"mask{level}")(e)
           masks.append(nn.sigmoid(logits.astype(jnp.float32)))
