@@ -126,6 +126,36 @@ def _tree_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
+# Below this relative spread (see `depth_spread`) the predicted depth is a constant: training has
+# collapsed. Measured on this project's runs (README Results): collapsed SfMLearner and
+# SC-SfMLearner runs 0 to 0.012; every recipe at initialisation 0.16-0.32; trained runs that
+# learned depth 0.55-1.5 (Li's near-constant run 0.12).
+DEPTH_COLLAPSE_SPREAD = 0.02
+
+
+def depth_spread(depth: jax.Array) -> jax.Array:
+  """Relative spread of predicted depth maps: per image std / mean over pixels, batch mean.
+
+  Args:
+    depth: `[B, H, W, 1]` depth (any unit; the ratio is scale-free).
+
+  Returns:
+    Scalar float32; 0 for a constant depth.
+  """
+  depth = depth.astype(jnp.float32)
+  return jnp.mean(jnp.std(depth, axis=(1, 2, 3)) / jnp.mean(depth, axis=(1, 2, 3)))
+
+
+def collapse_warning(step: int, spread: float) -> str | None:
+  """The message for a run whose logged `depth_spread` is below `DEPTH_COLLAPSE_SPREAD`, or None."""
+  if not spread < DEPTH_COLLAPSE_SPREAD:
+    return None
+  return (f"step {step}: the predicted depth is nearly constant (depth_spread {spread:.2g} < "
+          f"{DEPTH_COLLAPSE_SPREAD}): training has collapsed to a constant depth. In this "
+          "project's runs a smoothness term outweighing the photometric term did this (README "
+          "Results); try a smaller loss.smoothness_weight or a loss.smoothness_ramp_steps warm-up.")
+
+
 def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Networks | None = None,
                     optimizer: optax.GradientTransformation | None = None
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -135,7 +165,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   gradients are not finite leaves the state unchanged and reports
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
   Metrics: `loss`, every term by name, `grad_norm`, `param_norm`,
-  `learning_rate`, `finite`.
+  `learning_rate`, `finite`, `depth_spread` (of the target frames' predicted depth).
   """
   networks = networks or objectives.make_networks(config)
   optimizer = optimizer or make_optimizer(config)
@@ -149,7 +179,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
       return objectives.compute_loss(params, state.batch_stats, batch, networks=networks,
                                      config=config, step=state.step, key=key, train=True)
 
-    (loss, (terms, _, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (terms, aux, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     grad_norm = _tree_norm(grads)
@@ -161,7 +191,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
     metrics = {"loss": loss, **terms, "grad_norm": grad_norm,
                "param_norm": _tree_norm(state.params),
                "learning_rate": schedule(state.step),
-               "finite": finite.astype(jnp.float32)}
+               "finite": finite.astype(jnp.float32),
+               "depth_spread": depth_spread(jax.lax.stop_gradient(aux["depth"]))}
     return new_state, metrics
 
   return train_step
@@ -321,6 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   progress = summaries.Progress(num_steps, start, config.data.batch_size, mode=config.run.progress)
   metrics_host: dict = {}
   preempted = False
+  collapse_warned = False
   with _Preemption() as preemption:
     step = start
     while step < num_steps:
@@ -341,6 +373,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
         metrics_host.update(progress.rates())
         writer.scalars(step, metrics_host)
+        warning = collapse_warning(step, metrics_host["depth_spread"])
+        if warning and not collapse_warned:  # Once per run.
+          collapse_warned = True
+          logging.warning(warning)
+          print(f"Warning: {warning}", flush=True)
       if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
         writer.images(step, summaries.image_summaries(state, batch, networks, config))
       if preemption.requested:

@@ -276,6 +276,36 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
   assert (workdir / "checkpoints" / str(step)).is_dir()
 
 
+def test_depth_spread_and_collapse_warning():
+  rng = np.random.default_rng(0)
+  depth = rng.uniform(1.0, 50.0, size=(3, 4, 5, 1)).astype(np.float32)
+  expected = np.mean([d.std() / d.mean() for d in depth.astype(np.float64)])
+  assert float(train.depth_spread(jnp.asarray(depth))) == pytest.approx(expected, rel=1e-5)
+  # Scale-free, and 0 for a constant depth.
+  assert float(train.depth_spread(jnp.asarray(7.0 * depth))) == pytest.approx(expected, rel=1e-5)
+  assert float(train.depth_spread(jnp.full((2, 4, 5, 1), 0.3))) == pytest.approx(0.0, abs=1e-7)
+  assert train.collapse_warning(10, 0.5) is None
+  assert train.collapse_warning(10, train.DEPTH_COLLAPSE_SPREAD) is None
+  message = train.collapse_warning(40, 1e-4)
+  assert "step 40" in message and "nearly constant" in message and "smoothness" in message
+
+
+def test_a_collapsed_run_is_reported_once(tmp_path, synthetic_dir, monkeypatch, capsys):
+  """`depth_spread` is logged every log step; below the threshold the run warns (once)."""
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 3
+  config.run.evaluate = False
+  config.run.log_every = 1
+  monkeypatch.setattr(train, "DEPTH_COLLAPSE_SPREAD", 1e9)  # Any depth counts as collapsed.
+  train.train_and_evaluate(config, tmp_path / "run")
+  out = capsys.readouterr().out
+  assert out.count("Warning: step 1: the predicted depth is nearly constant") == 1
+  assert out.count("nearly constant") == 1  # Once per run.
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  spreads = [row["depth_spread"] for row in rows]
+  assert len(spreads) == 3 and all(0.0 < v < 10.0 for v in spreads)  # A real, finite spread.
+
+
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_dir):
   config = train_utils.micro_config("monodepth2", synthetic_dir)
   config.optim.num_steps = 6
