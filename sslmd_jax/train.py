@@ -127,9 +127,9 @@ def _tree_norm(tree) -> jax.Array:
 
 
 # Below this relative spread (see `depth_spread`) the predicted depth is a constant: training has
-# collapsed. Measured on this project's runs (README Results): collapsed SfMLearner and
-# SC-SfMLearner runs 0 to 0.012; every recipe at initialisation 0.16-0.32; trained runs that
-# learned depth 0.55-1.5 (Li's near-constant run 0.12).
+# collapsed. Measured on 8 training frames with the workdirs of the README Results runs: a
+# collapsed SfMLearner run 0.0 (SC-SfMLearner's collapse, README Results, had a spread of 4e-8);
+# every recipe at initialisation 0.16-0.32; trained runs 0.55-1.5 (Li's near-constant one 0.12).
 DEPTH_COLLAPSE_SPREAD = 0.02
 
 
@@ -373,8 +373,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
         metrics_host.update(progress.rates())
         writer.scalars(step, metrics_host)
-        warning = collapse_warning(step, metrics_host["depth_spread"])
-        if warning and not collapse_warned:  # Once per run.
+        warning = None if collapse_warned else collapse_warning(step, metrics_host["depth_spread"])
+        if warning:  # Once per run.
           collapse_warned = True
           logging.warning(warning)
           print(f"Warning: {warning}", flush=True)
