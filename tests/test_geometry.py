@@ -222,6 +222,28 @@ def test_transform_depth_forward_motion():
   np.testing.assert_allclose(pixels[0, ..., 1], k[1, 2] + (v - k[1, 2]) * 10 / 8.5, rtol=1e-5)
 
 
+
+def test_focal_length_is_invisible_under_pure_forward_motion():
+  """Why learned fx, fy drift on straight driving (Gordon et al. 2019): only rotation reveals them.
+
+  Under a translation along the optical axis, `u' - cx = (u - cx) · Z / (Z - t_z)`: the
+  landing pixels do not depend on fx or fy, so a photometric loss cannot learn them. A yaw
+  of 0.01 rad moves pixels by about `fx · 0.01`, which does.
+  """
+  rng = np.random.default_rng(5)
+  depth = rng.uniform(4.0, 40.0, size=(1, 6, 8, 1)).astype(np.float32)
+  forward = np.eye(4, dtype=np.float32)[None]
+  forward[0, 2, 3] = -0.8
+  k_true, k_wrong = _intrinsics(fx=50.0, fy=45.0)[None], _intrinsics(fx=80.0, fy=20.0)[None]
+  _, pixels_true = geometry.transform_depth(depth, forward, k_true)
+  _, pixels_wrong = geometry.transform_depth(depth, forward, k_wrong)
+  np.testing.assert_allclose(pixels_true, pixels_wrong, atol=1e-4)
+  yaw = geometry.transform_from_pose(jnp.array([[0.0, 0.01, 0.0]]), jnp.zeros((1, 3)),
+                                     rotation_type="axis_angle")
+  _, pixels_true = geometry.transform_depth(depth, yaw @ forward, k_true)
+  _, pixels_wrong = geometry.transform_depth(depth, yaw @ forward, k_wrong)
+  assert np.abs(np.asarray(pixels_true - pixels_wrong)[..., 0]).min() > 0.2
+
 def test_points_behind_the_camera_are_invalid():
   depth = np.full((4, 5, 1), 1.0, np.float32)
   source_from_target = np.eye(4, dtype=np.float32)
