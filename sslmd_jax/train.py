@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from sslmd_jax import objectives
 from sslmd_jax.data import pipeline as pipeline_lib
 from sslmd_jax.data import sources
+from sslmd_jax.models import motion_field
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,7 +73,31 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   if o.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
   parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2))
+  if config.model.pose_net == "motion_field":
+    parts.append(keep_at_least(motion_field.SCALE_PARAMS, motion_field.SCALE_MIN))
   return optax.chain(*parts)
+
+
+def keep_at_least(names: tuple[str, ...], minimum: float) -> optax.GradientTransformation:
+  """Projects the parameters whose (last) name is in `names` onto `[minimum, ∞)` after each update.
+
+  Placed last in the chain: an update that would take such a parameter below `minimum` is
+  replaced by one that lands it on `minimum` (projected gradient descent, like a variable
+  constraint); every other update passes unchanged. Used for Li et al.'s learned rotation and
+  translation scales (`models.motion_field.constrained_scale`).
+  """
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("keep_at_least needs the parameters: call update(updates, state, params).")
+
+    def project(path, update, param):
+      if getattr(path[-1], "key", None) in names:
+        return jnp.maximum(param + update, minimum) - param
+      return update
+
+    return jax.tree_util.tree_map_with_path(project, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def create_train_state(config: ml_collections.ConfigDict, networks: objectives.Networks,

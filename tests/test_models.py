@@ -244,6 +244,11 @@ def test_motion_field_burn_in_scales_intrinsics_and_auto_mask():
   v2["params"]["rotation_scale"] = jnp.array(-3.0)
   _, aux2 = apply(v2, 1.0)
   assert float(aux2["rotation_scale"]) == pytest.approx(0.001)
+  # ... and keep a gradient at the floor (a relu floor would give 0: the scale could never recover).
+  for raw in (-3.0, 0.001, 0.02):
+    value, grad = jax.value_and_grad(models.constrained_scale)(jnp.float32(raw))
+    assert float(value) == pytest.approx(max(raw, 0.001), rel=1e-6)
+    assert float(grad) == 1.0
   # Intrinsics: zero heads give fx = softplus(0)·W, fy = softplus(0)·H, cx = W/2, cy = H/2.
   v3 = jax.tree.map(lambda x: x, v)
   v3["params"]["intrinsics"] = jax.tree.map(jnp.zeros_like, v["params"]["intrinsics"])

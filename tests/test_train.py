@@ -132,6 +132,30 @@ def test_bad_config_fails_with_the_field_named(field, value, match):
     objectives.validate_config(config)
 
 
+def test_li_scales_are_projected_onto_their_floor_and_recover():
+  """Li et al.'s learned scales: an update below 0.001 lands on 0.001; the next may raise it."""
+  config = train_utils.load_config("dynamic_scenes", "tiny")
+  optimizer = train.make_optimizer(config)
+  params = {"pose": {"rotation_scale": jnp.float32(0.0015), "translation_scale": jnp.float32(0.01),
+                     "conv": jnp.full((2,), 0.0015, jnp.float32)}}
+  state = optimizer.init(params)
+  down = jax.tree.map(jnp.ones_like, params)  # gradient +1: Adam steps every leaf down by lr
+  lr = config.optim.learning_rate
+  for _ in range(5):
+    updates, state = optimizer.update(down, state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(params["pose"]["rotation_scale"]) == pytest.approx(0.001)
+  assert float(params["pose"]["translation_scale"]) == pytest.approx(0.01 - 5 * lr, rel=1e-3)
+  np.testing.assert_allclose(params["pose"]["conv"], 0.0015 - 5 * lr, rtol=1e-3)  # unconstrained
+  up = jax.tree.map(lambda x: -jnp.ones_like(x), params)
+  for _ in range(3):
+    updates, state = optimizer.update(up, state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(params["pose"]["rotation_scale"]) > 0.001
+  with pytest.raises(ValueError, match="needs the parameters"):
+    optimizer.update(down, state)
+
+
 def test_automask_start_step_switches_auto_masking_on_at_that_step():
   config = train_utils.micro_config("monodepth2")
   batch = train_utils.synthetic_batch(config)
