@@ -83,8 +83,16 @@ def keep_at_least(names: tuple[str, ...], minimum: float) -> optax.GradientTrans
 
   Placed last in the chain: an update that would take such a parameter below `minimum` is
   replaced by one that lands it on `minimum` (projected gradient descent, like a variable
-  constraint); every other update passes unchanged. Used for Li et al.'s learned rotation and
-  translation scales (`models.motion_field.constrained_scale`).
+  constraint); every other update passes unchanged. `make_optimizer` adds it for
+  `pose_net='motion_field'`: Li et al.'s learned rotation and translation scales
+  (`models.motion_field.constrained_scale`).
+
+  Args:
+    names: parameter names (the last key of their path in the parameter tree).
+    minimum: the floor.
+
+  Returns:
+    A stateless optax transformation whose `update` needs `params`.
   """
   def update_fn(updates, state, params=None):
     if params is None:

@@ -34,7 +34,7 @@ from sslmd_jax.models.resnet import ResNetEncoder, encoder_channels, tiny_resnet
 __all__ = [
     "DEPTH_HEADS", "NORM_KINDS", "DepthDecoder", "DispNet", "IntrinsicsHead", "MotionFieldNet",
     "Norm", "PoseDecoder", "PoseExpNet", "RandomizedLayerNorm", "ResNetDepthNet", "ResNetEncoder",
-    "ResNetPoseNet", "auto_mask_residual", "constrained_scale", "depth_head", "encoder_channels", "tiny_disp_net",
-    "tiny_motion_field_net", "tiny_pose_exp_net", "tiny_resnet_depth_net", "tiny_resnet_encoder",
+    "ResNetPoseNet", "auto_mask_residual", "constrained_scale", "depth_head", "encoder_channels",
+    "tiny_disp_net", "tiny_motion_field_net", "tiny_pose_exp_net", "tiny_resnet_depth_net", "tiny_resnet_encoder",
     "tiny_resnet_pose_net",
 ]

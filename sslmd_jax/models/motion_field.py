@@ -22,13 +22,13 @@ SCALE_PARAMS = ("rotation_scale", "translation_scale")
 
 
 def constrained_scale(raw: jax.Array, minimum: float = SCALE_MIN) -> jax.Array:
-  """`max(raw, minimum)` with the gradient of `raw` (straight-through): a learned scale ≥ `minimum`.
+  """A learned scale ≥ `minimum`: `max(raw, minimum)` with the gradient of `raw` (straight-through).
 
   The gradient stays 1 at and below the floor. With `relu(raw − minimum) + minimum` it was 0
-  there: Adam (lr 2e-4) carried the rotation scale from 0.01 to the floor within the first ~50
-  steps of every Li et al. run, where it stayed for good (issue 7). The optimiser projects the
-  parameter itself back onto `[minimum, ∞)` after every update (`train.keep_at_least`), so
-  the scale can grow again as soon as the loss asks for it.
+  there: Adam (lr 2e-4) carried the rotation scale from 0.01 below the floor within the first
+  150 steps of Li et al.'s runs, where it stayed for good (README "Results"). The optimiser
+  projects the parameter itself back onto `[minimum, ∞)` after every update
+  (`train.keep_at_least`), so the scale can grow again as soon as the loss asks for it.
 
   Args:
     raw: scalar parameter.
