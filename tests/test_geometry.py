@@ -222,7 +222,6 @@ def test_transform_depth_forward_motion():
   np.testing.assert_allclose(pixels[0, ..., 1], k[1, 2] + (v - k[1, 2]) * 10 / 8.5, rtol=1e-5)
 
 
-
 def test_focal_length_is_invisible_under_pure_forward_motion():
   """Why learned fx, fy drift on straight driving (Gordon et al. 2019): only rotation reveals them.
 
@@ -243,6 +242,7 @@ def test_focal_length_is_invisible_under_pure_forward_motion():
   _, pixels_true = geometry.transform_depth(depth, yaw @ forward, k_true)
   _, pixels_wrong = geometry.transform_depth(depth, yaw @ forward, k_wrong)
   assert np.abs(np.asarray(pixels_true - pixels_wrong)[..., 0]).min() > 0.2
+
 
 def test_points_behind_the_camera_are_invalid():
   depth = np.full((4, 5, 1), 1.0, np.float32)

@@ -36,6 +36,7 @@ _FACADE_RIGHT_X, _FACADE_LEFT_X = 6.0, -9.5
 BACKDROP_SIDE_X = 45.0
 LANE_MARK_X = -1.75
 
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticScene:
   """One procedurally generated street and its camera trajectory (road frame, metres).

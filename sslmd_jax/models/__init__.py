@@ -35,6 +35,6 @@ __all__ = [
     "DEPTH_HEADS", "NORM_KINDS", "DepthDecoder", "DispNet", "IntrinsicsHead", "MotionFieldNet",
     "Norm", "PoseDecoder", "PoseExpNet", "RandomizedLayerNorm", "ResNetDepthNet", "ResNetEncoder",
     "ResNetPoseNet", "auto_mask_residual", "constrained_scale", "depth_head", "encoder_channels",
-    "tiny_disp_net", "tiny_motion_field_net", "tiny_pose_exp_net", "tiny_resnet_depth_net", "tiny_resnet_encoder",
-    "tiny_resnet_pose_net",
+    "tiny_disp_net", "tiny_motion_field_net", "tiny_pose_exp_net", "tiny_resnet_depth_net",
+    "tiny_resnet_encoder", "tiny_resnet_pose_net",
 ]
