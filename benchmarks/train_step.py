@@ -11,6 +11,7 @@ Usage (from the repository root):
   python benchmarks/train_step.py --batch_sizes=4,12 --dtype=bfloat16 --iters=10
   python benchmarks/train_step.py --config=configs/sc_sfmlearner.py --batch_sizes=4
   python benchmarks/train_step.py --batch_sizes=2 --iters=3 --profile_dir=/tmp/step_trace
+  python benchmarks/train_step.py --batch_sizes=12 --microbatches=3   # gradient accumulation
 
 One JSON line per batch size:
   images_per_s, step_s {median, min, max}   `iters` timed steps after `warmup` untimed ones
@@ -39,6 +40,9 @@ import numpy as np
 import common  # benchmarks/common.py: the script's own folder is first on sys.path.
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["12"], "Global batch sizes to time.")
+_MICROBATCHES = flags.DEFINE_integer(
+    "microbatches", 1, "config.optim.microbatches: gradient accumulation over this many chunks of "
+    "each batch (lowers the step's memory).")
 
 
 def rendered_batch(config, mesh) -> dict:
@@ -57,6 +61,7 @@ def measure(batch_size: int, peak: float | None) -> dict:
   from sslmd_jax import objectives, train  # pylint: disable=g-import-not-at-top
   config = common.load_config(common.CONFIG.value, height=common.HEIGHT.value, width=common.WIDTH.value,
                        batch_size=batch_size, dtype=common.DTYPE.value)
+  config.optim.microbatches = _MICROBATCHES.value
   networks = objectives.make_networks(config)
   optimizer = train.make_optimizer(config)
   mesh = train.make_mesh()
@@ -89,7 +94,8 @@ def measure(batch_size: int, peak: float | None) -> dict:
   record = {
       "benchmark": "train_step", "recipe": config.recipe, "config": common.CONFIG.value,
       "height": config.data.height, "width": config.data.width, "batch_size": batch_size,
-      "dtype": common.DTYPE.value, "images_per_s": round(batch_size / seconds, 3),
+      "microbatches": config.optim.microbatches, "dtype": common.DTYPE.value,
+      "images_per_s": round(batch_size / seconds, 3),
       "step_s": {k: round(v, 4) for k, v in timing.items() if k != "iters"},
       "iters": timing["iters"], "warmup": common.WARMUP.value,
       "compile_s": round(compile_s, 1), "first_step_s": round(first_step_s, 2),

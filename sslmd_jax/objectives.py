@@ -106,6 +106,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "multiples of 32 (five stride-2 levels).")
   if d.batch_size <= 0:
     raise ConfigError(f"config.data.batch_size={d.batch_size}: expected a positive integer.")
+  if o.microbatches < 1 or d.batch_size % o.microbatches:
+    raise ConfigError(f"config.optim.microbatches={o.microbatches}: expected a positive divisor of "
+                      f"config.data.batch_size={d.batch_size}.")
   if lo.smoothness_ramp_steps < 0:
     raise ConfigError(f"config.loss.smoothness_ramp_steps={lo.smoothness_ramp_steps}: expected a "
                       "number of steps >= 0 (0 = the full smoothness weight from the start).")

@@ -189,6 +189,27 @@ def collapse_warning(step: int, spread: float) -> str | None:
           "Results); try a smaller loss.smoothness_weight or a loss.smoothness_ramp_steps warm-up.")
 
 
+def split_microbatches(batch: dict, num: int) -> dict:
+  """Splits every `[B, ...]` array of `batch` into `num` chunks: `[num, B / num, ...]`.
+
+  Chunk `i` holds samples `i, i + num, i + 2·num, …`. With the batch sharded on its leading axis
+  over `D` devices (contiguous blocks of `B / D`) and `B / D` divisible by `num`, every chunk takes
+  the same number of samples from each device's own block, so splitting moves no data between
+  devices.
+
+  Raises:
+    ValueError: an array whose leading dimension is not divisible by `num` (named by its key).
+  """
+  def split(path, x):
+    if x.ndim == 0 or x.shape[0] % num:
+      raise ValueError(f"batch[{jax.tree_util.keystr(path)}] of shape {tuple(x.shape)}: its "
+                       f"leading (batch) dimension must be divisible by config.optim.microbatches"
+                       f"={num}.")
+    return jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1)
+
+  return jax.tree_util.tree_map_with_path(split, batch)
+
+
 def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Networks | None = None,
                     optimizer: optax.GradientTransformation | None = None
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -199,33 +220,66 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
   Metrics: `loss`, every term by name, `grad_norm`, `param_norm`,
   `learning_rate`, `finite`, `depth_spread` (of the target frames' predicted depth).
+
+  Gradient accumulation (`config.optim.microbatches = k > 1`): the batch is split into `k`
+  chunks (`split_microbatches`) that a `lax.scan` runs one after another, each a forward and
+  backward pass; the update uses the mean of the chunks' gradients, and the metrics are the
+  chunks' means. Only one chunk's activations are live at a time, which is what lowers the
+  step's memory. Chunk `i` draws its randomness from `fold_in(key, i)`. Losses that are means
+  over the batch give the full batch's gradient exactly, but BatchNorm normalises each chunk
+  with its own statistics and updates its running statistics once per chunk (as per-device
+  BatchNorm would with `k` times as many devices), so recipes with BatchNorm train slightly
+  differently from `k = 1`.
   """
   networks = networks or objectives.make_networks(config)
   optimizer = optimizer or make_optimizer(config)
   base_key = jax.random.PRNGKey(config.seed)
   schedule = learning_rate_schedule(config)
+  num_chunks = config.optim.microbatches
+
+  def gradients(params, batch_stats, batch, step, key):
+    """Gradients, metrics (loss, terms, depth_spread) and new BatchNorm statistics of `batch`."""
+    def loss_fn(p):
+      return objectives.compute_loss(p, batch_stats, batch, networks=networks, config=config,
+                                     step=step, key=key, train=True)
+
+    (loss, (terms, aux, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    summary = {"loss": loss, **terms,
+               "depth_spread": depth_spread(jax.lax.stop_gradient(aux["depth"]))}
+    return grads, summary, new_stats
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(base_key, state.step)
+    if num_chunks == 1:
+      grads, summary, new_stats = gradients(state.params, state.batch_stats, batch, state.step,
+                                            key)
+    else:
+      def accumulate(carry, chunk_and_index):
+        grad_sum, batch_stats = carry
+        chunk, index = chunk_and_index
+        grads, summary, new_stats = gradients(state.params, batch_stats, chunk, state.step,
+                                              jax.random.fold_in(key, index))
+        return (jax.tree.map(jnp.add, grad_sum, grads), new_stats), summary
 
-    def loss_fn(params):
-      return objectives.compute_loss(params, state.batch_stats, batch, networks=networks,
-                                     config=config, step=state.step, key=key, train=True)
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grad_sum, new_stats), summaries = jax.lax.scan(
+          accumulate, (zeros, state.batch_stats),
+          (split_microbatches(batch, num_chunks), jnp.arange(num_chunks)))
+      grads = jax.tree.map(lambda g: g / num_chunks, grad_sum)
+      summary = jax.tree.map(lambda x: jnp.mean(x, axis=0), summaries)
 
-    (loss, (terms, aux, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     grad_norm = _tree_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(summary["loss"]) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = TrainState(step=state.step + 1, params=keep(new_params, state.params),
                            batch_stats=keep(new_stats, state.batch_stats),
                            opt_state=keep(new_opt_state, state.opt_state))
-    metrics = {"loss": loss, **terms, "grad_norm": grad_norm,
+    metrics = {**summary, "grad_norm": grad_norm,
                "param_norm": _tree_norm(state.params),
                "learning_rate": schedule(state.step),
-               "finite": finite.astype(jnp.float32),
-               "depth_spread": depth_spread(jax.lax.stop_gradient(aux["depth"]))}
+               "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
   return train_step
@@ -358,10 +412,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   sequences = sources.load_sequences(config, "train")  # Bad data fails here, before compiling.
   mesh = make_mesh()
-  if config.data.batch_size % mesh.size:
+  if config.data.batch_size % (mesh.size * config.optim.microbatches):
     raise objectives.ConfigError(
         f"config.data.batch_size={config.data.batch_size} is not divisible by the {mesh.size} "
-        "devices of the 'data' mesh axis.")
+        f"devices of the 'data' mesh axis times config.optim.microbatches="
+        f"{config.optim.microbatches}.")
   logging.info("devices: %d (%s), processes: %d", mesh.size, jax.devices()[0].platform,
                jax.process_count())
 

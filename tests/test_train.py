@@ -95,6 +95,78 @@ def test_eight_devices_equal_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_split_microbatches_interleaves_samples_and_names_a_bad_array():
+  batch = {"images": np.arange(12).reshape(6, 2), "intrinsics": np.arange(6)}
+  chunks = train.split_microbatches(batch, 3)
+  assert chunks["images"].shape == (3, 2, 2)
+  np.testing.assert_array_equal(chunks["intrinsics"], [[0, 3], [1, 4], [2, 5]])
+  np.testing.assert_array_equal(chunks["images"][1], [[2, 3], [8, 9]])
+  with pytest.raises(ValueError, match=r"intrinsics.*divisible by config.optim.microbatches=4"):
+    train.split_microbatches({"intrinsics": np.zeros((6, 3, 3))}, 4)
+
+
+def test_gradient_accumulation_on_eight_devices_equals_one_device():
+  # The chunks are split from a batch sharded over 8 devices: the update must be the one of a
+  # single device, and close to the full batch's (SfMLearner has no normalisation; its masked
+  # means are ratios over the batch, so chunks differ from the full batch only at round-off level).
+  assert jax.device_count() == 8
+  config = train_utils.micro_config("sfmlearner")
+  config.data.batch_size = 16
+  config.data.height, config.data.width = 32, 64
+  batch = train_utils.synthetic_batch(config)
+  results = {}
+  for chunks, devices in ((1, jax.devices()), (2, jax.devices()[:1]), (2, jax.devices())):
+    config.optim.microbatches = chunks
+    objectives.validate_config(config)
+    mesh = train.make_mesh(devices)
+    state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+    initial = jax.device_get(state.params)
+    results[chunks, len(devices)] = jax.device_get(step(state, _shard(batch, mesh)))
+  (s1, m1), (s21, m21), (s28, m28) = results[1, 8], results[2, 1], results[2, 8]
+  assert m28["loss"] == pytest.approx(m21["loss"], rel=1e-5)
+  assert m28["loss"] == pytest.approx(m1["loss"], rel=1e-3)
+  moved = 0
+  for full, one, eight, before in zip(*map(jax.tree.leaves, (s1.params, s21.params, s28.params,
+                                                             initial))):
+    np.testing.assert_allclose(eight, one, rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(eight, full, rtol=1e-2, atol=1e-4)
+    moved += int(np.any(eight != before))
+  assert moved > 10, moved
+
+
+def test_gradient_accumulation_runs_batchnorm_per_chunk():
+  # Monodepth2 (BatchNorm): the step equals SGD on the mean of the gradients of the chunks
+  # (samples i, i + 2, ...), each normalised by its own statistics and passing its running
+  # statistics on to the next chunk.
+  config = train_utils.micro_config("monodepth2")
+  config.data.height, config.data.width = 32, 64
+  config.optim.microbatches = 2
+  batch = train_utils.synthetic_batch(config)
+  mesh = train.make_mesh(jax.devices()[:1])
+  state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+  state, (new_state, metrics) = (jax.device_get(state),
+                                 jax.device_get(step(state, _shard(batch, mesh))))
+
+  networks = objectives.make_networks(config)
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+  chunk_gradient = jax.jit(jax.value_and_grad(
+      lambda p, stats, chunk, key: objectives.compute_loss(
+          p, stats, chunk, networks=networks, config=config, step=jnp.int32(0), key=key),
+      has_aux=True))
+  stats, grads, losses = state.batch_stats, [], []
+  for i in range(2):
+    chunk = {k: v[i::2] for k, v in batch.items()}
+    (loss, (_, _, stats)), g = chunk_gradient(state.params, stats, chunk, jax.random.fold_in(key, i))
+    grads.append(g)
+    losses.append(float(loss))
+  assert float(metrics["loss"]) == pytest.approx(np.mean(losses), rel=1e-5)
+  expected = jax.tree.map(lambda p, a, b: p - 0.05 * (a + b) / 2, state.params, *grads)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.params)):
+    np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(new_state.batch_stats)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("recipe", train_utils.RECIPES)
 @pytest.mark.parametrize("variant", ["", "tiny"])
 def test_every_config_resolves(recipe, variant):
@@ -123,6 +195,7 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("loss.explainability_weight", 0.2, "explainability_weight"),
     ("loss.automask_start_step", -1, "automask_start_step"),
     ("loss.smoothness_ramp_steps", -5, "smoothness_ramp_steps"),
+    ("optim.microbatches", 3, "microbatches"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
