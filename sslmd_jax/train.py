@@ -257,14 +257,24 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
       def accumulate(carry, chunk_and_index):
         grad_sum, batch_stats = carry
         chunk, index = chunk_and_index
-        grads, summary, new_stats = gradients(state.params, batch_stats, chunk, state.step,
-                                              jax.random.fold_in(key, index))
+        grads, summary, new_stats = gradients(after(grad_sum, state.params), batch_stats, chunk,
+                                              state.step, jax.random.fold_in(key, index))
         return (jax.tree.map(jnp.add, grad_sum, grads), new_stats), summary
+
+      def after(tree, params):
+        # `params + 0·s` with `s` read from every leaf of `tree` (the gradients so far): the
+        # chunk's forward pass cannot start before the previous chunk's backward pass has
+        # finished, so one chunk's activations are live at a time. XLA:CPU drops
+        # `lax.optimization_barrier` and its scheduler otherwise interleaves the unrolled chunks
+        # (no memory saved); a rolled `lax.scan` keeps them apart but runs convolutions inside
+        # its loop 10-100x slower on CPU (benchmarks/README.md).
+        s = sum(leaf.reshape(-1)[0] for leaf in jax.tree.leaves(tree))
+        return jax.tree.map(lambda p: p + 0.0 * s.astype(p.dtype), params)
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
       (grad_sum, new_stats), summaries = jax.lax.scan(
           accumulate, (zeros, state.batch_stats),
-          (split_microbatches(batch, num_chunks), jnp.arange(num_chunks)))
+          (split_microbatches(batch, num_chunks), jnp.arange(num_chunks)), unroll=True)
       grads = jax.tree.map(lambda g: g / num_chunks, grad_sum)
       summary = jax.tree.map(lambda x: jnp.mean(x, axis=0), summaries)
 
