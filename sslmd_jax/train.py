@@ -226,9 +226,10 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   they run one after another; the update uses the mean of the chunks' gradients, and the metrics
   are the chunks' means. Only one chunk's activations are live at a time, which lowers the step's
   memory (Monodepth2 at batch 12, k = 6: XLA's temporaries 6.37 -> 2.74 GiB), at the price of
-  compiling `k` copies of the networks (benchmarks/README.md). Chunk `i` draws its randomness from `fold_in(key, i)`. Losses that are means
-  over the batch give the full batch's gradient exactly, but BatchNorm normalises each chunk
-  with its own statistics and updates its running statistics once per chunk (as per-device
+  compiling `k` copies of the networks (benchmarks/README.md). Chunk `i` draws its randomness
+  from `fold_in(key, i)`. Terms that are plain means over samples give the full batch's gradient;
+  masked means (ratios of sums over the batch) differ slightly, and BatchNorm normalises each
+  chunk with its own statistics and updates its running statistics once per chunk (as per-device
   BatchNorm would with `k` times as many devices), so recipes with BatchNorm train slightly
   differently from `k = 1`.
   """
@@ -268,7 +269,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
         # finished, so one chunk's activations are live at a time. XLA:CPU drops
         # `lax.optimization_barrier` and its scheduler otherwise interleaves the unrolled chunks
         # (no memory saved); a rolled `lax.scan` keeps them apart but runs convolutions inside
-        # its loop 10-100x slower on CPU (benchmarks/README.md).
+        # its loop 7-100x slower on CPU (benchmarks/README.md).
         s = sum(leaf.reshape(-1)[0] for leaf in jax.tree.leaves(tree))
         return jax.tree.map(lambda p: p + 0.0 * s.astype(p.dtype), params)
 
