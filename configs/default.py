@@ -73,7 +73,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   m.posexp_channels = (16, 32, 64, 128, 256, 256, 256)  # SfMLearner PoseExpNet widths.
   m.motion_channels = (16, 32, 64, 128, 256, 512, 1024)  # Li et al. motion-field encoder widths.
   m.rotation = "axis_angle"  # Rotation parameterisation of 'resnet' pose nets: 'axis_angle' | 'euler'.
-  m.temporal_order = True  # Monodepth2: feed pairs in temporal order and invert for earlier sources.
+  # The pose net knows each pair's order in time. 'resnet': pairs are fed earlier frame first and
+  # the motion inverted for earlier sources (Monodepth2). 'motion_field': the pair's time direction
+  # (+1 / −1) is a ninth input channel (not in Li et al.; without it the net must tell forward
+  # from backward motion from the pixels alone, README "Results").
+  m.temporal_order = True
   m.motion_auto_mask = True  # Li: zero the residual field where its norm is below its mean.
   m.motion_burn_in_steps = 20000  # Li: residual field multiplied by clip(2·step/N − 1, 0, 1).
   m.learn_intrinsics = False  # Li/Gordon: learn fx, fy, cx, cy (used instead of the data's).

@@ -170,10 +170,11 @@ class Predictor:
       return (geometry.invert_transform(transform) if invert else transform), None
     depth_a = self._depth_fn(first)
     depth_b = self._depth_fn(second)
+    forward = jnp.ones(first.shape[:1]) if self.networks.pose.time_direction else None
     out, aux = self.networks.pose.apply(self._vars("pose"),
                                         jnp.concatenate([first, depth_a], -1),
                                         jnp.concatenate([second, depth_b], -1), burn_in=1.0,
-                                        train=False)
+                                        time_direction=forward, train=False)
     rotation = geometry.rotation_from_euler(out["rotation"][:, 0])
     transform = geometry.transform_from_pose(rotation, out["translation"][:, 0],
                                              rotation_type="matrix")

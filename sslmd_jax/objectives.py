@@ -183,7 +183,8 @@ def make_networks(config: ml_collections.ConfigDict) -> Networks:
                              channels=tuple(m.posexp_channels), dtype=dtype)
   else:
     pose = models.MotionFieldNet(channels=tuple(m.motion_channels), auto_mask=m.motion_auto_mask,
-                                 learn_intrinsics=m.learn_intrinsics, dtype=dtype)
+                                 learn_intrinsics=m.learn_intrinsics,
+                                 time_direction=m.temporal_order, dtype=dtype)
   return Networks(depth=depth, pose=pose, pose_kind=m.pose_net)
 
 
@@ -202,7 +203,9 @@ def init_variables(networks: Networks, config: ml_collections.ConfigDict,
                                    jnp.zeros((1, num_sources, h, w, 3)), train=False)
   else:
     rgbd = jnp.zeros((1, h, w, 4))
-    pose_vars = networks.pose.init({"params": pose_key}, rgbd, rgbd, burn_in=1.0, train=False)
+    direction = jnp.ones((1,)) if networks.pose.time_direction else None
+    pose_vars = networks.pose.init({"params": pose_key}, rgbd, rgbd, burn_in=1.0,
+                                   time_direction=direction, train=False)
   return {
       "params": {"depth": depth_vars["params"], "pose": pose_vars["params"]},
       "batch_stats": {"depth": depth_vars.get("batch_stats", {}),
@@ -250,6 +253,17 @@ def _per_pair_masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 def _gather_frames(x: jax.Array, indices: tuple[int, ...]) -> jax.Array:
   """`[B, S, ...] -> [B, len(indices), ...]` with static indices."""
   return jnp.stack([x[:, i] for i in indices], axis=1)
+
+
+def pair_time_directions(pairs: tuple[tuple[int, int], ...],
+                         offsets: tuple[int, ...]) -> tuple[float, ...]:
+  """Per pair `(a, b)` of snippet slots: +1.0 where frame `b` is later than `a`, else −1.0.
+
+  Args:
+    pairs: `(a, b)` slot indices into the snippet (warp `b` into `a`'s view).
+    offsets: each slot's frame offset in the video (`config.data.frame_offsets`).
+  """
+  return tuple(1.0 if offsets[b] > offsets[a] else -1.0 for a, b in pairs)
 
 
 def _pose_to_transform(rotation, translation, rotation_type):
@@ -371,7 +385,11 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
     rgbd_a = _gather_frames(rgbd, tuple(a for a, _ in pairs)).reshape(-1, height, width, 4)
     rgbd_b = _gather_frames(rgbd, tuple(b for _, b in pairs)).reshape(-1, height, width, 4)
     burn_in = jnp.clip(2.0 * step_f / m.motion_burn_in_steps - 1.0, 0.0, 1.0)
-    pose_out, pose_aux = networks.pose.apply(pose_vars, rgbd_a, rgbd_b, burn_in=burn_in, train=train)
+    direction = None
+    if networks.pose.time_direction:  # [B * P], pair-minor, as rgbd_a.
+      direction = jnp.tile(jnp.array(pair_time_directions(pairs, offsets), jnp.float32), bsz)
+    pose_out, pose_aux = networks.pose.apply(pose_vars, rgbd_a, rgbd_b, burn_in=burn_in,
+                                             time_direction=direction, train=train)
     num_pairs = len(pairs)
     rotation_field = geometry.rotation_from_euler(pose_out["rotation"][:, 0]).reshape(bsz, num_pairs, 3, 3)
     translation_field = pose_aux["translation_field"].reshape(bsz, num_pairs, height, width, 3)

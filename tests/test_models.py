@@ -264,6 +264,39 @@ def test_motion_field_burn_in_scales_intrinsics_and_auto_mask():
   np.testing.assert_allclose(masked, np.where(keep, field, 0.0), rtol=1e-6)
 
 
+def test_motion_field_time_direction_is_a_ninth_input_channel():
+  rng = np.random.default_rng(4)
+  a = rng.uniform(size=(2, 32, 48, 4)).astype(np.float32)
+  b = rng.uniform(size=(2, 32, 48, 4)).astype(np.float32)
+  plain = models.tiny_motion_field_net(auto_mask=False)
+  timed = models.tiny_motion_field_net(auto_mask=False, time_direction=True)
+  direction = jnp.array([1.0, -1.0])
+  v = _variables(timed, a, b, time_direction=direction)
+  kernel = v["params"]["conv1"]["conv"]["kernel"]
+  assert kernel.shape[2] == 9  # RGB-D of both frames, then the direction.
+  run = jax.jit(lambda v, d: timed.apply(v, a, b, time_direction=d))
+  # The direction is seen: flipping it changes the motion of each pair.
+  out, _ = run(v, direction)
+  flipped, _ = run(v, -direction)
+  assert not np.allclose(out["translation"], flipped["translation"], rtol=1e-3)
+  # With its kernel slice zeroed the channel is inert: the 8-channel network's motion exactly.
+  v_plain = jax.tree.map(lambda x: x, v)
+  v_plain["params"]["conv1"]["conv"]["kernel"] = kernel[:, :, :8]
+  v_zero = jax.tree.map(lambda x: x, v)
+  v_zero["params"]["conv1"]["conv"]["kernel"] = np.concatenate(
+      [kernel[:, :, :8], np.zeros_like(kernel[:, :, 8:])], axis=2)
+  expected, expected_aux = plain.apply(v_plain, a, b)
+  got, got_aux = run(v_zero, direction)
+  np.testing.assert_allclose(got_aux["residual_translation"], expected_aux["residual_translation"],
+                             rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(got["translation"], expected["translation"], rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(got["rotation"], expected["rotation"], rtol=1e-5, atol=1e-9)
+  with pytest.raises(ValueError, match=r"time_direction of shape \[2\]"):
+    timed.apply(v, a, b)
+  with pytest.raises(ValueError, match="built without time_direction"):
+    plain.apply(v_plain, a, b, time_direction=direction)
+
+
 def test_randomized_layer_norm_matches_numpy_and_noise_is_an_input():
   x = np.random.default_rng(2).normal(size=(2, 5, 6, 3)).astype(np.float32) * 3 + 1
   norm = models.RandomizedLayerNorm(epsilon=1e-3)

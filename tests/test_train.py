@@ -1,5 +1,6 @@
 """The train step and the run: every recipe learns, data parallelism is exact, runs resume."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -229,6 +230,43 @@ def test_li_scales_are_projected_onto_their_floor_and_recover():
     optimizer.update(down, state)
 
 
+def test_li_motion_net_is_told_each_pairs_time_direction():
+  """`model.temporal_order` with the motion field: +1 for pairs whose source is later, else -1."""
+  from sslmd_jax import inference  # pylint: disable=g-import-not-at-top
+  # Slots of offsets (0, -1, 1): pairs (target, previous), (target, next) and the reverses.
+  assert objectives.pair_time_directions(((0, 1), (0, 2), (1, 0), (2, 0)), (0, -1, 1)) == (
+      -1.0, 1.0, 1.0, -1.0)
+  config = train_utils.micro_config("dynamic_scenes")
+  config.model.temporal_order = True
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=2)
+  assert state.params["pose"]["conv1"]["conv"]["kernel"].shape[2] == 9
+
+  class Recording:
+    """The motion net, recording the directions each call is given."""
+    time_direction = True
+    seen = []
+
+    def apply(self, *args, **kwargs):
+      self.seen.append(np.asarray(kwargs["time_direction"]))
+      return networks.pose.apply(*args, **kwargs)
+
+  recording = Recording()
+  batch = train_utils.synthetic_batch(config)
+  loss, _ = objectives.compute_loss(
+      state.params, state.batch_stats, batch, networks=dataclasses.replace(networks, pose=recording),
+      config=config, step=jnp.int32(10), key=jax.random.key(0))
+  assert np.isfinite(float(loss))
+  bsz = config.data.batch_size
+  # Pair-minor, as the RGB-D inputs: pairs (t, s-1), (t, s+1), (s-1, t), (s+1, t) per sample.
+  np.testing.assert_array_equal(recording.seen[0], np.tile([-1.0, 1.0, 1.0, -1.0], bsz))
+  # Inference feeds consecutive frames in temporal order (+1).
+  predictor = inference.Predictor(config, state.params, state.batch_stats)
+  frames = np.random.default_rng(0).integers(0, 255, (3, 64, 96, 3), dtype=np.uint8)
+  motion = predictor.predict_motion(frames)
+  assert motion.shape == (2, 4, 4) and np.isfinite(motion).all()
+
+
 def test_automask_start_step_switches_auto_masking_on_at_that_step():
   config = train_utils.micro_config("monodepth2")
   batch = train_utils.synthetic_batch(config)
@@ -283,6 +321,7 @@ def test_smoothness_ramp_steps_scales_the_smoothness_term_linearly(recipe):
 _RUN = """
 import sys
 sys.path.insert(0, {repo!r})
+import dataclasses
 import json
 from absl import logging
 from tests import train_utils

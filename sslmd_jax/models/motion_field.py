@@ -76,7 +76,8 @@ class _RefineMotionField(nn.Module):
 class MotionFieldNet(nn.Module):
   """Li et al. 2020's motion-field network with the learned-intrinsics head (SPEC §3).
 
-  Encoder: 7 stride-2 3x3 ReLU convs (`channels`, 16 … 1024) on the 8-channel RGB-D pair →
+  Encoder: 7 stride-2 3x3 ReLU convs (`channels`, 16 … 1024) on the 8-channel RGB-D pair (9 with
+  `time_direction`) →
   global average pooling (the bottleneck) → 1x1 conv (no bias) to rotation (3 Euler angles,
   radians, `R = Rx · Ry · Rz`) and background translation (3). The translation is refined back to
   full resolution through every encoder level and the input (`_RefineMotionField`); the residual
@@ -93,7 +94,8 @@ class MotionFieldNet(nn.Module):
   `source_from_target`.
 
   Call: `rgbd_a`, `rgbd_b` `[B, H, W, 4]` (RGB in [0, 1] then depth), `burn_in` scalar in [0, 1],
-  `train` (unused: no normalisation).
+  `time_direction` `[B]` (+1 where `b` is later than `a`, −1 where earlier; needed exactly when
+  the `time_direction` attribute is set), `train` (unused: no normalisation).
 
   Returns `(output, aux)`: `output["rotation"]`, `output["translation"]` `[B, 1, 3]` (background,
   i.e. ego-motion); `aux["residual_translation"]` `[B, H, W, 3]` (object motion, after burn-in and
@@ -104,16 +106,21 @@ class MotionFieldNet(nn.Module):
     channels: the 7 encoder widths (16, 32, 64, 128, 256, 512, 1024).
     auto_mask: zero the residual where its norm is below its mean norm.
     learn_intrinsics: build the intrinsics head (`aux["intrinsics"]` absent otherwise).
+    time_direction: append the pair's time direction to the encoder's input as a ninth channel
+      (constant ±1), so that the network need not tell from the pixels alone whether `b` comes
+      before or after `a` (`config.model.temporal_order`; not in Li et al., who feed the 8 RGB-D
+      channels). The refinement's full-resolution level stays the 8-channel pair.
     dtype: computation dtype; parameters are float32.
   """
   channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
   auto_mask: bool = True
   learn_intrinsics: bool = True
+  time_direction: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, rgbd_a: jax.Array, rgbd_b: jax.Array, *, burn_in: float | jax.Array = 1.0,
-               train: bool = False) -> tuple[dict, dict]:
+               time_direction: jax.Array | None = None, train: bool = False) -> tuple[dict, dict]:
     del train  # No normalisation.
     for name, x in (("rgbd_a", rgbd_a), ("rgbd_b", rgbd_b)):
       if x.ndim != 4 or x.shape[-1] != 4:
@@ -124,8 +131,19 @@ class MotionFieldNet(nn.Module):
                        f"{tuple(rgbd_b.shape)} differ")
     bsz, height, width, _ = rgbd_a.shape
     images = jnp.concatenate([rgbd_a, rgbd_b], axis=-1).astype(self.dtype)
-    levels = [images]
-    x = images
+    channels = [images]
+    if self.time_direction:
+      if time_direction is None or jnp.shape(time_direction) != (bsz,):
+        raise ValueError(f"MotionFieldNet(time_direction=True): expected time_direction of shape "
+                         f"[{bsz}] (+1 or -1 per pair), got "
+                         f"{None if time_direction is None else tuple(jnp.shape(time_direction))}")
+      direction = jnp.asarray(time_direction, rgbd_a.dtype)[:, None, None, None]
+      channels.append(jnp.broadcast_to(direction, (bsz, height, width, 1)).astype(self.dtype))
+    elif time_direction is not None:
+      raise ValueError("MotionFieldNet: time_direction was given but the network was built "
+                       "without time_direction=True")
+    levels = [images]  # The refinement's full-resolution level: the RGB-D pair only.
+    x = jnp.concatenate(channels, axis=-1).astype(self.dtype)
     for i, c in enumerate(self.channels):
       x = nn.relu(Conv(c, 3, 2, dtype=self.dtype, name=f"conv{i + 1}")(x))
       levels.append(x)
