@@ -260,7 +260,8 @@ def test_li_motion_net_is_told_each_pairs_time_direction():
   bsz = config.data.batch_size
   # Pair-minor, as the RGB-D inputs: pairs (t, s-1), (t, s+1), (s-1, t), (s+1, t) per sample.
   np.testing.assert_array_equal(recording.seen[0], np.tile([-1.0, 1.0, 1.0, -1.0], bsz))
-  # Inference feeds consecutive frames in temporal order (+1).
+  # The predictor builds and runs the nine-channel net. That it feeds +1, the direction training
+  # gives the pair (t, t+1), is `test_predict_motion_is_the_motion_training_used` (test_predict).
   predictor = inference.Predictor(config, state.params, state.batch_stats)
   frames = np.random.default_rng(0).integers(0, 255, (3, 64, 96, 3), dtype=np.uint8)
   motion = predictor.predict_motion(frames)
@@ -321,7 +322,6 @@ def test_smoothness_ramp_steps_scales_the_smoothness_term_linearly(recipe):
 _RUN = """
 import sys
 sys.path.insert(0, {repo!r})
-import dataclasses
 import json
 from absl import logging
 from tests import train_utils
