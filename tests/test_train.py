@@ -79,6 +79,7 @@ def test_each_recipe_decreases_its_loss_without_recompiling(recipe):
 def test_eight_devices_equal_one_device():
   assert jax.device_count() == 8
   config = train_utils.micro_config("monodepth2")
+  config.loss.num_scales = config.loss.smoothness_scales = 1  # Smaller graphs, faster compiles.
   batch = train_utils.synthetic_batch(config)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -114,6 +115,7 @@ def test_gradient_accumulation_on_eight_devices_equals_one_device():
   config = train_utils.micro_config("sfmlearner")
   config.data.batch_size = 16
   config.data.height, config.data.width = 32, 64
+  config.loss.num_scales = config.loss.smoothness_scales = 1  # Smaller graphs, faster compiles.
   batch = train_utils.synthetic_batch(config)
   results = {}
   for chunks, devices in ((1, jax.devices()), (2, jax.devices()[:1]), (2, jax.devices())):
@@ -141,6 +143,7 @@ def test_gradient_accumulation_runs_batchnorm_per_chunk():
   # statistics on to the next chunk.
   config = train_utils.micro_config("monodepth2")
   config.data.height, config.data.width = 32, 64
+  config.loss.num_scales = config.loss.smoothness_scales = 1  # Smaller graphs, faster compiles.
   config.optim.microbatches = 2
   batch = train_utils.synthetic_batch(config)
   mesh = train.make_mesh(jax.devices()[:1])
@@ -337,8 +340,18 @@ train.train_and_evaluate(c, {workdir!r})
 """
 
 
-def _launch(workdir, data, steps, overrides=None):
+def _launch(workdir, data, steps, overrides=None, compilation_cache=None):
+  """Starts `train_and_evaluate` on the micro Monodepth2 config in a subprocess.
+
+  `compilation_cache`: a JAX persistent compilation cache directory, for tests that launch the
+  same run several times (each launch after the first loads the train step instead of compiling
+  it; in-process the cache is slower, so it is not on for the whole session).
+  """
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")  # XLA_FLAGS from conftest
+  if compilation_cache is not None:
+    env.update(JAX_COMPILATION_CACHE_DIR=str(compilation_cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
   code = _RUN.format(repo=str(train_utils.REPO), data=str(data), steps=steps,
                      overrides=json.dumps(overrides or {}), workdir=str(workdir))
   return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
@@ -375,16 +388,17 @@ def synthetic_dir(tmp_path_factory):
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, synthetic_dir):
+  cache = tmp_path / "jax_cache"  # The three launches compile the same step once.
   straight = tmp_path / "straight"
-  proc = _launch(straight, synthetic_dir, 6)
+  proc = _launch(straight, synthetic_dir, 6, compilation_cache=cache)
   out = proc.communicate(timeout=600)[0]
   assert proc.returncode == 0, out
   killed = tmp_path / "killed"
-  proc = _launch(killed, synthetic_dir, 6)
+  proc = _launch(killed, synthetic_dir, 6, compilation_cache=cache)
   _wait_for_checkpoint(killed, 2, proc)
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
-  proc = _launch(killed, synthetic_dir, 6)
+  proc = _launch(killed, synthetic_dir, 6, compilation_cache=cache)
   out = proc.communicate(timeout=600)[0]
   assert proc.returncode == 0, out
   assert "Resuming" in out
