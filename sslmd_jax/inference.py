@@ -11,6 +11,7 @@ Usage (a notebook, a service):
   predictor = inference.Predictor.from_workdir("runs/default")
   depth = predictor.predict_depth(images, at_input_size=True)   # [N, h, w, 1]
   camera_next_from_camera = predictor.predict_motion(frames)    # [N - 1, 4, 4]
+  object_motion = predictor.predict_object_motion(frames)       # [N - 1, H, W, 3] (Li et al.)
 """
 
 from __future__ import annotations
@@ -152,13 +153,17 @@ class Predictor:
     return self._motion_fn(self._to_model_size(first), self._to_model_size(second))
 
   def _motion_fn(self, first, second):
-    """`next_from_current` `[B, 4, 4]` for frames `first` → `second` (temporal order)."""
+    """`next_from_current` `[B, 4, 4]` for frames `first` → `second` (temporal order), and a dict.
+
+    The dict holds, for Li et al.'s motion-field network only, `intrinsics` `[B, 3, 3]` (learned,
+    or None) and `object_motion` `[B, H, W, 3]` (the residual translation field).
+    """
     kind = self.networks.pose_kind
     if kind == "resnet":
       out, _ = self.networks.pose.apply(self._vars("pose"), jnp.concatenate([first, second], -1),
                                         train=False)
       return geometry.transform_from_pose(out["rotation"][:, 0], out["translation"][:, 0],
-                                          rotation_type=self.config.model.rotation), None
+                                          rotation_type=self.config.model.rotation), {}
     if kind == "posexp":
       # `second` holds every source slot `[B, S-1, H, W, 3]` (`_posexp_inputs`); each slot
       # learned its own frame offset, so the motion is read from the +1 slot (or the -1
@@ -167,7 +172,7 @@ class Predictor:
       out, _ = self.networks.pose.apply(self._vars("pose"), first, second, train=False)
       transform = geometry.transform_from_pose(out["rotation"][:, slot], out["translation"][:, slot],
                                                rotation_type="euler")
-      return (geometry.invert_transform(transform) if invert else transform), None
+      return (geometry.invert_transform(transform) if invert else transform), {}
     depth_a = self._depth_fn(first)
     depth_b = self._depth_fn(second)
     forward = jnp.ones(first.shape[:1]) if self.networks.pose.time_direction else None
@@ -178,7 +183,8 @@ class Predictor:
     rotation = geometry.rotation_from_euler(out["rotation"][:, 0])
     transform = geometry.transform_from_pose(rotation, out["translation"][:, 0],
                                              rotation_type="matrix")
-    return transform, aux.get("intrinsics")
+    return transform, {"intrinsics": aux.get("intrinsics"),
+                       "object_motion": aux["residual_translation"]}
 
   def _prepare(self, images, name: str = "images") -> np.ndarray:
     """uint8 or float `[N, h, w, 3]` -> float32 in [0, 1] (resizing happens in the jitted functions)."""
@@ -235,6 +241,33 @@ class Predictor:
       out.append(np.asarray(transform)[:a.shape[0]])
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
+  def predict_object_motion(self, frames) -> np.ndarray:
+    """Li et al.'s object motion of consecutive frames: `[N−1, H, W, 3]` for frames `[N, h, w, 3]`.
+
+    Pair `i` is `(frames[i], frames[i+1])`: at each pixel of frame `i` (model size `H x W`), the
+    translation of that point beyond the camera's motion (the residual translation field after
+    burn-in, here complete, and the residual auto-mask), in camera `i+1`'s axes and the depth's
+    units. Zero where the scene is static; the total motion of the point is
+    `predict_motion(frames)[i]` plus this translation.
+
+    Raises:
+      ValueError: for a recipe without a motion-field network (`config.model.pose_net`).
+    """
+    if self.networks.pose_kind in ("resnet", "posexp"):
+      raise ValueError("predict_object_motion needs Li et al.'s motion-field network "
+                       f"(config.model.pose_net='motion_field'); this run's pose_net is "
+                       f"{self.config.model.pose_net!r}, which predicts camera motion only")
+    frames = self._prepare(frames, "frames")
+    out = []
+    for start in range(0, frames.shape[0] - 1, BUCKETS[-1]):
+      a = frames[:-1][start:start + BUCKETS[-1]]
+      size = _bucket(a.shape[0])
+      _, aux = self._motion(_pad(a, size), _pad(frames[1:][start:start + BUCKETS[-1]], size))
+      out.append(np.asarray(aux["object_motion"])[:a.shape[0]])
+    if not out:
+      return np.zeros((0, self.height, self.width, 3), np.float32)
+    return np.concatenate(out, axis=0)
+
   def predict_intrinsics(self, frames) -> np.ndarray | None:
     """Learned intrinsics `[3, 3]` (pixels of the model's input size), averaged over frame pairs, or None."""
     if not self.config.model.learn_intrinsics:
@@ -242,8 +275,8 @@ class Predictor:
     frames = self._prepare(frames, "frames")
     a, b = frames[:-1][:BUCKETS[-1]], frames[1:][:BUCKETS[-1]]
     size = _bucket(a.shape[0])
-    _, k = self._motion(_pad(a, size), _pad(b, size))
-    return np.asarray(k)[:a.shape[0]].mean(axis=0)
+    _, aux = self._motion(_pad(a, size), _pad(b, size))
+    return np.asarray(aux["intrinsics"])[:a.shape[0]].mean(axis=0)
 
 
 def flip_post_process_disparity(disparity: jax.Array, flipped_disparity: jax.Array) -> jax.Array:

@@ -226,6 +226,30 @@ def test_predict_rejects_unsupported_input(tmp_path, trained_workdir):
     predict.predict_main(trained_workdir, tmp_path / "missing", tmp_path / "out")
 
 
+def _training_aux_and_predictor(config):
+  """One snippet `[1, 3, 64, 96, 3]` at offsets (0, -1, 1), the loss's aux on it (eval mode, step
+  10^6, past every burn-in), and a `Predictor` of the same (randomly initialised) state."""
+  import jax.numpy as jnp
+  from sslmd_jax import objectives
+  from sslmd_jax import train
+  from sslmd_jax.data import transforms
+  config.data.batch_size = 1
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  rng = np.random.default_rng(0)
+  base = rng.integers(0, 256, (1, 3, 8, 12, 3), dtype=np.uint8)
+  frames = np.asarray(jax.image.resize(base.astype(np.float32), (1, 3, 64, 96, 3), "linear"))
+  frames = frames.round().astype(np.uint8)  # smooth textures; [B=1, S, H, W, 3] at offsets (0, -1, 1)
+  assert tuple(config.data.frame_offsets) == (0, -1, 1)
+  k = np.array([[[50.0, 0, 47.5], [0, 50.0, 31.5], [0, 0, 1]]], np.float32)
+  batch = {"images": frames, "color_jitter": transforms.IDENTITY_JITTER[None],
+           "intrinsics": k, "intrinsics_known": np.ones(1, np.float32)}
+  _, (_, aux, _) = objectives.compute_loss(
+      state.params, state.batch_stats, batch, networks=networks, config=config,
+      step=jnp.asarray(10**6, jnp.int32), key=jax.random.key(0), train=False)
+  return frames[0], aux, inference.Predictor(config, state.params, state.batch_stats, networks)
+
+
 @pytest.mark.parametrize("recipe", ["sfmlearner", "monodepth2", "dynamic_scenes"])
 def test_predict_motion_is_the_motion_training_used(recipe):
   """`predict_motion(f_t, f_t+1)` equals the loss's `b_from_a` for the pair (target, offset +1).
@@ -234,31 +258,36 @@ def test_predict_motion_is_the_motion_training_used(recipe):
   one output slot per source offset, Monodepth2 feeds pairs in temporal order and
   inverts, Li et al. warp with the background motion of the motion-field net.
   """
-  import jax.numpy as jnp
-  from sslmd_jax import objectives
-  from sslmd_jax import train
-  from sslmd_jax.data import transforms
   config = micro_config(recipe)
-  config.data.batch_size = 1
-  networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
-  rng = np.random.default_rng(0)
-  base = rng.integers(0, 256, (1, 3, 8, 12, 3), dtype=np.uint8)
-  frames = np.asarray(jax.image.resize(base.astype(np.float32), (1, 3, 64, 96, 3), "linear"))
-  frames = frames.round().astype(np.uint8)  # smooth textures; [B=1, S, H, W, 3] at offsets (0, -1, 1)
-  offsets = tuple(config.data.frame_offsets)
-  assert offsets == (0, -1, 1)
-  k = np.array([[[50.0, 0, 47.5], [0, 50.0, 31.5], [0, 0, 1]]], np.float32)
-  batch = {"images": frames, "color_jitter": transforms.IDENTITY_JITTER[None],
-           "intrinsics": k, "intrinsics_known": np.ones(1, np.float32)}
-  _, (_, aux, _) = objectives.compute_loss(
-      state.params, state.batch_stats, batch, networks=networks, config=config,
-      step=jnp.asarray(10**6, jnp.int32), key=jax.random.key(0), train=False)
-  sources = [o for o in offsets if o != 0]
+  frames, aux, predictor = _training_aux_and_predictor(config)
+  sources = [o for o in config.data.frame_offsets if o != 0]
   trained = np.asarray(aux["b_from_a"])[0, sources.index(1)]  # camera_{t+1}_from_camera_t
-  predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
   # The clip in temporal order (t-1, t, t+1); its pair 1 is (t, t+1).
-  predicted = predictor.predict_motion(np.stack([frames[0, 1], frames[0, 0], frames[0, 2]]))[1]
+  predicted = predictor.predict_motion(np.stack([frames[1], frames[0], frames[2]]))[1]
   # Random initial weights predict small motions (~1e-4): compare them, not the identity part.
   assert np.abs(trained - np.eye(4)).max() > 2e-5
   np.testing.assert_allclose(predicted - np.eye(4), trained - np.eye(4), rtol=1e-3, atol=1e-6)
+
+
+def test_predict_object_motion_is_the_residual_field_training_used():
+  """Li et al.: `predict_object_motion` is the loss's residual translation field of the pair.
+
+  The loss's `aux['motion_field']` is its first pair, (t, t-1). Without the time-direction
+  input (`temporal_order=False`) the network sees that pair exactly as `predict_object_motion`
+  sees the frames (f_t, f_t-1).
+  """
+  config = micro_config("dynamic_scenes")
+  config.model.temporal_order = False
+  frames, aux, predictor = _training_aux_and_predictor(config)
+  trained = np.asarray(aux["motion_field"])[0]  # [H, W, 3]
+  predicted = predictor.predict_object_motion(np.stack([frames[0], frames[1]]))
+  assert predicted.shape == (1, 64, 96, 3)
+  assert np.abs(trained).max() > 1e-7 and np.mean(trained == 0) > 0.1  # Nonzero, auto-masked.
+  # The loss reads depth as 1 / disparity and `predict_depth` the depth head; they agree to
+  # round-off, which moves the tiny random-init field by ~1e-9 (auto-mask edges may flip).
+  assert np.mean((predicted[0] == 0) == (trained == 0)) > 0.99
+  np.testing.assert_allclose(predicted[0], trained, rtol=0, atol=0.02 * np.abs(trained).max())
+  monodepth2 = inference.Predictor(micro_config("monodepth2"), predictor.params,
+                                   predictor.batch_stats)
+  with pytest.raises(ValueError, match=r"pose_net='motion_field'.*'resnet'"):
+    monodepth2.predict_object_motion(frames)
