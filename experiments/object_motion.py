@@ -34,12 +34,10 @@ import numpy as np
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", [], "Training run directories to measure.")
 
-MAX_DEPTH = 80.0  # As the evaluation (Eigen cap, metres).
-
 
 def measure(workdir: str) -> dict:
   """The figures of the module docstring for one run directory."""
-  from sslmd_jax import inference  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import evaluate_run, inference  # pylint: disable=g-import-not-at-top
   from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top
   predictor = inference.Predictor.from_workdir(workdir)
   has_field = predictor.config.model.pose_net == "motion_field"
@@ -57,9 +55,9 @@ def measure(workdir: str) -> dict:
     moving = np.stack([e["moving_mask"][..., 0] > 0.5 for e in extras])
     depth = predictor.predict_depth(frames, at_input_size=True)[..., 0]
     for i in range(n):
-      valid = (gt[i] > 1e-3) & (gt[i] < MAX_DEPTH)
+      valid = (gt[i] > 1e-3) & (gt[i] < evaluate_run.MAX_DEPTH)
       scaled = np.clip(depth[i] * np.median(gt[i][valid]) / np.median(depth[i][valid]), 1e-3,
-                       MAX_DEPTH)
+                       evaluate_run.MAX_DEPTH)
       on_car, static = valid & moving[i], valid & ~moving[i]
       figures["depth_ratio_static"].append(np.median(scaled[static] / gt[i][static]))
       if on_car.sum() >= 20:
