@@ -227,18 +227,25 @@ class Predictor:
       out.append(np.asarray(depth)[:chunk.shape[0]])
     return np.concatenate(out, axis=0)
 
+  def _motion_batches(self, first: np.ndarray, second: np.ndarray):
+    """Runs `_motion` over `first`/`second` in bucket-padded chunks of at most `BUCKETS[-1]` pairs.
+
+    Yields `(n, transform, aux)` per chunk, where only the first `n` rows of the padded
+    `transform` `[bucket, 4, 4]` and of each array in `aux` are real pairs.
+    """
+    for start in range(0, first.shape[0], BUCKETS[-1]):
+      a = first[start:start + BUCKETS[-1]]
+      size = _bucket(a.shape[0])
+      transform, aux = self._motion(_pad(a, size), _pad(second[start:start + BUCKETS[-1]], size))
+      yield a.shape[0], transform, aux
+
   def predict_motion(self, frames) -> np.ndarray:
     """Relative poses `camera_{i+1}_from_camera_i` `[N−1, 4, 4]` of consecutive frames `[N, h, w, 3]`."""
     frames = self._prepare(frames, "frames")
     first, second = frames[:-1], frames[1:]
     if self.networks.pose_kind == "posexp":
       first, second = self._posexp_inputs(frames)
-    out = []
-    for start in range(0, first.shape[0], BUCKETS[-1]):
-      a = first[start:start + BUCKETS[-1]]
-      size = _bucket(a.shape[0])
-      transform, _ = self._motion(_pad(a, size), _pad(second[start:start + BUCKETS[-1]], size))
-      out.append(np.asarray(transform)[:a.shape[0]])
+    out = [np.asarray(transform)[:n] for n, transform, _ in self._motion_batches(first, second)]
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
   def predict_object_motion(self, frames) -> np.ndarray:
@@ -258,12 +265,8 @@ class Predictor:
                        f"(config.model.pose_net='motion_field'); this run's pose_net is "
                        f"{self.config.model.pose_net!r}, which predicts camera motion only")
     frames = self._prepare(frames, "frames")
-    out = []
-    for start in range(0, frames.shape[0] - 1, BUCKETS[-1]):
-      a = frames[:-1][start:start + BUCKETS[-1]]
-      size = _bucket(a.shape[0])
-      _, aux = self._motion(_pad(a, size), _pad(frames[1:][start:start + BUCKETS[-1]], size))
-      out.append(np.asarray(aux["object_motion"])[:a.shape[0]])
+    out = [np.asarray(aux["object_motion"])[:n]
+           for n, _, aux in self._motion_batches(frames[:-1], frames[1:])]
     if not out:
       return np.zeros((0, self.height, self.width, 3), np.float32)
     return np.concatenate(out, axis=0)
