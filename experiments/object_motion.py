@@ -32,7 +32,45 @@ import json
 from absl import app, flags
 import numpy as np
 
-_WORKDIRS = flags.DEFINE_multi_string("workdir", [], "Training run directories to measure.")
+MIN_MOVING_PIXELS = 20  # Frames with fewer moving-car pixels give no moving-pixel figure.
+
+
+def depth_ratios(depth: np.ndarray, gt: np.ndarray, moving: np.ndarray, max_depth: float
+                 ) -> tuple[float, float | None]:
+  """Median `pred / gt` on static and on moving pixels of one image, after median scaling.
+
+  Args:
+    depth: `[H, W]` predicted depth (any units; median-scaled here to `gt`).
+    gt: `[H, W]` true depth (metres); pixels outside `(1e-3, max_depth)` are ignored.
+    moving: `[H, W]` bool, the independently moving objects.
+    max_depth: the evaluation's depth cap (metres); the scaled prediction is clipped to it.
+
+  Returns:
+    `(static_ratio, moving_ratio)`; `moving_ratio` is None with fewer than
+    `MIN_MOVING_PIXELS` valid moving pixels.
+  """
+  valid = (gt > 1e-3) & (gt < max_depth)
+  if not valid.any():
+    raise ValueError("the ground-truth depth has no valid pixel in (1e-3, max_depth)")
+  scaled = np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), 1e-3, max_depth)
+  on_car, static = valid & moving, valid & ~moving
+  static_ratio = float(np.median(scaled[static] / gt[static]))
+  if on_car.sum() < MIN_MOVING_PIXELS:
+    return static_ratio, None
+  return static_ratio, float(np.median(scaled[on_car] / gt[on_car]))
+
+
+def field_norms(field: np.ndarray, moving: np.ndarray) -> tuple[float, float | None]:
+  """Mean norm of an object-motion field `[H, W, 3]` on static and on moving pixels `[H, W]`.
+
+  Returns `(static_mean, moving_mean)`, in the field's units (depth units per frame);
+  `moving_mean` is None with fewer than `MIN_MOVING_PIXELS` moving pixels.
+  """
+  norm = np.linalg.norm(field, axis=-1)
+  static_mean = float(norm[~moving].mean())
+  if moving.sum() < MIN_MOVING_PIXELS:
+    return static_mean, None
+  return static_mean, float(norm[moving].mean())
 
 
 def measure(workdir: str) -> dict:
@@ -55,22 +93,20 @@ def measure(workdir: str) -> dict:
     moving = np.stack([e["moving_mask"][..., 0] > 0.5 for e in extras])
     depth = predictor.predict_depth(frames, at_input_size=True)[..., 0]
     for i in range(n):
-      valid = (gt[i] > 1e-3) & (gt[i] < evaluate_run.MAX_DEPTH)
-      scaled = np.clip(depth[i] * np.median(gt[i][valid]) / np.median(depth[i][valid]), 1e-3,
-                       evaluate_run.MAX_DEPTH)
-      on_car, static = valid & moving[i], valid & ~moving[i]
-      figures["depth_ratio_static"].append(np.median(scaled[static] / gt[i][static]))
-      if on_car.sum() >= 20:
-        figures["depth_ratio_moving"].append(np.median(scaled[on_car] / gt[i][on_car]))
+      static_ratio, moving_ratio = depth_ratios(depth[i], gt[i], moving[i], evaluate_run.MAX_DEPTH)
+      figures["depth_ratio_static"].append(static_ratio)
+      if moving_ratio is not None:
+        figures["depth_ratio_moving"].append(moving_ratio)
     if has_field:
-      field = np.linalg.norm(predictor.predict_object_motion(frames), axis=-1)  # [n-1, H, W]
-      if field.shape[1:] != moving.shape[1:]:
-        raise ValueError(f"{workdir}: the model's size {field.shape[1:]} differs from the test "
+      field = predictor.predict_object_motion(frames)  # [n-1, H, W, 3]
+      if field.shape[1:3] != moving.shape[1:]:
+        raise ValueError(f"{workdir}: the model's size {field.shape[1:3]} differs from the test "
                          f"frames' {moving.shape[1:]}; evaluate at the training size")
       for i in range(n - 1):
-        if moving[i].sum() >= 20:
-          figures["object_motion_moving"].append(field[i][moving[i]].mean())
-        figures["object_motion_static"].append(field[i][~moving[i]].mean())
+        static_mean, moving_mean = field_norms(field[i], moving[i])
+        figures["object_motion_static"].append(static_mean)
+        if moving_mean is not None:
+          figures["object_motion_moving"].append(moving_mean)
       ego = predictor.predict_motion(frames)[:, :3, 3]
       figures["ego_translation"] += list(np.linalg.norm(ego, axis=-1))
   result = {"workdir": workdir, "step": predictor.step}
@@ -82,11 +118,14 @@ def measure(workdir: str) -> dict:
 
 def main(argv):
   del argv
-  if not _WORKDIRS.value:
+  if not flags.FLAGS.workdir:
     raise app.UsageError("pass at least one --workdir")
-  for workdir in _WORKDIRS.value:
+  for workdir in flags.FLAGS.workdir:
     print(json.dumps(measure(workdir)))
 
 
 if __name__ == "__main__":
+  # Defined here, not at import, so that tests can import the functions above next to
+  # `sslmd_jax.cli`, whose `--workdir` flag has the same name.
+  flags.DEFINE_multi_string("workdir", [], "Training run directories to measure.")
   app.run(main)
