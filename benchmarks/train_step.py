@@ -15,14 +15,16 @@ Usage (from the repository root):
 
 One JSON line per batch size:
   images_per_s, step_s {median, min, max}   `iters` timed steps after `warmup` untimed ones
-  compile_s              lowering + XLA compilation of the step (first-step compile time)
+  compile_s              lowering + XLA compilation of the step's programs, with the release
+                         of the compiler's freed memory (`JittedTrainStep.compile`)
   gflop_per_step / gflop_per_image   from the compiled step's own cost analysis
   gflops                 achieved GFLOP/s (cost-analysis FLOPs / median step time)
   peak_gflops, fraction_of_peak      a float32 matmul's measured rate on this machine
   recompiled             whether any timed step compiled again (must be false)
   peak_rss_gib           the process's peak resident memory (GiB)
-  xla_memory_gib         the compiled step's buffers: temp (intermediates live at once),
-                         arguments, outputs, aliased (donated state updated in place)
+  xla_memory_gib         per compiled program (`step`; with --microbatches `start`, `accumulate`
+                         run once per chunk, `apply`): temp (intermediates live at once),
+                         arguments, outputs, aliased (donated buffers updated in place)
   op_profile             with --profile_dir: one more step traced by the JAX profiler, its
                          XLA operations' time summed per kind (convolution, dot, pad, ...),
                          the backward pass's share and the slowest operations
@@ -72,15 +74,19 @@ def measure(batch_size: int, peak: float | None) -> dict:
   step = train.jit_train_step(train.make_train_step(config, networks, optimizer), mesh, state)
 
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  programs = step.compile(state, batch)  # As `sslmd train` does before its first step.
   compile_s = time.perf_counter() - start
-  flops = common.compiled_flops(compiled)
+  # FLOPs per step: every program's cost analysis times its calls per step (the tiny `start`
+  # program of --microbatches may have none; the networks' program must).
+  flops = {name: common.compiled_flops(compiled) for name, (compiled, _) in programs.items()}
+  flops = (None if flops.get("step", flops.get("accumulate")) is None else
+           sum((f or 0.0) * programs[name][1] for name, f in flops.items()))
 
   start = time.perf_counter()
   state, metrics = step(state, batch)  # Served from the compilation above (see `recompiled`).
   jax.block_until_ready(metrics)
   first_step_s = time.perf_counter() - start
-  cache_before = step._cache_size()  # pylint: disable=protected-access
+  cache_before = step.compilations()
 
   def one_step():
     nonlocal state
@@ -88,7 +94,7 @@ def measure(batch_size: int, peak: float | None) -> dict:
     return step_metrics["loss"]
 
   timing = common.time_calls(one_step, iters=common.ITERS.value, warmup=common.WARMUP.value)
-  compilations = step._cache_size()  # pylint: disable=protected-access
+  compilations = step.compilations()
   recompiled = compilations != cache_before
   seconds = timing["median_s"]
   record = {
@@ -102,10 +108,14 @@ def measure(batch_size: int, peak: float | None) -> dict:
       "recompiled": recompiled, "compilations": compilations,
       "loss_finite": bool(np.isfinite(float(metrics["loss"]))),
       "peak_rss_gib": round(common.peak_rss_gib(), 2),
-      "xla_memory_gib": common.compiled_memory_gib(compiled),
+      # Per program: `step`, or `start` / `accumulate` (the chunk's) / `apply` with microbatches.
+      "xla_memory_gib": {name: common.compiled_memory_gib(compiled)
+                         for name, (compiled, _) in programs.items()},
   }
   if common.PROFILE_DIR.value:
-    record["op_profile"] = common.op_profile(one_step, compiled, common.PROFILE_DIR.value)
+    # The program that holds the networks: operations of the other programs are not classified.
+    main_program = programs["step" if "step" in programs else "accumulate"][0]
+    record["op_profile"] = common.op_profile(one_step, main_program, common.PROFILE_DIR.value)
   if flops is not None:
     record["gflop_per_step"] = round(flops / 1e9, 1)
     record["gflop_per_image"] = round(flops / 1e9 / batch_size, 2)

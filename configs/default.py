@@ -122,7 +122,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   o.decay_factor = 0.1  # Step decay factor (Monodepth2: 1e-4 → 1e-5).
   o.grad_clip_norm = 0.0  # Global-norm gradient clipping (Li: 10; 0 = off).
   o.num_steps = 150  # Training steps (the default run fits in 15 minutes on 2 CPU cores; papers: ~66k).
-  o.microbatches = 1  # Gradient accumulation: the step runs the batch as this many chunks, one at a time (less memory; BatchNorm statistics per chunk).
+  o.microbatches = 1  # Gradient accumulation: the step runs the batch as this many chunks, one call at a time, and makes one update (less memory; BatchNorm statistics per chunk).
 
   # ------------------------------------------------------------------ run
   c.run = r = ml_collections.ConfigDict()

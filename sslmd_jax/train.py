@@ -14,6 +14,8 @@ call `jax.distributed.initialize()` first (the launcher does).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import math
 import os
@@ -189,31 +191,74 @@ def collapse_warning(step: int, spread: float) -> str | None:
           "Results); try a smaller loss.smoothness_weight or a loss.smoothness_ramp_steps warm-up.")
 
 
-def split_microbatches(batch: dict, num: int) -> dict:
-  """Splits every `[B, ...]` array of `batch` into `num` chunks: `[num, B / num, ...]`.
+def microbatch(batch: dict, index, num: int) -> dict:
+  """Chunk `index` (an int or int32 scalar, traced or not) of `num` chunks of `batch`.
 
-  Chunk `i` holds samples `i, i + num, i + 2·num, …`. With the batch sharded on its leading axis
-  over `D` devices (contiguous blocks of `B / D`) and `B / D` divisible by `num`, every chunk takes
-  the same number of samples from each device's own block, so splitting moves no data between
-  devices.
+  Chunk `i` holds samples `i, i + num, i + 2·num, …` of every `[B, ...]` array: `[B / num, ...]`.
+  With the batch sharded on its leading axis over `D` devices (contiguous blocks of `B / D`) and
+  `B / D` divisible by `num`, every chunk takes the same number of samples from each device's own
+  block, so slicing a chunk moves no data between devices.
 
   Raises:
     ValueError: an array whose leading dimension is not divisible by `num` (named by its key).
   """
-  def split(path, x):
+  if num == 1:
+    return batch
+
+  def take(path, x):
     if x.ndim == 0 or x.shape[0] % num:
       raise ValueError(f"batch[{jax.tree_util.keystr(path)}] of shape {tuple(x.shape)}: its "
                        f"leading (batch) dimension must be divisible by config.optim.microbatches"
                        f"={num}.")
-    return jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1)
+    rows = x.reshape(x.shape[0] // num, num, *x.shape[1:])
+    return jax.lax.dynamic_index_in_dim(rows, index, axis=1, keepdims=False)
 
-  return jax.tree_util.tree_map_with_path(split, batch)
+  return jax.tree_util.tree_map_with_path(take, batch)
+
+
+@flax.struct.dataclass
+class Accumulated:
+  """What the chunks of one batch have contributed so far (replicated).
+
+  `grads`: the sum of their loss gradients (the tree of `TrainState.params`); `summary`: the sum
+  of their metrics (`loss`, every term, `depth_spread`); `batch_stats`: the BatchNorm running
+  statistics after the last chunk (each chunk starts from its predecessor's).
+  """
+  grads: Any
+  summary: Any
+  batch_stats: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+  """The recipe's train step as pure functions; calling it runs the whole step.
+
+  `TrainStep(state, batch) -> (state, metrics)` is `accumulate` once per chunk (`microbatches`
+  of them, `microbatch`), then `apply`:
+
+    accumulate(state, acc, batch, index) -> Accumulated    adds chunk `index`'s gradients to
+                                                           `acc` (`None`: nothing yet)
+    apply(state, acc) -> (state, metrics)                  one optimiser update from the mean
+    start(state, batch) -> Accumulated                     what `None` stands for, as arrays
+
+  `jit_train_step` jits the call as one program for `microbatches == 1`, and otherwise each
+  of the three separately, so that only one chunk's activations exist at a time.
+  """
+  start: Callable[[TrainState, dict], Accumulated]
+  accumulate: Callable[[TrainState, Accumulated | None, dict, Any], Accumulated]
+  apply: Callable[[TrainState, Accumulated], tuple[TrainState, dict]]
+  microbatches: int = 1
+
+  def __call__(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    acc = None
+    for index in range(self.microbatches):
+      acc = self.accumulate(state, acc, batch, index)
+    return self.apply(state, acc)
 
 
 def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Networks | None = None,
-                    optimizer: optax.GradientTransformation | None = None
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """The pure `(state, batch) -> (state, metrics)` step of the recipe in `config`.
+                    optimizer: optax.GradientTransformation | None = None) -> TrainStep:
+  """The pure train step of the recipe in `config`: `step(state, batch) -> (state, metrics)`.
 
   Randomness is `fold_in(PRNGKey(config.seed), step)`. A step whose loss or
   gradients are not finite leaves the state unchanged and reports
@@ -222,16 +267,14 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   `learning_rate`, `finite`, `depth_spread` (of the target frames' predicted depth).
 
   Gradient accumulation (`config.optim.microbatches = k > 1`): the batch is split into `k`
-  chunks (`split_microbatches`), each a forward and backward pass, unrolled and chained so that
-  they run one after another; the update uses the mean of the chunks' gradients, and the metrics
-  are the chunks' means. Only one chunk's activations are live at a time, which lowers the step's
-  memory (Monodepth2 at batch 12, k = 6: XLA's temporaries 6.37 -> 2.74 GiB), at the price of
-  compiling `k` copies of the networks (benchmarks/README.md). Chunk `i` draws its randomness
-  from `fold_in(key, i)`. Terms that are plain means over samples give the full batch's gradient;
+  chunks (`microbatch`), each a forward and backward pass; the update uses the mean of the
+  chunks' gradients and the metrics are the chunks' means. Chunk `i` draws its randomness from
+  `fold_in(key, i)`. Terms that are plain means over samples give the full batch's gradient;
   masked means (ratios of sums over the batch) differ slightly, and BatchNorm normalises each
   chunk with its own statistics and updates its running statistics once per chunk (as per-device
   BatchNorm would with `k` times as many devices), so recipes with BatchNorm train slightly
-  differently from `k = 1`.
+  differently from `k = 1`. Run by `jit_train_step`, one chunk's activations are live at a time
+  (benchmarks/README.md has the figures).
   """
   networks = networks or objectives.make_networks(config)
   optimizer = optimizer or make_optimizer(config)
@@ -250,43 +293,38 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                "depth_spread": depth_spread(jax.lax.stop_gradient(aux["depth"]))}
     return grads, summary, new_stats
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  def chunk_key(state, index):
     key = jax.random.fold_in(base_key, state.step)
-    if num_chunks == 1:
-      grads, summary, new_stats = gradients(state.params, state.batch_stats, batch, state.step,
-                                            key)
-    else:
-      def accumulate(carry, chunk_and_index):
-        grad_sum, batch_stats = carry
-        chunk, index = chunk_and_index
-        grads, summary, new_stats = gradients(after(grad_sum, state.params), batch_stats, chunk,
-                                              state.step, jax.random.fold_in(key, index))
-        return (jax.tree.map(jnp.add, grad_sum, grads), new_stats), summary
+    return key if num_chunks == 1 else jax.random.fold_in(key, index)
 
-      def after(tree, params):
-        # `params + 0·s` with `s` read from every leaf of `tree` (the gradients so far): the
-        # chunk's forward pass cannot start before the previous chunk's backward pass has
-        # finished, so one chunk's activations are live at a time. XLA:CPU drops
-        # `lax.optimization_barrier` and its scheduler otherwise interleaves the unrolled chunks
-        # (no memory saved); a rolled `lax.scan` keeps them apart but runs convolutions inside
-        # its loop 7-100x slower on CPU (benchmarks/README.md).
-        s = sum(leaf.reshape(-1)[0] for leaf in jax.tree.leaves(tree))
-        return jax.tree.map(lambda p: p + 0.0 * s.astype(p.dtype), params)
+  def start(state: TrainState, batch: dict) -> Accumulated:
+    shapes = jax.eval_shape(gradients, state.params, state.batch_stats,
+                            microbatch(batch, 0, num_chunks), state.step, chunk_key(state, 0))
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+    return Accumulated(grads=zeros(shapes[0]), summary=zeros(shapes[1]),
+                       batch_stats=state.batch_stats)
 
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grad_sum, new_stats), summaries = jax.lax.scan(
-          accumulate, (zeros, state.batch_stats),
-          (split_microbatches(batch, num_chunks), jnp.arange(num_chunks)), unroll=True)
-      grads = jax.tree.map(lambda g: g / num_chunks, grad_sum)
-      summary = jax.tree.map(lambda x: jnp.mean(x, axis=0), summaries)
+  def accumulate(state: TrainState, acc: Accumulated | None, batch: dict, index) -> Accumulated:
+    grads, summary, new_stats = gradients(state.params,
+                                          state.batch_stats if acc is None else acc.batch_stats,
+                                          microbatch(batch, index, num_chunks), state.step,
+                                          chunk_key(state, index))
+    if acc is None:
+      return Accumulated(grads=grads, summary=summary, batch_stats=new_stats)
+    return Accumulated(grads=jax.tree.map(jnp.add, acc.grads, grads),
+                       summary=jax.tree.map(jnp.add, acc.summary, summary),
+                       batch_stats=new_stats)
 
+  def apply(state: TrainState, acc: Accumulated) -> tuple[TrainState, dict]:
+    grads = jax.tree.map(lambda g: g / num_chunks, acc.grads)
+    summary = jax.tree.map(lambda x: x / num_chunks, acc.summary)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     grad_norm = _tree_norm(grads)
     finite = jnp.isfinite(summary["loss"]) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = TrainState(step=state.step + 1, params=keep(new_params, state.params),
-                           batch_stats=keep(new_stats, state.batch_stats),
+                           batch_stats=keep(acc.batch_stats, state.batch_stats),
                            opt_state=keep(new_opt_state, state.opt_state))
     metrics = {**summary, "grad_norm": grad_norm,
                "param_norm": _tree_norm(state.params),
@@ -294,16 +332,92 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
-  return train_step
+  return TrainStep(start=start, accumulate=accumulate, apply=apply, microbatches=num_chunks)
 
 
-def jit_train_step(train_step, mesh: jax.sharding.Mesh, state: TrainState):
-  """`jax.jit` of the step: state replicated (and donated), batch sharded on `'data'`."""
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  state_sharding = jax.tree.map(lambda _: replicated, state)
-  return jax.jit(train_step, in_shardings=(state_sharding, data),
-                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+def release_freed_host_memory() -> None:
+  """Hands the C heap's free pages back to the operating system (glibc `malloc_trim`).
+
+  Compiling a train step makes XLA allocate and free over a gigabyte of small objects; glibc
+  keeps those pages, so without this they stay in the process's resident memory for the whole
+  run (Monodepth2 at 192 x 640: 0.57 GiB). A no-op where the C library has no `malloc_trim`.
+  """
+  try:
+    ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError, TypeError):
+    pass
+
+
+class JittedTrainStep:
+  """A `TrainStep` compiled for a mesh: `step(state, batch) -> (state, metrics)`.
+
+  The state is replicated and donated (updated in place), the batch sharded on `'data'`. With
+  one chunk the step is one XLA program. With `k > 1` chunks it is three, called from the host
+  in turn (`start`, `k` x `accumulate`, `apply`): XLA would interleave chunks unrolled in one
+  program (keeping every chunk's activations) and runs convolutions inside a rolled loop far
+  slower on CPU (benchmarks/README.md), so the chunks are separate calls that reuse one
+  executable and one set of buffers.
+  """
+
+  def __init__(self, train_step: Callable, mesh: jax.sharding.Mesh, state: TrainState):
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    state_sharding = jax.tree.map(lambda _: replicated, state)
+    self.microbatches = getattr(train_step, "microbatches", 1)
+    if self.microbatches == 1:
+      self._programs = {"step": jax.jit(train_step, in_shardings=(state_sharding, data),
+                                        out_shardings=(state_sharding, replicated),
+                                        donate_argnums=(0,))}
+      return
+    self._programs = {
+        "start": jax.jit(train_step.start, in_shardings=(state_sharding, data),
+                         out_shardings=replicated),
+        "accumulate": jax.jit(train_step.accumulate,
+                              in_shardings=(state_sharding, replicated, data, replicated),
+                              out_shardings=replicated, donate_argnums=(1,)),
+        "apply": jax.jit(train_step.apply, in_shardings=(state_sharding, replicated),
+                         out_shardings=(state_sharding, replicated), donate_argnums=(0,)),
+    }
+    self._indices = [jax.device_put(np.int32(i), replicated) for i in range(self.microbatches)]
+
+  def __call__(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    if self.microbatches == 1:
+      return self._programs["step"](state, batch)
+    acc = self._programs["start"](state, batch)
+    for index in self._indices:
+      acc = self._programs["accumulate"](state, acc, batch, index)
+    return self._programs["apply"](state, acc)
+
+  def compile(self, state: TrainState, batch: dict) -> dict[str, tuple[Any, int]]:
+    """Compiles the step's programs for these shapes before the first call, then releases the
+    compiler's freed host memory (`release_freed_host_memory`).
+
+    Returns `{name: (jax.stages.Compiled, calls per step)}`, for cost and memory analyses.
+    Later calls with the same shapes run these executables (no recompilation).
+    """
+    if self.microbatches == 1:
+      compiled = {"step": (self._programs["step"].lower(state, batch).compile(), 1)}
+    else:
+      acc = jax.eval_shape(self._programs["start"], state, batch)
+      compiled = {
+          "start": (self._programs["start"].lower(state, batch).compile(), 1),
+          "accumulate": (self._programs["accumulate"].lower(state, acc, batch,
+                                                            self._indices[0]).compile(),
+                         self.microbatches),
+          "apply": (self._programs["apply"].lower(state, acc).compile(), 1),
+      }
+    release_freed_host_memory()
+    return compiled
+
+  def compilations(self) -> int:
+    """How many executables the step's programs hold (grows only when the step recompiles)."""
+    return sum(p._cache_size() for p in self._programs.values())  # pylint: disable=protected-access
+
+
+def jit_train_step(train_step: Callable, mesh: jax.sharding.Mesh,
+                   state: TrainState) -> JittedTrainStep:
+  """`train_step` (a `TrainStep`, or any pure `(state, batch)` step) jitted on `mesh`."""
+  return JittedTrainStep(train_step, mesh, state)
 
 
 def pipeline_options(config: ml_collections.ConfigDict, *, train: bool = True,
@@ -457,6 +571,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     step = start
     while step < num_steps:
       batch = pipeline_lib.global_batch(next(iterator), mesh)
+      if step == start:  # Compile first, then hand the compiler's freed memory back.
+        step_fn.compile(state, batch)
       state, metrics = step_fn(state, batch)
       step += 1
       finite = bool(metrics["finite"])  # One scalar to the host per step: the non-finite guard.

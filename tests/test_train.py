@@ -31,6 +31,10 @@ def _state_and_step(config, mesh, optimizer=None):
   return state, step
 
 
+def mesh_replicated(mesh):
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
 def _shard(batch, mesh):
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}
@@ -97,14 +101,16 @@ def test_eight_devices_equal_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_split_microbatches_interleaves_samples_and_names_a_bad_array():
+def test_microbatch_interleaves_samples_and_names_a_bad_array():
   batch = {"images": np.arange(12).reshape(6, 2), "intrinsics": np.arange(6)}
-  chunks = train.split_microbatches(batch, 3)
-  assert chunks["images"].shape == (3, 2, 2)
-  np.testing.assert_array_equal(chunks["intrinsics"], [[0, 3], [1, 4], [2, 5]])
-  np.testing.assert_array_equal(chunks["images"][1], [[2, 3], [8, 9]])
+  chunk = train.microbatch(batch, 1, 3)
+  np.testing.assert_array_equal(chunk["intrinsics"], [1, 4])
+  np.testing.assert_array_equal(chunk["images"], [[2, 3], [8, 9]])
+  traced = jax.jit(lambda b, i: train.microbatch(b, i, 3))(batch, jnp.int32(2))
+  np.testing.assert_array_equal(traced["intrinsics"], [2, 5])
+  assert train.microbatch(batch, 0, 1) is batch
   with pytest.raises(ValueError, match=r"intrinsics.*divisible by config.optim.microbatches=4"):
-    train.split_microbatches({"intrinsics": np.zeros((6, 3, 3))}, 4)
+    train.microbatch({"intrinsics": np.zeros((6, 3, 3))}, 0, 4)
 
 
 def test_gradient_accumulation_on_eight_devices_equals_one_device():
@@ -148,8 +154,21 @@ def test_gradient_accumulation_runs_batchnorm_per_chunk():
   batch = train_utils.synthetic_batch(config)
   mesh = train.make_mesh(jax.devices()[:1])
   state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+  batch_on_mesh = _shard(batch, mesh)
+  # The same step as one pure program (the definition the host loop must reproduce).
+  one_program = jax.device_get(jax.jit(train.make_train_step(
+      config, objectives.make_networks(config), optax.sgd(0.05)))(state, batch_on_mesh))
+  # Run by `jit_train_step`: three programs, the chunk's called once per chunk, no recompilation.
+  compiled = step.compile(state, batch_on_mesh)
+  assert {name: calls for name, (_, calls) in compiled.items()} == {
+      "start": 1, "accumulate": 2, "apply": 1}
   state, (new_state, metrics) = (jax.device_get(state),
-                                 jax.device_get(step(state, _shard(batch, mesh))))
+                                 jax.device_get(step(state, batch_on_mesh)))
+  assert step.compilations() == 3
+  jax.block_until_ready(step(jax.device_put(new_state, mesh_replicated(mesh)), batch_on_mesh))
+  assert step.compilations() == 3
+  for a, b in zip(jax.tree.leaves(one_program), jax.tree.leaves((new_state, metrics))):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
   networks = objectives.make_networks(config)
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
