@@ -1,4 +1,4 @@
-"""The benchmark scripts' measurement helpers and one end-to-end run of `train_step.py`."""
+"""The benchmark scripts' measurement helpers and end-to-end runs of `train_step.py`."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -51,7 +52,29 @@ def test_train_step_script_reports_a_complete_json_line(tmp_path):
   assert record["recompiled"] is False and record["loss_finite"] is True
   assert record["images_per_s"] > 0 and record["step_s"]["min_s"] <= record["step_s"]["median_s"]
   assert record["gflop_per_image"] > 0 and record["peak_rss_gib"] > 0
-  memory = record["xla_memory_gib"]
+  memory = record["xla_memory_gib"]["step"]  # One program without --microbatches.
   assert memory["temp"] > 0 and memory["arguments"] > 0
   assert memory["aliased"] > 0  # The state is donated: updated in place.
   assert record["op_profile"]["by_kind"]["convolution"]["share"] > 0
+
+
+def test_train_step_script_counts_every_chunk_with_microbatches():
+  records = {}
+  for k in (1, 2):
+    command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--height=64",
+               "--width=64", "--batch_sizes=4", f"--microbatches={k}", "--iters=1", "--warmup=0",
+               "--nopeak"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
+                                      "--xla_llvm_disable_expensive_passes=true"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records[k] = json.loads(result.stdout.strip().splitlines()[-1])
+  chunked = records[2]
+  assert chunked["microbatches"] == 2 and chunked["recompiled"] is False
+  assert chunked["compilations"] == 3
+  assert set(chunked["xla_memory_gib"]) == {"start", "accumulate", "apply"}
+  # The chunk program runs twice per step: the step's FLOPs are the whole batch's.
+  assert chunked["gflop_per_image"] == pytest.approx(records[1]["gflop_per_image"], rel=0.05)
+  # One chunk's activations at a time.
+  assert chunked["xla_memory_gib"]["accumulate"]["temp"] < records[1]["xla_memory_gib"]["step"]["temp"]
