@@ -24,14 +24,12 @@ from tests import train_utils
 def _state_and_step(config, mesh, optimizer=None):
   networks = objectives.make_networks(config)
   optimizer = optimizer or train.make_optimizer(config)
-  state = train.create_train_state(config, networks, optimizer)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = jax.device_put(state, replicated)
+  state = jax.device_put(train.create_train_state(config, networks, optimizer), _replicated(mesh))
   step = train.jit_train_step(train.make_train_step(config, networks, optimizer), mesh, state)
   return state, step
 
 
-def mesh_replicated(mesh):
+def _replicated(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
@@ -57,7 +55,7 @@ def test_each_recipe_decreases_its_loss_without_recompiling(recipe):
     return inner(state, batch)
 
   state = train.create_train_state(config, networks, optimizer)
-  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  state = jax.device_put(state, _replicated(mesh))
   step = train.jit_train_step(counting_step, mesh, state)
   batch = _shard(train_utils.synthetic_batch(config), mesh)
   losses = []
@@ -165,7 +163,7 @@ def test_gradient_accumulation_runs_batchnorm_per_chunk():
   state, (new_state, metrics) = (jax.device_get(state),
                                  jax.device_get(step(state, batch_on_mesh)))
   assert step.compilations() == 3
-  jax.block_until_ready(step(jax.device_put(new_state, mesh_replicated(mesh)), batch_on_mesh))
+  jax.block_until_ready(step(jax.device_put(new_state, _replicated(mesh)), batch_on_mesh))
   assert step.compilations() == 3
   for a, b in zip(jax.tree.leaves(one_program), jax.tree.leaves((new_state, metrics))):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
