@@ -2,18 +2,21 @@ r"""Depth-inference throughput through the API users call (`sslmd_jax.inference.
 
 The network is the recipe's depth net (Monodepth2: ResNet-18 encoder + decoder)
 at 192 x 640, eval mode; each timed call is `Predictor.predict_depth(uint8 images)`
-(host conversion, transfer, the jitted network, the copy back to NumPy). Weights are random:
+(host conversion, transfer, the jitted network, the copy back to NumPy), which runs the batch in
+calls of `Predictor.images_per_call` images (`--images_per_call`; default one 192 x 640 image per
+call on CPU, see `inference.default_images_per_call`). Weights are random:
 throughput does not depend on them; they are built on the host, so no random
 initialiser is compiled.
 
 Usage (from the repository root):
   python benchmarks/inference.py                            # batch 1 and 8, float32
   python benchmarks/inference.py --batch_sizes=1,8,16 --dtype=bfloat16 --iters=20
+  python benchmarks/inference.py --batch_sizes=8 --images_per_call=8   # one call per batch
 
 One JSON line per batch size: images_per_s, call_s {median, min, max} over
 `iters` timed calls after `warmup` untimed ones (each waited on with
-`block_until_ready`), compile_s, GFLOP per image from the compiled function's cost
-analysis, achieved GFLOP/s and its fraction of a measured float32 matmul peak,
+`block_until_ready`), images_per_call, compile_s of the jitted call's program, GFLOP per image
+from that program's cost analysis, achieved GFLOP/s and its fraction of a measured float32 matmul peak,
 whether a timed call recompiled, and the process's peak RSS; with `--profile_dir`,
 the per-operation breakdown of one more traced call (`common.op_profile`).
 """
@@ -29,8 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import common  # benchmarks/common.py: the script's own folder is first on sys.path.
+from sslmd_jax import inference
 
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
+_IMAGES_PER_CALL = flags.DEFINE_integer(
+    "images_per_call", 0, "Most images per jitted call (0 = inference.default_images_per_call).")
 
 
 def host_variables(net, height: int, width: int, seed: int = 0):
@@ -49,13 +55,14 @@ def host_variables(net, height: int, width: int, seed: int = 0):
   return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
 
 
-def make_predictor(config):
+def make_predictor(config, images_per_call: int | None = None):
   """A `Predictor` of `config`'s networks with host-filled random variables."""
-  from sslmd_jax import inference, objectives  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import objectives  # pylint: disable=g-import-not-at-top
   networks = objectives.make_networks(config)
   variables = host_variables(networks.depth, config.data.height, config.data.width)
   return inference.Predictor(config, {"depth": variables["params"]},
-                             {"depth": variables.get("batch_stats", {})}, networks)
+                             {"depth": variables.get("batch_stats", {})}, networks,
+                             images_per_call=images_per_call)
 
 
 def main(argv):
@@ -64,15 +71,19 @@ def main(argv):
   for batch_size in map(int, _BATCH_SIZES.value):
     config = common.load_config(common.CONFIG.value, height=common.HEIGHT.value, width=common.WIDTH.value,
                          batch_size=batch_size, dtype=common.DTYPE.value)
-    predictor = make_predictor(config)
+    predictor = make_predictor(config, _IMAGES_PER_CALL.value or None)
     images = np.random.default_rng(batch_size).integers(
         0, 256, (batch_size, common.HEIGHT.value, common.WIDTH.value, 3), dtype=np.uint8)
     depth_fn = predictor._depth  # pylint: disable=protected-access  (the jitted function predict_depth calls)
-    float_images = images.astype(np.float32) / 255.0
+    # The program predict_depth runs: a call of up to images_per_call images, padded to a bucket.
+    call_size = inference.bucket_size(min(batch_size, predictor.images_per_call))
+    calls = -(-batch_size // predictor.images_per_call)
+    float_images = images[:1].astype(np.float32).repeat(call_size, axis=0) / 255.0
     start = time.perf_counter()
     compiled = depth_fn.lower(float_images, flip_post_process=False, output_size=None).compile()
     compile_s = time.perf_counter() - start
     flops = common.compiled_flops(compiled)
+    flops = None if flops is None else flops * batch_size / call_size  # Per batch (padding excluded).
     predictor.predict_depth(images)
     cache_before = depth_fn._cache_size()  # pylint: disable=protected-access
     # Timed: the public call (uint8 -> float on the host, transfer, jitted network, copy back).
@@ -83,6 +94,7 @@ def main(argv):
         "benchmark": "depth_inference", "recipe": config.recipe, "height": common.HEIGHT.value,
         "width": common.WIDTH.value, "batch_size": batch_size, "dtype": common.DTYPE.value,
         "images_per_s": round(batch_size / seconds, 2),
+        "images_per_call": predictor.images_per_call, "calls_per_batch": calls,
         "call_s": {k: round(v, 4) for k, v in timing.items() if k != "iters"},
         "iters": timing["iters"], "warmup": common.WARMUP.value, "compile_s": round(compile_s, 1),
         "recompiled": depth_fn._cache_size() != cache_before,  # pylint: disable=protected-access

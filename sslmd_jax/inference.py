@@ -1,10 +1,13 @@
 """Batched, jitted prediction with trained networks: depth of images, motion between frames.
 
 `Predictor` wraps a run's networks and variables (`Predictor.from_workdir`
-loads a run once). Batches are padded to a fixed bucket size (`BUCKETS`) so
-that a stream of calls with varying batch sizes compiles once per bucket and
-input size, not once per call. Inputs of any size are resized to the model's
-inside the jitted function (and, on request, depth is resized back).
+loads a run once). A call's images run through the jitted networks in chunks of
+`Predictor.images_per_call` (`default_images_per_call`: one 192 x 640 image's worth of
+pixels per call on CPU, where that is fastest per image; up to 32 images on
+accelerators), each padded to a fixed bucket size (`BUCKETS`), so that a stream
+of calls with varying batch sizes compiles once per bucket and input size, not
+once per call. Inputs of any size are resized to the model's inside the jitted
+function (and, on request, depth is resized back).
 
 Usage (a notebook, a service):
 
@@ -30,8 +33,35 @@ from sslmd_jax import objectives
 
 BUCKETS = (1, 2, 4, 8, 16, 32)
 
+# At most this many model-size pixels (one 192 x 640 image) per jitted call on CPU. XLA:CPU's
+# convolutions run faster per image when a call's activations are small: for a batch of 32
+# images at 64 x 192 (tiny depth net), 127 / 156 / 172 / 105 / 112 images/s in calls of
+# 1 / 4 / 8 / 16 / 32 images; for a batch of 8 at 192 x 640 (ResNet-18 depth net), 4.3-5.0
+# images/s in calls of 1 image against 3.6-3.7 in one call of 8 (2-core Xeon, 2026-11-22;
+# benchmarks/README.md).
+CPU_PIXELS_PER_CALL = 192 * 640
 
-def _bucket(n: int) -> int:
+
+def default_images_per_call(height: int, width: int, backend: str | None = None) -> int:
+  """How many `height x width` images one jitted inference call runs by default.
+
+  Args:
+    height, width: the model's input size (pixels).
+    backend: a JAX backend name; default `jax.default_backend()`.
+
+  Returns:
+    On CPU, the largest of `BUCKETS` whose images hold at most `CPU_PIXELS_PER_CALL` pixels
+    (at least 1); on GPU and TPU, `BUCKETS[-1]`.
+  """
+  if (backend or jax.default_backend()) != "cpu":
+    return BUCKETS[-1]
+  fits = [b for b in BUCKETS if b * height * width <= CPU_PIXELS_PER_CALL]
+  return fits[-1] if fits else 1
+
+
+def bucket_size(n: int) -> int:
+  """The padded batch size a jitted call of `n` images runs at: the smallest of `BUCKETS` >= n
+  (beyond the largest, the next multiple of it)."""
   for b in BUCKETS:
     if n <= b:
       return b
@@ -52,26 +82,38 @@ class Predictor:
     config: the run's config (network architecture, input size).
     params, batch_stats: `{'depth', 'pose'}` variables (e.g. from a checkpoint).
     networks: optional, from `objectives.make_networks(config)`.
+    images_per_call: most images (or frame pairs) per jitted call; larger batches run as
+      several calls. Default: `default_images_per_call(height, width)`.
+
+  Raises:
+    ValueError: if `images_per_call` is not a positive integer.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, params, batch_stats, networks=None):
+  def __init__(self, config: ml_collections.ConfigDict, params, batch_stats, networks=None, *,
+               images_per_call: int | None = None):
     self.config = config
     self.networks = networks or objectives.make_networks(config)
     self.params = params
     self.batch_stats = batch_stats
     self.height, self.width = config.data.height, config.data.width
     self.step: int | None = None
+    if images_per_call is None:
+      images_per_call = default_images_per_call(self.height, self.width)
+    if isinstance(images_per_call, bool) or not isinstance(images_per_call, int) or images_per_call < 1:
+      raise ValueError(f"images_per_call must be a positive integer, got {images_per_call!r}")
+    self.images_per_call = images_per_call
     self._depth = jax.jit(self._depth_full_fn, static_argnames=("flip_post_process", "output_size"))
     self._motion = jax.jit(self._motion_resized_fn)
 
   @classmethod
-  def from_workdir(cls, workdir: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None
-                   ) -> "Predictor":
+  def from_workdir(cls, workdir: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
+                   images_per_call: int | None = None) -> "Predictor":
     """Loads a training run once: `workdir/config.json` and its newest checkpoint.
 
     Args:
       workdir: a run directory written by `train.train_and_evaluate`.
       config: optional config overriding `workdir/config.json` (same architecture).
+      images_per_call: see `Predictor`.
 
     Raises:
       FileNotFoundError: naming the file when `config.json` or every checkpoint is missing.
@@ -90,7 +132,8 @@ class Predictor:
     abstract = jax.eval_shape(lambda: train.create_train_state(
         init_config, networks, train.make_optimizer(init_config)))
     state = jax.device_get(train.restore_state(workdir, config, abstract))
-    predictor = cls(config, state.params, state.batch_stats, networks)
+    predictor = cls(config, state.params, state.batch_stats, networks,
+                    images_per_call=images_per_call)
     predictor.step = int(state.step)
     return predictor
 
@@ -202,8 +245,8 @@ class Predictor:
     """Depth (network units; metres after median or stereo scaling) of `[N, h, w, 3]` images.
 
     Images (uint8, or float in [0, 1]) of any size are resized to the model's
-    input size inside the jitted function; batches are padded to a bucket of
-    `BUCKETS` so that one compilation serves every batch size up to it.
+    input size inside the jitted function. They run in chunks of `images_per_call`, each
+    padded to a bucket of `BUCKETS` so that one compilation serves every batch size up to it.
 
     Args:
       images: `[N, h, w, 3]` RGB.
@@ -219,24 +262,25 @@ class Predictor:
     n = images.shape[0]
     output_size = tuple(images.shape[1:3]) if at_input_size else None
     out = []
-    for start in range(0, n, BUCKETS[-1]):
-      chunk = images[start:start + BUCKETS[-1]]
-      size = _bucket(chunk.shape[0])
+    for start in range(0, n, self.images_per_call):
+      chunk = images[start:start + self.images_per_call]
+      size = bucket_size(chunk.shape[0])
       depth = self._depth(_pad(chunk, size), flip_post_process=flip_post_process,
                           output_size=output_size)
       out.append(np.asarray(depth)[:chunk.shape[0]])
     return np.concatenate(out, axis=0)
 
   def _motion_batches(self, first: np.ndarray, second: np.ndarray):
-    """Runs `_motion` over `first`/`second` in bucket-padded chunks of at most `BUCKETS[-1]` pairs.
+    """Runs `_motion` over `first`/`second` in bucket-padded chunks of `images_per_call` pairs.
 
     Yields `(n, transform, aux)` per chunk, where only the first `n` rows of the padded
     `transform` `[bucket, 4, 4]` and of each array in `aux` are real pairs.
     """
-    for start in range(0, first.shape[0], BUCKETS[-1]):
-      a = first[start:start + BUCKETS[-1]]
-      size = _bucket(a.shape[0])
-      transform, aux = self._motion(_pad(a, size), _pad(second[start:start + BUCKETS[-1]], size))
+    k = self.images_per_call
+    for start in range(0, first.shape[0], k):
+      a = first[start:start + k]
+      size = bucket_size(a.shape[0])
+      transform, aux = self._motion(_pad(a, size), _pad(second[start:start + k], size))
       yield a.shape[0], transform, aux
 
   def predict_motion(self, frames) -> np.ndarray:
@@ -272,14 +316,21 @@ class Predictor:
     return np.concatenate(out, axis=0)
 
   def predict_intrinsics(self, frames) -> np.ndarray | None:
-    """Learned intrinsics `[3, 3]` (pixels of the model's input size), averaged over frame pairs, or None."""
+    """Learned intrinsics `[3, 3]` (pixels of the model's input size), or None if not learned.
+
+    Averaged over the consecutive pairs of the first `BUCKETS[-1] + 1` of `frames` `[N, h, w, 3]`.
+
+    Raises:
+      ValueError: for fewer than 2 frames.
+    """
     if not self.config.model.learn_intrinsics:
       return None
-    frames = self._prepare(frames, "frames")
-    a, b = frames[:-1][:BUCKETS[-1]], frames[1:][:BUCKETS[-1]]
-    size = _bucket(a.shape[0])
-    _, aux = self._motion(_pad(a, size), _pad(b, size))
-    return np.asarray(aux["intrinsics"])[:a.shape[0]].mean(axis=0)
+    frames = self._prepare(frames, "frames")[:BUCKETS[-1] + 1]
+    if frames.shape[0] < 2:
+      raise ValueError(f"frames: predict_intrinsics needs 2 or more frames, got {frames.shape[0]}")
+    learned = [np.asarray(aux["intrinsics"])[:n]
+               for n, _, aux in self._motion_batches(frames[:-1], frames[1:])]
+    return np.concatenate(learned).mean(axis=0)
 
 
 def flip_post_process_disparity(disparity: jax.Array, flipped_disparity: jax.Array) -> jax.Array:

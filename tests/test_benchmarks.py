@@ -1,4 +1,5 @@
-"""The benchmark scripts' measurement helpers and end-to-end runs of `train_step.py`."""
+"""The benchmark scripts' measurement helpers and end-to-end runs of `train_step.py` and
+`inference.py`."""
 
 import json
 import os
@@ -78,3 +79,26 @@ def test_train_step_script_counts_every_chunk_with_microbatches():
   assert chunked["gflop_per_image"] == pytest.approx(records[1]["gflop_per_image"], rel=0.05)
   # One chunk's activations at a time.
   assert chunked["xla_memory_gib"]["accumulate"]["temp"] < records[1]["xla_memory_gib"]["step"]["temp"]
+
+
+def test_inference_script_times_the_calls_predict_depth_makes():
+  records = {}
+  for per_call in (0, 2):  # 0: the CPU default, all 3 images (bucket 4) in one call at 64 x 64.
+    command = [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--height=64",
+               "--width=64", "--batch_sizes=3", f"--images_per_call={per_call}", "--iters=2",
+               "--warmup=1", "--nopeak"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
+                                      "--xla_llvm_disable_expensive_passes=true"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records[per_call] = json.loads(result.stdout.strip().splitlines()[-1])
+  default, chunked = records[0], records[2]
+  assert default["benchmark"] == "depth_inference" and default["batch_size"] == 3
+  assert (default["images_per_call"], default["calls_per_batch"]) == (16, 1)
+  assert (chunked["images_per_call"], chunked["calls_per_batch"]) == (2, 2)
+  assert default["recompiled"] is False and chunked["recompiled"] is False
+  assert default["images_per_s"] > 0 and default["call_s"]["min_s"] <= default["call_s"]["median_s"]
+  # FLOPs per image come from the program each call runs (bucket 2 here, bucket 4 above), scaled
+  # to the batch: the same network per image either way.
+  assert chunked["gflop_per_image"] == pytest.approx(default["gflop_per_image"], rel=0.1)

@@ -98,6 +98,30 @@ def test_predict_depth_buckets_batch_sizes(predictor):
   assert depth.shape == (5, 64, 96, 1) and np.all(depth > 0)
 
 
+def test_default_images_per_call_keeps_cpu_calls_to_one_full_size_image():
+  per_call = inference.default_images_per_call
+  # CPU: the largest bucket within 192 x 640 pixels per call, at least one image.
+  assert [per_call(h, w, "cpu") for h, w in [(192, 640), (384, 1280), (64, 192), (64, 96), (8, 8)]] \
+      == [1, 1, 8, 16, 32]
+  assert per_call(192, 640, "gpu") == per_call(64, 96, "tpu") == inference.BUCKETS[-1]
+
+
+def test_predictions_do_not_depend_on_images_per_call(predictor):
+  frames = _frames(5)
+  chunked = inference.Predictor(predictor.config, predictor.params, predictor.batch_stats,
+                                images_per_call=2)
+  assert predictor.images_per_call == 16  # The CPU default at the model's 64 x 96.
+  np.testing.assert_allclose(chunked.predict_depth(frames), predictor.predict_depth(frames),
+                             rtol=1e-5, atol=1e-6)
+  assert chunked._depth._cache_size() == 2  # Calls of 2, 2 and 1 images: buckets 2 and 1.
+  np.testing.assert_allclose(chunked.predict_motion(frames), predictor.predict_motion(frames),
+                             rtol=1e-4, atol=1e-6)
+  for bad in (0, -1, 2.0, True):
+    with pytest.raises(ValueError, match="images_per_call must be a positive integer"):
+      inference.Predictor(predictor.config, predictor.params, predictor.batch_stats,
+                          images_per_call=bad)
+
+
 def test_at_input_size_resizes_disparity_back(predictor):
   frames = _frames(2)
   got = predictor.predict_depth(frames, at_input_size=True)
@@ -291,3 +315,23 @@ def test_predict_object_motion_is_the_residual_field_training_used():
                                    predictor.batch_stats)
   with pytest.raises(ValueError, match=r"pose_net='motion_field'.*'resnet'"):
     monodepth2.predict_object_motion(frames)
+
+
+def test_predict_intrinsics_averages_every_pair_in_any_chunking():
+  """Li et al.: the learned camera matrix is the mean over the frames' consecutive pairs."""
+  config = micro_config("dynamic_scenes")
+  frames, _, predictor = _training_aux_and_predictor(config)
+  clip = np.stack([frames[1], frames[0], frames[2], frames[0]])  # 3 pairs
+  per_pair = np.stack([predictor.predict_intrinsics(clip[i:i + 2]) for i in range(3)])
+  assert per_pair.shape == (3, 3, 3) and np.all(per_pair[:, 0, 0] > 0)
+  assert np.allclose(per_pair[:, 2], [0, 0, 1])
+  assert np.ptp(per_pair[:, 0, 0]) > 0  # The pairs differ, so the mean is a real check.
+  one_by_one = inference.Predictor(config, predictor.params, predictor.batch_stats,
+                                   predictor.networks, images_per_call=1)
+  for p in (predictor, one_by_one):
+    np.testing.assert_allclose(p.predict_intrinsics(clip), per_pair.mean(axis=0), rtol=1e-5)
+  with pytest.raises(ValueError, match="2 or more frames, got 1"):
+    predictor.predict_intrinsics(clip[:1])
+  monodepth2 = inference.Predictor(micro_config("monodepth2"), predictor.params,
+                                   predictor.batch_stats)
+  assert monodepth2.predict_intrinsics(clip) is None
