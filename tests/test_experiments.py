@@ -59,3 +59,49 @@ def test_field_norms_separate_the_moving_pixels():
   static_mean, moving_mean = object_motion.field_norms(field, moving)
   assert static_mean == pytest.approx(0.01) and moving_mean == pytest.approx(0.5)
   assert object_motion.field_norms(field, np.zeros_like(moving))[1] is None
+
+
+def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
+  """`experiments/synthetic_benchmark.py` end to end: 2 steps of the Monodepth2 ablation."""
+  import json
+  import os
+  import subprocess
+  import sys
+  out, data = tmp_path / "out", tmp_path / "data"
+  command = [sys.executable, str(ROOT / "experiments" / "synthetic_benchmark.py"), "--budget=short",
+             "--runs=monodepth2_average_unmasked", "--steps=2", f"--out={out}",
+             f"--data_dir={data}", f"--kitti_path={tmp_path / 'no_kitti'}"]
+  # One CPU device, as the script is run (not the tests' 8), compiled cheaply as in the tests.
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
+                                    "--xla_llvm_disable_expensive_passes=true"}
+
+  def run():
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+  run()
+  short = out / "short"
+  record = json.loads((short / "monodepth2_average_unmasked.json").read_text())
+  # The ablation is Monodepth2 with averaged reprojection and no auto-masking, trained by the CLI.
+  assert record["config"] == "configs/monodepth2.py:tiny"
+  assert record["overrides"]["loss.reprojection"] == "mean"
+  assert record["overrides"]["loss.automask"] is False
+  saved = json.loads((short / "monodepth2_average_unmasked" / "config.json").read_text())
+  assert saved["loss"]["reprojection"] == "mean" and saved["loss"]["automask"] is False
+  assert record["metrics"]["step"] == 2 and record["wall_seconds"] > 0
+  assert 0 < record["metrics"]["depth"]["abs_rel"] < 10
+  assert record["metrics"]["pose"]["ate_5frame"] > 0
+  baselines = json.loads((short / "baselines.json").read_text())
+  assert set(baselines) == {"synthetic"}  # No KITTI baseline without the KITTI folder.
+  assert 0 < baselines["synthetic"]["depth"]["abs_rel"] < 1
+  table = (short / "results.md").read_text().splitlines()
+  assert len(table) == 4  # Header, rule, the baselines, the run.
+  assert table[3].startswith("| monodepth2_average_unmasked | synthetic test | 2 |")
+  assert f"{record['metrics']['depth']['abs_rel']:.3f}" in table[3]
+  assert (short / "depth_examples.png").stat().st_size > 0
+  # A second call keeps the run: nothing is retrained.
+  run()
+  again = json.loads((short / "monodepth2_average_unmasked.json").read_text())
+  assert again["wall_seconds"] == record["wall_seconds"]
