@@ -20,6 +20,7 @@ Usage (a notebook, a service):
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import pathlib
 
@@ -99,9 +100,10 @@ class Predictor:
     self.step: int | None = None
     if images_per_call is None:
       images_per_call = default_images_per_call(self.height, self.width)
-    if isinstance(images_per_call, bool) or not isinstance(images_per_call, int) or images_per_call < 1:
+    if (isinstance(images_per_call, (bool, np.bool_)) or not isinstance(images_per_call, numbers.Integral)
+        or images_per_call < 1):
       raise ValueError(f"images_per_call must be a positive integer, got {images_per_call!r}")
-    self.images_per_call = images_per_call
+    self.images_per_call = int(images_per_call)
     self._depth = jax.jit(self._depth_full_fn, static_argnames=("flip_post_process", "output_size"))
     self._motion = jax.jit(self._motion_resized_fn)
 

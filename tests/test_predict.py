@@ -114,6 +114,8 @@ def test_predictions_do_not_depend_on_images_per_call(predictor):
   np.testing.assert_allclose(chunked.predict_depth(frames), predictor.predict_depth(frames),
                              rtol=1e-5, atol=1e-6)
   assert chunked._depth._cache_size() == 2  # Calls of 2, 2 and 1 images: buckets 2 and 1.
+  assert inference.Predictor(predictor.config, predictor.params, predictor.batch_stats,
+                             images_per_call=np.int64(4)).images_per_call == 4
   np.testing.assert_allclose(chunked.predict_motion(frames), predictor.predict_motion(frames),
                              rtol=1e-4, atol=1e-6)
   for bad in (0, -1, 2.0, True):
