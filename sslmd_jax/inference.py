@@ -19,6 +19,7 @@ Usage (a notebook, a service):
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
@@ -100,8 +101,8 @@ class Predictor:
     self.step: int | None = None
     if images_per_call is None:
       images_per_call = default_images_per_call(self.height, self.width)
-    if (isinstance(images_per_call, (bool, np.bool_)) or not isinstance(images_per_call, numbers.Integral)
-        or images_per_call < 1):
+    if (isinstance(images_per_call, (bool, np.bool_))
+        or not isinstance(images_per_call, numbers.Integral) or images_per_call < 1):
       raise ValueError(f"images_per_call must be a positive integer, got {images_per_call!r}")
     self.images_per_call = int(images_per_call)
     self._depth = jax.jit(self._depth_full_fn, static_argnames=("flip_post_process", "output_size"))
@@ -261,29 +262,22 @@ class Predictor:
       float32 `[N, H, W, 1]`, or `[N, h, w, 1]` with `at_input_size`.
     """
     images = self._prepare(images)
-    n = images.shape[0]
     output_size = tuple(images.shape[1:3]) if at_input_size else None
-    out = []
-    for start in range(0, n, self.images_per_call):
-      chunk = images[start:start + self.images_per_call]
-      size = bucket_size(chunk.shape[0])
-      depth = self._depth(_pad(chunk, size), flip_post_process=flip_post_process,
-                          output_size=output_size)
-      out.append(np.asarray(depth)[:chunk.shape[0]])
-    return np.concatenate(out, axis=0)
+    depth = functools.partial(self._depth, flip_post_process=flip_post_process,
+                              output_size=output_size)
+    return np.concatenate([np.asarray(d)[:n] for n, d in self._calls(depth, images)], axis=0)
 
-  def _motion_batches(self, first: np.ndarray, second: np.ndarray):
-    """Runs `_motion` over `first`/`second` in bucket-padded chunks of `images_per_call` pairs.
+  def _calls(self, fn, *arrays: np.ndarray):
+    """Runs `fn` over `arrays` (same leading size) in bucket-padded calls of `images_per_call`.
 
-    Yields `(n, transform, aux)` per chunk, where only the first `n` rows of the padded
-    `transform` `[bucket, 4, 4]` and of each array in `aux` are real pairs.
+    Yields `(n, fn(*chunks))` per call, where only the first `n` rows of each output are real
+    (the rest is padding up to the call's bucket size).
     """
     k = self.images_per_call
-    for start in range(0, first.shape[0], k):
-      a = first[start:start + k]
-      size = bucket_size(a.shape[0])
-      transform, aux = self._motion(_pad(a, size), _pad(second[start:start + k], size))
-      yield a.shape[0], transform, aux
+    for start in range(0, arrays[0].shape[0], k):
+      chunks = [a[start:start + k] for a in arrays]
+      size = bucket_size(chunks[0].shape[0])
+      yield chunks[0].shape[0], fn(*[_pad(c, size) for c in chunks])
 
   def predict_motion(self, frames) -> np.ndarray:
     """Relative poses `camera_{i+1}_from_camera_i` `[N−1, 4, 4]` of consecutive frames `[N, h, w, 3]`."""
@@ -291,7 +285,8 @@ class Predictor:
     first, second = frames[:-1], frames[1:]
     if self.networks.pose_kind == "posexp":
       first, second = self._posexp_inputs(frames)
-    out = [np.asarray(transform)[:n] for n, transform, _ in self._motion_batches(first, second)]
+    out = [np.asarray(transform)[:n]
+           for n, (transform, _) in self._calls(self._motion, first, second)]
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
   def predict_object_motion(self, frames) -> np.ndarray:
@@ -312,7 +307,7 @@ class Predictor:
                        f"{self.config.model.pose_net!r}, which predicts camera motion only")
     frames = self._prepare(frames, "frames")
     out = [np.asarray(aux["object_motion"])[:n]
-           for n, _, aux in self._motion_batches(frames[:-1], frames[1:])]
+           for n, (_, aux) in self._calls(self._motion, frames[:-1], frames[1:])]
     if not out:
       return np.zeros((0, self.height, self.width, 3), np.float32)
     return np.concatenate(out, axis=0)
@@ -331,7 +326,7 @@ class Predictor:
     if frames.shape[0] < 2:
       raise ValueError(f"frames: predict_intrinsics needs 2 or more frames, got {frames.shape[0]}")
     learned = [np.asarray(aux["intrinsics"])[:n]
-               for n, _, aux in self._motion_batches(frames[:-1], frames[1:])]
+               for n, (_, aux) in self._calls(self._motion, frames[:-1], frames[1:])]
     return np.concatenate(learned).mean(axis=0)
 
 

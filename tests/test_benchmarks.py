@@ -2,9 +2,7 @@
 `inference.py`."""
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import jax
@@ -15,6 +13,14 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from tests import train_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _last_record(script: str, *args: str) -> dict:
+  """The last JSON line `benchmarks/<script> args...` prints."""
+  result = train_utils.run_script(f"benchmarks/{script}", *args)
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_op_profile_attributes_time_to_the_operations_that_ran(tmp_path):
@@ -39,16 +45,8 @@ def test_op_profile_attributes_time_to_the_operations_that_ran(tmp_path):
 
 
 def test_train_step_script_reports_a_complete_json_line(tmp_path):
-  command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--height=64", "--width=64",
-             "--batch_sizes=2", "--iters=2", "--warmup=1", "--nopeak",
-             f"--profile_dir={tmp_path / 'trace'}"]
-  # One CPU device, as the benchmark is run (not the tests' 8), compiled cheaply as in the tests.
-  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
-                                    "--xla_llvm_disable_expensive_passes=true"}
-  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  record = json.loads(result.stdout.strip().splitlines()[-1])
+  record = _last_record("train_step.py", "--height=64", "--width=64", "--batch_sizes=2",
+                        "--iters=2", "--warmup=1", "--nopeak", f"--profile_dir={tmp_path / 'trace'}")
   assert record["benchmark"] == "train_step" and record["batch_size"] == 2
   assert record["recompiled"] is False and record["loss_finite"] is True
   assert record["images_per_s"] > 0 and record["step_s"]["min_s"] <= record["step_s"]["median_s"]
@@ -60,17 +58,9 @@ def test_train_step_script_reports_a_complete_json_line(tmp_path):
 
 
 def test_train_step_script_counts_every_chunk_with_microbatches():
-  records = {}
-  for k in (1, 2):
-    command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--height=64",
-               "--width=64", "--batch_sizes=4", f"--microbatches={k}", "--iters=1", "--warmup=0",
-               "--nopeak"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
-                                      "--xla_llvm_disable_expensive_passes=true"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    records[k] = json.loads(result.stdout.strip().splitlines()[-1])
+  records = {k: _last_record("train_step.py", "--height=64", "--width=64", "--batch_sizes=4",
+                             f"--microbatches={k}", "--iters=1", "--warmup=0", "--nopeak")
+             for k in (1, 2)}
   chunked = records[2]
   assert chunked["microbatches"] == 2 and chunked["recompiled"] is False
   assert chunked["compilations"] == 3
@@ -82,17 +72,11 @@ def test_train_step_script_counts_every_chunk_with_microbatches():
 
 
 def test_inference_script_times_the_calls_predict_depth_makes():
-  records = {}
-  for per_call in (0, 2):  # 0: the CPU default, all 3 images (bucket 4) in one call at 64 x 64.
-    command = [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--height=64",
-               "--width=64", "--batch_sizes=3", f"--images_per_call={per_call}", "--iters=2",
-               "--warmup=1", "--nopeak"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
-                                      "--xla_llvm_disable_expensive_passes=true"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    records[per_call] = json.loads(result.stdout.strip().splitlines()[-1])
+  # 0: the CPU default, all 3 images (bucket 4) in one call at 64 x 64.
+  records = {per_call: _last_record("inference.py", "--height=64", "--width=64", "--batch_sizes=3",
+                                    f"--images_per_call={per_call}", "--iters=2", "--warmup=1",
+                                    "--nopeak")
+             for per_call in (0, 2)}
   default, chunked = records[0], records[2]
   assert default["benchmark"] == "depth_inference" and default["batch_size"] == 3
   assert (default["images_per_call"], default["calls_per_batch"]) == (16, 1)

@@ -64,22 +64,13 @@ def test_field_norms_separate_the_moving_pixels():
 def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
   """`experiments/synthetic_benchmark.py` end to end: 2 steps of the Monodepth2 ablation."""
   import json
-  import os
-  import subprocess
-  import sys
+  from tests import train_utils
   out, data = tmp_path / "out", tmp_path / "data"
-  command = [sys.executable, str(ROOT / "experiments" / "synthetic_benchmark.py"), "--budget=short",
-             "--runs=monodepth2_average_unmasked", "--steps=2", f"--out={out}",
-             f"--data_dir={data}", f"--kitti_path={tmp_path / 'no_kitti'}"]
-  # One CPU device, as the script is run (not the tests' 8), compiled cheaply as in the tests.
-  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
-                                    "--xla_llvm_disable_expensive_passes=true"}
+  args = ("--budget=short", "--runs=monodepth2_average_unmasked", "--steps=2", f"--out={out}",
+          f"--data_dir={data}", f"--kitti_path={tmp_path / 'no_kitti'}")
 
   def run():
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=900, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    train_utils.run_script("experiments/synthetic_benchmark.py", *args, timeout=900)
 
   run()
   short = out / "short"

@@ -1,7 +1,10 @@
 """Shared helpers of the training tests: recipe configs shrunk to seconds, in-memory batches."""
 
 import importlib.util
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 
@@ -52,3 +55,16 @@ def synthetic_batch(config, seed: int = 0) -> dict:
   options = train.pipeline_options(config)
   loader = pipeline.make_data_loader(seqs, options)
   return {k: np.asarray(v) for k, v in next(iter(loader)).items()}
+
+
+def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+  """Runs `python REPO/script args...` as users run it, and asserts that it exits with 0.
+
+  One CPU device (not the tests' 8), compiled cheaply as in the tests.
+  """
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 "
+                                    "--xla_llvm_disable_expensive_passes=true"}
+  result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
