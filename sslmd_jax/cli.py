@@ -4,9 +4,10 @@
       Trains (resuming from DIR's newest checkpoint), then evaluates on the test split.
       Without --config: the default recipe (Monodepth2) on the synthetic world.
       Without --workdir: ./runs/<recipe>.
-  sslmd eval --workdir=DIR [--config.data.x=value ...]
+  sslmd eval --workdir=DIR [--flip] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
-      prints a table and writes DIR/eval/metrics.json.
+      prints a table and writes DIR/eval/metrics.json (with --flip, flip post-processing of the
+      depth maps: DIR/eval/metrics_flip.json).
   sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] [--point_cloud]
       Depth of one image, a frames folder or a video (per frame <name>_depth.npy / .png, and for
       sequences OUT/poses.txt in KITTI format plus trajectory.png).
@@ -39,7 +40,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, events, checkpoints).")
 _INPUT = flags.DEFINE_string("input", None, "sslmd predict: an image, a frames folder, a video, or a folder of those.")
 _OUTPUT = flags.DEFINE_string("output", None, "sslmd predict: output folder; sslmd export: artifact file.")
-_FLIP = flags.DEFINE_bool("flip", False, "sslmd predict: flip post-processing (average with the mirrored image).")
+_FLIP = flags.DEFINE_bool("flip", False, "sslmd predict and eval: flip post-processing of the depth "
+                          "(average with the mirrored image's).")
 _SCALE = flags.DEFINE_float("scale", 1.0, "sslmd predict: metric scale factor for depth, point clouds and poses.")
 _POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "sslmd predict: also write a PLY point cloud per frame.")
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
@@ -132,7 +134,7 @@ def main(argv):
       raise app.UsageError("sslmd eval needs --workdir=DIR (a training run's directory).")
     workdir = pathlib.Path(_WORKDIR.value)
     config = _merge_overrides(_config_from_workdir(workdir))
-    evaluate_run.evaluate(config, workdir)
+    evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value)
 
 
 def run():

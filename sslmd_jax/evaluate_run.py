@@ -5,7 +5,8 @@ with per-image median scaling (Garg crop for KITTI raw only), the spread of the
 scale ratios per sequence (scale consistency), and AbsRel on moving-object
 pixels where the source marks them (synthetic world). Pose (where ground-truth
 poses exist): SfMLearner's 5-frame ATE of chained predictions. Results are
-printed as a table and written to `workdir/eval/metrics.json`.
+printed as a table and written to `workdir/eval/metrics.json`, or with flip
+post-processing of the depth (Monodepth2's "PP" rows) to `workdir/eval/metrics_flip.json`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,25 @@ def _frames(sequence, indices):
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks=None,
-             max_frames_per_sequence: int = 100) -> dict:
-  """Evaluates `state` (or the workdir's newest checkpoint) on `config.data`'s test split."""
+             max_frames_per_sequence: int = 100, flip_post_process: bool = False) -> dict:
+  """Evaluates `state` (or the workdir's newest checkpoint) on `config.data`'s test split.
+
+  Args:
+    config: the run's config (its `data` names the test split).
+    workdir: the run directory; results go to `workdir/eval/`.
+    state: a `TrainState` to evaluate instead of the newest checkpoint.
+    networks: the config's networks (built when None).
+    max_frames_per_sequence: frames evaluated per test sequence, from its start.
+    flip_post_process: average each depth map with that of the mirrored image
+      (`inference.flip_post_process_disparity`; Monodepth2's "PP" protocol). Pose
+      and intrinsics are unaffected. Written to `eval/metrics_flip.json`.
+
+  Returns:
+    The results written: `step`, `data`, `recipe`, `flip_post_process`, and where
+    the test split has the ground truth, `depth` (Eigen metrics, scale-ratio
+    spread, AbsRel on moving objects), `pose` (5-frame ATE, metres) and
+    `intrinsics_relative_error`.
+  """
   from sslmd_jax import train
   networks = networks or objectives.make_networks(config)
   if state is None:
@@ -43,7 +61,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
   sequences = sources.load_sequences(config, "test")
   garg = config.data.name == "kitti_raw"
-  results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe}
+  results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
+                   "flip_post_process": flip_post_process}
   gts, preds, moving, ratios_spread = [], [], [], []
   pose_ates, pose_rmses, k_errors = [], [], []
   for seq in sequences:
@@ -52,7 +71,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     extras = [seq.load_extras(int(i)) for i in indices] if seq.load_extras else None
     frames = _frames(seq, indices)
     if extras and "depth" in extras[0]:
-      depth = predictor.predict_depth(frames)[..., 0]
+      depth = predictor.predict_depth(frames, flip_post_process=flip_post_process)[..., 0]
       gt = [e["depth"][..., 0] for e in extras]
       _, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg, max_depth=MAX_DEPTH)
       ratios_spread.append(evaluation.scale_consistency(ratios)["ratio_std_over_median"])
@@ -91,17 +110,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     err = np.mean(k_errors, axis=0)
     results["intrinsics_relative_error"] = dict(zip(("fx", "fy", "cx", "cy"), map(float, err)))
   out = pathlib.Path(workdir) / "eval"
+  name = "metrics_flip.json" if flip_post_process else "metrics.json"
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / name).write_text(json.dumps(results, indent=2) + "\n")
   print(format_table(results), flush=True)
-  logging.info("evaluation written to %s", out / "metrics.json")
+  logging.info("evaluation written to %s", out / name)
   return results
 
 
 def format_table(results: dict) -> str:
   """A plain-text table of an evaluation's figures."""
-  lines = [f"Evaluation of {results.get('recipe')} on {results.get('data')} (step {results.get('step')})"]
+  pp = ", flip post-processing" if results.get("flip_post_process") else ""
+  lines = [f"Evaluation of {results.get('recipe')} on {results.get('data')} (step {results.get('step')}{pp})"]
   if "depth" in results:
     dm = results["depth"]
     keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")

@@ -443,6 +443,25 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
   assert (workdir / "checkpoints" / str(step)).is_dir()
 
 
+def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path, synthetic_dir):
+  """`sslmd eval --flip`: depth from the image and its mirror averaged; pose untouched."""
+  from sslmd_jax import evaluate_run
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  plain = evaluate_run.evaluate(config, tmp_path, state=state, networks=networks)
+  flipped = evaluate_run.evaluate(config, tmp_path, state=state, networks=networks, flip_post_process=True)
+  on_disk = {name: json.loads((tmp_path / "eval" / name).read_text())
+             for name in ("metrics.json", "metrics_flip.json")}
+  assert on_disk["metrics.json"] == json.loads(json.dumps(plain))  # not overwritten by the flip run
+  assert on_disk["metrics_flip.json"]["flip_post_process"] is True
+  assert on_disk["metrics.json"]["flip_post_process"] is False
+  assert flipped["pose"] == plain["pose"]
+  # A random network is not mirror-symmetric, so averaging with the mirror changes the depth.
+  assert flipped["depth"]["abs_rel"] != pytest.approx(plain["depth"]["abs_rel"], rel=1e-6)
+  assert all(np.isfinite(flipped["depth"][k]) for k in ("abs_rel", "rmse", "a1"))
+
+
 def test_depth_spread_and_collapse_warning():
   rng = np.random.default_rng(0)
   depth = rng.uniform(1.0, 50.0, size=(3, 4, 5, 1)).astype(np.float32)
