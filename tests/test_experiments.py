@@ -96,3 +96,50 @@ def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
   run()
   again = json.loads((short / "monodepth2_average_unmasked.json").read_text())
   assert again["wall_seconds"] == record["wall_seconds"]
+
+
+_spec = importlib.util.spec_from_file_location("depth_errors", ROOT / "experiments" / "depth_errors.py")
+depth_errors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(depth_errors)
+
+
+def test_delta1_failures_are_counted_by_true_depth_row_and_moving_object():
+  gt, moving = _scene()  # rows at 5 ... 40 m, top row nearest; a 48-pixel car at 6 m
+  pred = 0.5 * gt  # another global scale, removed by the median scaling
+  pred[moving] *= 2.0  # the car twice too far: fails δ1, "too far"
+  pred[:2] *= 0.7  # the two top rows (60 pixels) 0.7x too near: fails δ1 (1 / 0.7 > 1.25)
+  # None of the changed pixels crosses the median, so the scaling stays exactly 2.
+  out = depth_errors.delta1_failures([gt], [pred], [moving], depth_bands=(0.0, 10.0, 80.0),
+                                     row_bands=4)
+  assert out["pixels"] == 600
+  assert out["delta1"] == pytest.approx(1 - 108 / 600, abs=1e-4)
+  assert out["moving"] == pytest.approx({"pixels": 0.08, "delta1": 0.0, "failures": round(48 / 108, 4),
+                                         "too_far": 1.0})
+  near = out["by_depth"]["0-10"]  # rows 0-2 (5, 6.8, 8.7 m) and the car: every failure
+  assert near == pytest.approx({"pixels": 0.23, "delta1": round(1 - 108 / 138, 4), "failures": 1.0,
+                                "too_far": round(48 / 108, 4)})
+  assert out["by_depth"]["10-80"]["failures"] == 0.0
+  rows = out["by_rows"]  # bands of 5 rows: the top rows in the first, the car (rows 8-13) in the next two
+  assert rows["0-0.25"] == pytest.approx({"pixels": 0.25, "delta1": 0.6, "failures": round(60 / 108, 4),
+                                          "too_far": 0.0})
+  assert rows["0.25-0.5"]["failures"] == pytest.approx(16 / 108, abs=1e-4)
+  assert rows["0.5-0.75"]["failures"] == pytest.approx(32 / 108, abs=1e-4)
+  assert rows["0.75-1"]["failures"] == 0.0
+  assert "moving" not in depth_errors.delta1_failures([gt], [pred])
+
+
+def test_automask_keeps_what_true_geometry_explains_and_drops_a_still_camera():
+  from sslmd_jax.data import synthetic
+  seq = synthetic.render_sequence(3, 4, 32, 96)
+  args = (seq["depth"], seq["world_from_camera"], seq["intrinsics"])
+  kept = depth_errors.automask_kept(seq["images"], *args, seq["moving_mask"])
+  # The true warp explains the near static scene better than no motion does ...
+  assert kept["5-10"] > 0.9 and kept["10-20"] > 0.9
+  assert set(kept) == {"0-5", "5-10", "10-20", "20-40", "40-80", "moving"}
+  # ... but with every frame the same and the camera still, warping gains nothing: nothing is kept.
+  still = np.repeat(seq["images"][:1], 4, axis=0)
+  poses = np.repeat(np.eye(4, dtype=np.float32)[None], 4, axis=0)
+  kept = depth_errors.automask_kept(still, seq["depth"], poses, seq["intrinsics"])
+  assert all(v == 0.0 for v in kept.values() if not np.isnan(v)) and "moving" not in kept
+  with pytest.raises(ValueError, match="T >= 3"):
+    depth_errors.automask_kept(seq["images"][:2], *(a[:2] for a in args[:2]), seq["intrinsics"])
