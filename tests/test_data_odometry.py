@@ -69,6 +69,22 @@ def test_colour_camera_fake_tree(tmp_path):
   np.testing.assert_allclose(pose, poses[2], atol=1e-4)
 
 
+def test_sequences_without_a_pose_file_can_train_but_not_be_evaluated(tmp_path):
+  from sslmd_jax.data import sources
+  from tests import train_utils
+  _fake_odometry(tmp_path)
+  (tmp_path / "poses" / "00.txt").unlink()  # like sequences 11-21
+  (seq,) = odometry.kitti_odometry_sequences(tmp_path, ("00",), camera=2, with_poses=None)
+  assert seq.load_extras is None and seq.num_frames == 4
+  config = train_utils.load_config("monodepth2")
+  config.data.name, config.data.path = "kitti_odometry", str(tmp_path)
+  config.data.sequences = config.data.test_sequences = "00"
+  (train_seq,) = sources.load_sequences(config, "train")
+  assert train_seq.load_extras is None
+  with pytest.raises(DataError, match=r"poses/00.txt: cannot read pose file"):
+    sources.load_sequences(config, "test")
+
+
 def test_bad_odometry_inputs_named(tmp_path):
   _fake_odometry(tmp_path)
   with pytest.raises(DataError, match=r"image_0: no such image folder"):
@@ -109,7 +125,8 @@ def test_real_clip(shared_data):
   assert forward[2] > 0.95 * np.linalg.norm(forward)  # driving along camera z
   # Rotations are proper.
   np.testing.assert_allclose(np.linalg.det(poses[:, :3, :3]), 1.0, atol=1e-4)
-  with pytest.raises(DataError, match=r"image_2: no such image folder"):
+  with pytest.raises(DataError, match=r"image_2: no such image folder .*image_0 exists: pass "
+                                     r"--config.data.camera=0"):
     odometry.kitti_odometry_sequences(root, ("06",), camera=2)
 
 

@@ -97,7 +97,7 @@ def kitti_odometry_sequences(
     sequences: Sequence[str] = ("06",),
     *,
     camera: int = 0,
-    with_poses: bool = True,
+    with_poses: bool | None = True,
     min_frames: int = 1,
 ) -> list[FrameSequence]:
   """Reads KITTI odometry sequences as `FrameSequence`s (grey expanded to RGB).
@@ -108,7 +108,9 @@ def kitti_odometry_sequences(
     camera: 0 (left grey, `image_0`, `P0`) or 2 (left colour, `image_2`, `P2`).
     with_poses: provide `world_from_camera` (float32 `[4, 4]`, metres, camera
       0's pose) through `load_extras` from `poses/NN.txt`; an error when that
-      file is missing. Sequences 11–21 have no public poses: pass False.
+      file is missing. Sequences 11–21 have no public poses: pass False, or None
+      to read the poses of the sequences that have a pose file (training data
+      needs none: the poses are only for evaluation).
     min_frames: the snippet length; a shorter sequence is an error.
 
   Returns:
@@ -128,21 +130,25 @@ def kitti_odometry_sequences(
     seq_dir = root / "sequences" / seq_id
     image_dir = seq_dir / f"image_{camera}"
     if not image_dir.is_dir():
-      raise DataError(f"{image_dir}: no such image folder (expected KITTI odometry layout sequences/NN/image_{camera})")
+      other = 2 - camera
+      hint = (f"; {seq_dir / f'image_{other}'} exists: pass --config.data.camera={other}"
+              if (seq_dir / f"image_{other}").is_dir() else "")
+      raise DataError(f"{image_dir}: no such image folder (expected KITTI odometry layout "
+                      f"sequences/NN/image_{camera}){hint}")
     calib_path = seq_dir / "calib.txt"
     projection = calib_matrix(read_calib_file(calib_path), f"P{camera}", (3, 4), path=calib_path)
     files = list_image_files(image_dir)
     if not files:
       raise DataError(f"{image_dir}: no frames (expected 000000.png ...)")
     seq = image_files_sequence(files, name=str(image_dir), intrinsics=intrinsics_from_projection(projection))
-    if with_poses:
-      pose_path = root / "poses" / f"{seq_id}.txt"
+    pose_path = root / "poses" / f"{seq_id}.txt"
+    if with_poses or (with_poses is None and pose_path.is_file()):
       poses = read_kitti_poses(pose_path).astype(np.float32)
       if len(poses) != seq.num_frames:
         raise DataError(f"{pose_path}: {len(poses)} poses for {seq.num_frames} frames in {image_dir}")
       seq = dataclasses.replace(seq, load_extras=functools.partial(_pose_extras, poses))
     logging.info("%s: %d frames %dx%d, camera %d, poses: %s", seq.name, seq.num_frames, seq.width, seq.height,
-                 camera, with_poses)
+                 camera, seq.load_extras is not None)
     out.append(seq)
   validate_sequences(out, min_frames=min_frames)
   return out

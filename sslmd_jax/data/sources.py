@@ -73,7 +73,9 @@ def load_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameS
     if not ids:
       raise DataError(f"config.data.{'sequences' if split == 'train' else 'test_sequences'} "
                       "is empty: expected comma-separated sequence ids like '06'.")
+    # Training needs frames only (sequences 11-21 have no public poses); evaluation needs poses.
     sequences = odometry.kitti_odometry_sequences(root, ids, camera=d.camera,
+                                                  with_poses=None if split == "train" else True,
                                                   min_frames=min_frames)
   elif d.name == "video_folder":
     from sslmd_jax.data import video_folder
