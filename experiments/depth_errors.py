@@ -43,12 +43,12 @@ DELTA1 = 1.25
 
 
 def _summary(fails: np.ndarray, too_far: np.ndarray, member: np.ndarray) -> dict[str, float]:
-  n_fail = max(int(fails.sum()), 1)
-  inside = max(int(member.sum()), 1)
+  failing = fails & member
+  n_failing = int(failing.sum())
   return {"pixels": round(float(member.mean()), 4),
-          "delta1": round(1.0 - float((fails & member).sum()) / inside, 4),
-          "failures": round(float((fails & member).sum()) / n_fail, 4),
-          "too_far": round(float((fails & member & too_far).sum()) / max(int((fails & member).sum()), 1), 4)}
+          "delta1": round(1.0 - n_failing / max(int(member.sum()), 1), 4),
+          "failures": round(n_failing / max(int(fails.sum()), 1), 4),
+          "too_far": round(int((failing & too_far).sum()) / max(n_failing, 1), 4)}
 
 
 def delta1_failures(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray],
