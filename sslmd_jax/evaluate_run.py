@@ -47,8 +47,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
 
   Returns:
     The results written: `step`, `data`, `recipe`, `flip_post_process`, and where
-    the test split has the ground truth, `depth` (Eigen metrics, scale-ratio
-    spread, AbsRel on moving objects), `pose` (5-frame ATE, metres) and
+    the test split has the ground truth, `depth` (Eigen metrics; the scale-ratio
+    spread std/median, averaged over sequences and per sequence by name in
+    `scale_ratio_std_over_median_per_sequence`; AbsRel on moving objects), `pose` (5-frame ATE, metres) and
     `intrinsics_relative_error`.
   """
   from sslmd_jax import train
@@ -63,7 +64,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   garg = config.data.name == "kitti_raw"
   results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
                    "flip_post_process": flip_post_process}
-  gts, preds, moving, ratios_spread = [], [], [], []
+  gts, preds, moving, ratios_spread = [], [], [], {}
   pose_ates, pose_rmses, k_errors = [], [], []
   for seq in sequences:
     n = min(seq.num_frames, max_frames_per_sequence)
@@ -74,7 +75,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       depth = predictor.predict_depth(frames, flip_post_process=flip_post_process)[..., 0]
       gt = [e["depth"][..., 0] for e in extras]
       _, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg, max_depth=MAX_DEPTH)
-      ratios_spread.append(evaluation.scale_consistency(ratios)["ratio_std_over_median"])
+      key = seq.name if seq.name not in ratios_spread else f"{seq.name} ({len(ratios_spread)})"
+      ratios_spread[key] = evaluation.scale_consistency(ratios)["ratio_std_over_median"]
       gts += gt
       preds += list(depth)
       if "moving_mask" in extras[0]:
@@ -95,7 +97,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       k_errors.append(np.abs(got - true) / np.abs(true))
   if gts:
     results["depth"] = evaluation.depth_metrics(gts, preds, garg_crop=garg, max_depth=MAX_DEPTH)
-    results["depth"]["scale_ratio_std_over_median"] = float(np.mean(ratios_spread))
+    results["depth"]["scale_ratio_std_over_median"] = float(np.mean(list(ratios_spread.values())))
+    results["depth"]["scale_ratio_std_over_median_per_sequence"] = ratios_spread
     results["depth"]["num_images"] = len(gts)
     if moving and any(m.any() for m in moving):
       keep = [i for i, m in enumerate(moving) if m.sum() >= 20]

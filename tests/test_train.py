@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from sslmd_jax import objectives
+from sslmd_jax.data import sources
 from sslmd_jax import train
 from tests import train_utils
 
@@ -460,6 +461,11 @@ def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path
   # A random network is not mirror-symmetric, so averaging with the mirror changes the depth.
   assert flipped["depth"]["abs_rel"] != pytest.approx(plain["depth"]["abs_rel"], rel=1e-6)
   assert all(np.isfinite(flipped["depth"][k]) for k in ("abs_rel", "rmse", "a1"))
+  # The scale-ratio spread is reported per test sequence, and the headline figure is their mean.
+  per_sequence = plain["depth"]["scale_ratio_std_over_median_per_sequence"]
+  assert list(per_sequence) == [s.name for s in sources.load_sequences(config, "test")]
+  assert plain["depth"]["scale_ratio_std_over_median"] == pytest.approx(
+      np.mean(list(per_sequence.values())))
 
 
 def test_depth_spread_and_collapse_warning():
