@@ -89,13 +89,25 @@ def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
   assert 0 < baselines["synthetic"]["depth"]["abs_rel"] < 1
   table = (short / "results.md").read_text().splitlines()
   assert len(table) == 4  # Header, rule, the baselines, the run.
-  assert table[3].startswith("| monodepth2_average_unmasked | synthetic test | 2 |")
+  frames = record["metrics"]["depth"]["num_images"]
+  assert table[2].startswith(f"| *constant depth / constant motion* | synthetic test ({frames} frames) |")
+  assert table[3].startswith(f"| monodepth2_average_unmasked | synthetic test ({frames} frames) | 2 |")
   assert f"{record['metrics']['depth']['abs_rel']:.3f}" in table[3]
   assert (short / "depth_examples.png").stat().st_size > 0
   # A second call keeps the run: nothing is retrained.
   run()
   again = json.loads((short / "monodepth2_average_unmasked.json").read_text())
   assert again["wall_seconds"] == record["wall_seconds"]
+  # --reevaluate: `sslmd eval` with the run's data overrides; training record kept, metrics renewed.
+  (short / "monodepth2_average_unmasked" / "eval" / "metrics.json").unlink()
+  args += ("--reevaluate",)
+  run()
+  renewed = json.loads((short / "monodepth2_average_unmasked.json").read_text())
+  assert renewed["wall_seconds"] == record["wall_seconds"]
+  assert " eval " in renewed["evaluation_command"]
+  assert f"--config.data.path={data}" in renewed["evaluation_command"]
+  assert (short / "monodepth2_average_unmasked" / "eval" / "metrics.json").exists()
+  assert renewed["metrics"]["depth"]["abs_rel"] == pytest.approx(record["metrics"]["depth"]["abs_rel"])
 
 
 _spec = importlib.util.spec_from_file_location("depth_errors", ROOT / "experiments" / "depth_errors.py")
