@@ -47,9 +47,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
 
   Returns:
     The results written: `step`, `data`, `recipe`, `flip_post_process`, and where
-    the test split has the ground truth, `depth` (Eigen metrics; the scale-ratio
-    spread std/median, averaged over sequences and per sequence by name in
-    `scale_ratio_std_over_median_per_sequence`; AbsRel on moving objects), `pose` (5-frame ATE, metres) and
+    the test split has the ground truth, `depth` (Eigen metrics over all frames;
+    the scale-ratio spread std/median, averaged over sequences; AbsRel on moving
+    objects; `per_sequence`: AbsRel, δ1 and the spread of each test sequence, by
+    name), `pose` (5-frame ATE, metres) and
     `intrinsics_relative_error`.
   """
   from sslmd_jax import train
@@ -64,7 +65,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   garg = config.data.name == "kitti_raw"
   results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
                    "flip_post_process": flip_post_process}
-  gts, preds, moving, ratios_spread = [], [], [], {}
+  gts, preds, moving, per_sequence = [], [], [], {}
   pose_ates, pose_rmses, k_errors = [], [], []
   for seq in sequences:
     n = min(seq.num_frames, max_frames_per_sequence)
@@ -74,9 +75,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     if extras and "depth" in extras[0]:
       depth = predictor.predict_depth(frames, flip_post_process=flip_post_process)[..., 0]
       gt = [e["depth"][..., 0] for e in extras]
-      _, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg, max_depth=MAX_DEPTH)
-      key = seq.name if seq.name not in ratios_spread else f"{seq.name} ({len(ratios_spread)})"
-      ratios_spread[key] = evaluation.scale_consistency(ratios)["ratio_std_over_median"]
+      metrics, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg,
+                                                  max_depth=MAX_DEPTH)
+      key = seq.name if seq.name not in per_sequence else f"{seq.name} ({len(per_sequence)})"
+      per_sequence[key] = {"abs_rel": metrics["abs_rel"], "a1": metrics["a1"],
+                           "scale_ratio_std_over_median":
+                               evaluation.scale_consistency(ratios)["ratio_std_over_median"]}
       gts += gt
       preds += list(depth)
       if "moving_mask" in extras[0]:
@@ -97,8 +101,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       k_errors.append(np.abs(got - true) / np.abs(true))
   if gts:
     results["depth"] = evaluation.depth_metrics(gts, preds, garg_crop=garg, max_depth=MAX_DEPTH)
-    results["depth"]["scale_ratio_std_over_median"] = float(np.mean(list(ratios_spread.values())))
-    results["depth"]["scale_ratio_std_over_median_per_sequence"] = ratios_spread
+    results["depth"]["scale_ratio_std_over_median"] = float(np.mean(
+        [m["scale_ratio_std_over_median"] for m in per_sequence.values()]))
+    results["depth"]["per_sequence"] = per_sequence
     results["depth"]["num_images"] = len(gts)
     if moving and any(m.any() for m in moving):
       keep = [i for i, m in enumerate(moving) if m.sum() >= 20]
@@ -134,6 +139,10 @@ def format_table(results: dict) -> str:
     lines.append(f"scale ratio std/median: {dm['scale_ratio_std_over_median']:.4f}  "
                  f"images: {dm['num_images']}"
                  + (f"  abs_rel on moving objects: {dm['abs_rel_moving']:.4f}" if "abs_rel_moving" in dm else ""))
+    if len(dm.get("per_sequence", {})) > 1:
+      lines.append("per sequence: abs_rel  a1  ratio std/median")
+      lines += [f"  {m['abs_rel']:.4f}  {m['a1']:.4f}  {m['scale_ratio_std_over_median']:.4f}  {n}"
+                for n, m in dm["per_sequence"].items()]
   if "pose" in results:
     lines.append(f"5-frame ATE: {results['pose']['ate_5frame']:.4f} (reference /N), "
                  f"RMSE {results['pose']['ate_5frame_rmse']:.4f}")

@@ -461,11 +461,15 @@ def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path
   # A random network is not mirror-symmetric, so averaging with the mirror changes the depth.
   assert flipped["depth"]["abs_rel"] != pytest.approx(plain["depth"]["abs_rel"], rel=1e-6)
   assert all(np.isfinite(flipped["depth"][k]) for k in ("abs_rel", "rmse", "a1"))
-  # The scale-ratio spread is reported per test sequence, and the headline figure is their mean.
-  per_sequence = plain["depth"]["scale_ratio_std_over_median_per_sequence"]
+  # Per test sequence: AbsRel, δ1 and the scale-ratio spread, whose mean is the headline spread.
+  per_sequence = plain["depth"]["per_sequence"]
   assert list(per_sequence) == [s.name for s in sources.load_sequences(config, "test")]
   assert plain["depth"]["scale_ratio_std_over_median"] == pytest.approx(
-      np.mean(list(per_sequence.values())))
+      np.mean([m["scale_ratio_std_over_median"] for m in per_sequence.values()]))
+  # One test sequence here: its AbsRel (a mean over its images) is the overall one.
+  (only,) = per_sequence.values()
+  assert only["abs_rel"] == pytest.approx(plain["depth"]["abs_rel"])
+  assert only["a1"] == pytest.approx(plain["depth"]["a1"])
 
 
 def test_depth_spread_and_collapse_warning():
