@@ -75,9 +75,10 @@ BUDGETS = {
     # The same `:tiny` networks and input size as `short`, with four times the training
     # scenes, 10-20x the steps and four times the test scenes (the first 2 are `short`'s;
     # the train split does not depend on the number of test scenes). Full-width networks
-    # at 96 x 320 were measured too slow for this: batch-8 steps take 4.3 s (Monodepth2), 6.4 s (SfMLearner), 11.7 s (SC) and
-    # 20.7 s (Li) on 2 cores (`benchmarks/train_step.py --height=96 --width=320`), i.e. 330-1600
-    # steps in 2 h. Steps are sized from the short runs' rates to about 1.5-1.8 h each.
+    # at 96 x 320 were measured too slow for this: batch-8 steps take 4.3 s (Monodepth2),
+    # 6.4 s (SfMLearner), 11.7 s (SC) and 20.7 s (Li) on 2 cores (`benchmarks/train_step.py
+    # --height=96 --width=320`), i.e. 330-1600 steps in 2 h. Steps are sized from the short
+    # runs' rates to about 1.5-1.8 h each.
     "long": {
         "variant": "tiny",
         "synthetic": {"data.synthetic_train_sequences": 24, "data.synthetic_test_sequences": 8},

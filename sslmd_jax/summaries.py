@@ -107,8 +107,8 @@ def _jitted_aux(networks, config):
 class Progress:
   """Progress of a run: a bar on a terminal, periodic plain lines otherwise.
 
-  Shows step, loss, images/s (excluding the first step, which compiles) and the
-  time left.
+  Shows step, loss, images/s (the average since this process's first step, which
+  compiles and is excluded; not the current rate) and the time left.
   """
 
   def __init__(self, num_steps: int, start_step: int, batch_size: int, *, mode: str = "auto",

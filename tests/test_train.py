@@ -17,8 +17,8 @@ import optax
 import pytest
 
 from sslmd_jax import objectives
-from sslmd_jax.data import sources
 from sslmd_jax import train
+from sslmd_jax.data import sources
 from tests import train_utils
 
 
