@@ -110,6 +110,42 @@ def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
   assert renewed["metrics"]["depth"]["abs_rel"] == pytest.approx(record["metrics"]["depth"]["abs_rel"])
 
 
+_spec = importlib.util.spec_from_file_location("synthetic_benchmark",
+                                               ROOT / "experiments" / "synthetic_benchmark.py")
+synthetic_benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synthetic_benchmark)
+
+
+@pytest.mark.parametrize("budget", sorted(synthetic_benchmark.BUDGETS))
+def test_every_benchmark_run_is_a_valid_config_of_its_budget(budget, tmp_path):
+  """Each budget's runs: the trainer's config check passes and the budget's settings land."""
+  from absl import flags
+  from absl.testing import flagsaver
+  from sslmd_jax import objectives
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  spec = synthetic_benchmark.BUDGETS[budget]
+  with flagsaver.flagsaver(budget=budget, kitti_path=str(tmp_path / "kitti"), steps=0):
+    for name in synthetic_benchmark.ALL_RUNS:
+      config = synthetic_benchmark.baseline_config(name, str(tmp_path / "data"))
+      objectives.validate_config(config)
+      assert config.optim.num_steps == spec["steps"][name], name
+      sizes = spec["kitti"] if name == "kitti06" else spec["synthetic"]
+      assert (config.data.height, config.data.width) == (sizes.get("data.height", 64),
+                                                          sizes.get("data.width", 192)), name
+      # `gpu` trains the full-width networks; `short` and `long` the `:tiny` ones.
+      assert config.model.base_width == (64 if budget == "gpu" else 16), name
+      if name == "kitti06":
+        assert config.data.name == "kitti_odometry" and config.data.path == str(tmp_path / "kitti")
+      else:
+        assert config.data.name == "synthetic"
+        assert config.data.synthetic_test_sequences == sizes.get("data.synthetic_test_sequences", 2)
+      if name == "dynamic_scenes":  # The residual field switches on halfway, whatever the length.
+        assert config.model.motion_burn_in_steps == spec["steps"][name] // 2
+      if name == "monodepth2_average_unmasked":
+        assert config.loss.reprojection == "mean" and not config.loss.automask
+
+
 _spec = importlib.util.spec_from_file_location("depth_errors", ROOT / "experiments" / "depth_errors.py")
 depth_errors = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(depth_errors)
