@@ -3,7 +3,9 @@
   sslmd train [--config=configs/monodepth2.py[:tiny]] --workdir=DIR [--config.x.y=value ...]
       Trains (resuming from DIR's newest checkpoint), then evaluates on the test split.
       Without --config: the default recipe (Monodepth2) on the synthetic world.
-      Without --workdir: ./runs/<recipe>.
+      Without --workdir: ./runs/<recipe>. A run that collapses (constant depth, no predicted
+      motion) is rolled back and retried at a lower learning rate (sslmd_jax/health.py); one
+      still collapsed after config.run.max_recoveries retries exits with code 3.
   sslmd eval --workdir=DIR [--flip] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
       prints a table and writes DIR/eval/metrics.json (with --flip, flip post-processing of the
@@ -103,6 +105,7 @@ def main(argv):
   logging.info("JAX %s, %d devices (%s), process %d of %d", jax.__version__, jax.device_count(),
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
   if command == "train":
+    from sslmd_jax import health
     from sslmd_jax import train
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.recipe)
@@ -112,6 +115,9 @@ def main(argv):
       raise app.UsageError(str(e)) from None
     except (DataError, train.NonFiniteLossError, FileNotFoundError) as e:
       sys.exit(f"error: {e}")
+    except health.TrainingCollapsedError as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(health.COLLAPSE_EXIT_CODE)
   elif command in ("predict", "export"):
     if not _WORKDIR.value or not _OUTPUT.value:
       raise app.UsageError(f"sslmd {command} needs --workdir=DIR and --output=PATH.")

@@ -20,18 +20,40 @@ from sslmd_jax import objectives
 
 
 class SummaryWriter:
-  """`metrics.jsonl` + TensorBoard events under `workdir/tensorboard/`."""
+  """`metrics.jsonl` + TensorBoard events under `workdir/tensorboard/`.
 
-  def __init__(self, workdir, *, enabled: bool = True):
+  `metrics.jsonl` holds one line per logged step however often a run resumes or rolls
+  back: opening the writer at `start_step` (and `rewind`) drops the lines of later steps,
+  which the run is about to log again.
+  """
+
+  def __init__(self, workdir, *, enabled: bool = True, start_step: int = 0):
     self.enabled = enabled
     self._tb = None
     self._jsonl = None
     if not enabled:
       return
-    workdir = pathlib.Path(workdir)
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    self._path = pathlib.Path(workdir) / "metrics.jsonl"
+    self._open_jsonl(start_step)
     from tensorboardX import SummaryWriter as TBWriter
-    self._tb = TBWriter(str(workdir / "tensorboard"))
+    self._tb = TBWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+  def _open_jsonl(self, start_step: int) -> None:
+    """Keeps the lines of steps <= `start_step` (atomically), then appends."""
+    if self._path.exists():
+      kept = [line for line in self._path.read_text(encoding="utf-8").splitlines(keepends=True)
+              if _logged_step(line) is not None and _logged_step(line) <= start_step]
+      tmp = self._path.with_suffix(".jsonl.tmp")
+      tmp.write_text("".join(kept), encoding="utf-8")
+      tmp.replace(self._path)
+    self._jsonl = open(self._path, "a", encoding="utf-8")
+
+  def rewind(self, step: int) -> None:
+    """The run went back to `step`: forget the metrics logged after it."""
+    if not self.enabled:
+      return
+    self._jsonl.close()
+    self._open_jsonl(step)
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
     if not self.enabled:
@@ -56,6 +78,14 @@ class SummaryWriter:
     if self._jsonl is not None:
       self._jsonl.close()
       self._jsonl = None
+
+
+def _logged_step(line: str) -> int | None:
+  """The step of a `metrics.jsonl` line, or None for a torn or foreign line."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def colorize(values: np.ndarray, *, cmap: str = "magma", robust: bool = True) -> np.ndarray:
@@ -149,6 +179,13 @@ class Progress:
       eta = "?" if not np.isfinite(self._eta) else time.strftime("%H:%M:%S", time.gmtime(self._eta))
       print(f"step {step}/{self.num_steps}  loss {loss:.4f}  {self._rate:.2f} img/s  "
             f"time left {eta}", flush=True)
+
+  def rewind(self, step: int) -> None:
+    """The run went back to `step` (a recovery): rates count again from the next step."""
+    self._t0, self._s0 = None, step
+    if self._bar is not None:
+      self._bar.n = step
+      self._bar.refresh()
 
   def rates(self) -> dict[str, float]:
     return {"images_per_second": self._rate}

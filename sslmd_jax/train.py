@@ -32,6 +32,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from sslmd_jax import health
 from sslmd_jax import objectives
 from sslmd_jax.data import pipeline as pipeline_lib
 from sslmd_jax.data import sources
@@ -161,36 +162,6 @@ def _tree_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-# Below this relative spread (see `depth_spread`) the predicted depth is a constant: training has
-# collapsed. Measured on 8 training frames with the workdirs of the README Results runs: a
-# collapsed SfMLearner run 0.0 (SC-SfMLearner's collapse, README Results, had a spread of 4e-8);
-# every recipe at initialisation 0.16-0.32; trained runs 0.55-1.5 (Li's near-constant one 0.12).
-DEPTH_COLLAPSE_SPREAD = 0.02
-
-
-def depth_spread(depth: jax.Array) -> jax.Array:
-  """Relative spread of predicted depth maps: per image std / mean over pixels, batch mean.
-
-  Args:
-    depth: `[B, H, W, 1]` depth (any unit; the ratio is scale-free).
-
-  Returns:
-    Scalar float32; 0 for a constant depth.
-  """
-  depth = depth.astype(jnp.float32)
-  return jnp.mean(jnp.std(depth, axis=(1, 2, 3)) / jnp.mean(depth, axis=(1, 2, 3)))
-
-
-def collapse_warning(step: int, spread: float) -> str | None:
-  """The message for a run whose logged `depth_spread` is below `DEPTH_COLLAPSE_SPREAD`, or None."""
-  if not spread < DEPTH_COLLAPSE_SPREAD:
-    return None
-  return (f"step {step}: the predicted depth is nearly constant (depth_spread {spread:.2g} < "
-          f"{DEPTH_COLLAPSE_SPREAD}): training has collapsed to a constant depth. In this "
-          "project's runs a smoothness term outweighing the photometric term did this (README "
-          "Results); try a smaller loss.smoothness_weight or a loss.smoothness_ramp_steps warm-up.")
-
-
 def microbatch(batch: dict, index, num: int) -> dict:
   """Chunk `index` (an int or int32 scalar, traced or not) of `num` chunks of `batch`.
 
@@ -264,7 +235,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   gradients are not finite leaves the state unchanged and reports
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
   Metrics: `loss`, every term by name, `grad_norm`, `param_norm`,
-  `learning_rate`, `finite`, `depth_spread` (of the target frames' predicted depth).
+  `learning_rate`, `finite`, and the health figures of `sslmd_jax.health`: `depth_spread`
+  (of the target frames' predicted depth) and `translation_to_depth`.
 
   Gradient accumulation (`config.optim.microbatches = k > 1`): the batch is split into `k`
   chunks (`microbatch`), each a forward and backward pass; the update uses the mean of the
@@ -289,8 +261,10 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                                      step=step, key=key, train=True)
 
     (loss, (terms, aux, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    summary = {"loss": loss, **terms,
-               "depth_spread": depth_spread(jax.lax.stop_gradient(aux["depth"]))}
+    depth = jax.lax.stop_gradient(aux["depth"])
+    summary = {"loss": loss, **terms, "depth_spread": health.depth_spread(depth),
+               "translation_to_depth": health.translation_to_depth(
+                   jax.lax.stop_gradient(aux["b_from_a"]), depth)}
     return grads, summary, new_stats
 
   def chunk_key(state, index):
@@ -530,6 +504,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   data iterator's state). SIGTERM saves a checkpoint and returns with
   `preempted=True`. A non-finite loss raises `NonFiniteLossError` naming the
   step and the term, leaving the last good checkpoint as it was.
+
+  Collapse (`sslmd_jax.health`): the run's health is checked at every log step and
+  before every checkpoint, so only healthy states are saved. A failed check rolls the
+  run back to its newest checkpoint (or its initial state) with the learning rate
+  multiplied by `config.run.recovery_learning_rate_factor`, recorded in
+  `recoveries.json`; after `config.run.max_recoveries` of them a further failure raises
+  `health.TrainingCollapsedError`.
   """
   from sslmd_jax import summaries  # Local: tensorboardX only for runs.
   objectives.validate_config(config)
@@ -549,65 +530,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                jax.process_count())
 
   networks = objectives.make_networks(config)
-  optimizer = make_optimizer(config)
-  state = create_train_state(config, networks, optimizer)
   loader = pipeline_lib.make_data_loader(sequences, pipeline_options(config))
-  iterator = iter(loader)
   manager = checkpoint_manager(workdir, config)
+  recoveries = health.read_recoveries(workdir)
+  run = _start(config, networks, mesh, manager, loader, recoveries)
   if manager.latest_step() is not None:
-    state = restore_checkpoint(manager, state, iterator)
-    logging.info("resumed from %s at step %d", workdir / "checkpoints", int(state.step))
-    print(f"Resuming {workdir} from step {int(state.step)}.", flush=True)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = jax.device_put(state, replicated)
-  step_fn = jit_train_step(make_train_step(config, networks, optimizer), mesh, state)
+    logging.info("resumed from %s at step %d", workdir / "checkpoints", run.step)
+    print(f"Resuming {workdir} from step {run.step}.", flush=True)
 
   num_steps = config.optim.num_steps
-  start = int(state.step)
-  writer = summaries.SummaryWriter(workdir, enabled=is_main)
-  progress = summaries.Progress(num_steps, start, config.data.batch_size, mode=config.run.progress)
-  metrics_host: dict = {}
-  preempted = False
-  collapse_warned = False
-  with _Preemption() as preemption:
-    step = start
-    while step < num_steps:
-      batch = pipeline_lib.global_batch(next(iterator), mesh)
-      if step == start:  # Compile first, then hand the compiler's freed memory back.
-        step_fn.compile(state, batch)
-      state, metrics = step_fn(state, batch)
-      step += 1
-      finite = bool(metrics["finite"])  # One scalar to the host per step: the non-finite guard.
-      if not finite:
-        bad = {k: float(v) for k, v in jax.device_get(metrics).items()
-               if not math.isfinite(float(v))}
-        manager.wait_until_finished()
-        writer.close()
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {bad or {'gradients': 'non-finite'}}; the last good "
-            f"checkpoint (step {manager.latest_step()}) in {workdir / 'checkpoints'} is intact.")
-      progress.update(step, metrics)
-      if step % config.run.log_every == 0 or step == num_steps:
-        metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        metrics_host.update(progress.rates())
-        writer.scalars(step, metrics_host)
-        warning = None if collapse_warned else collapse_warning(step, metrics_host["depth_spread"])
-        if warning:  # Once per run.
-          collapse_warned = True
-          logging.warning(warning)
-          print(f"Warning: {warning}", flush=True)
-      if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
-        writer.images(step, summaries.image_summaries(state, batch, networks, config))
-      if preemption.requested:
-        save_checkpoint(manager, state, iterator, step)
-        preempted = True
-        break
-      if step % config.run.checkpoint_every == 0 or step == num_steps:
-        save_checkpoint(manager, state, iterator, step)
-  manager.wait_until_finished()
-  manager.close()
-  progress.close()
-  writer.close()
+  writer = summaries.SummaryWriter(workdir, enabled=is_main, start_step=run.step)
+  progress = summaries.Progress(num_steps, run.step, config.data.batch_size,
+                                mode=config.run.progress)
+  try:
+    step, preempted, metrics_host, recoveries, run = _loop(
+        config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress)
+  finally:  # Every exit, error or not, waits for pending saves and closes the logs.
+    manager.wait_until_finished()
+    manager.close()
+    progress.close()
+    writer.close()
   if preempted:
     print(f"Preempted (SIGTERM) at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
           "rerun the same command to resume.", flush=True)
@@ -615,7 +557,118 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   evaluation = None
   if config.run.evaluate:
     from sslmd_jax import evaluate_run
-    evaluation = evaluate_run.evaluate(config, workdir, state=state, networks=networks)
-  print(f"Done: {step} steps. Outputs in {workdir}: config.json, metrics.jsonl, tensorboard/, "
-        f"checkpoints/{', eval/metrics.json' if evaluation else ''}.", flush=True)
+    evaluation = evaluate_run.evaluate(config, workdir, state=run.state, networks=networks)
+  health_line = (f"depth_spread {metrics_host.get('depth_spread', float('nan')):.3f}, "
+                 f"{len(recoveries)} recover{'y' if len(recoveries) == 1 else 'ies'}")
+  print(f"Done: {step} steps ({health_line}). Outputs in {workdir}: config.json, metrics.jsonl, "
+        f"tensorboard/, checkpoints/{', eval/metrics.json' if evaluation else ''}.", flush=True)
   return TrainResult(step, False, metrics_host, evaluation)
+
+
+def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress):
+  """The steps from `run.step` to `config.optim.num_steps` (`train_and_evaluate`).
+
+  Returns `(step, preempted, last logged metrics, recoveries, run)`.
+  """
+  from sslmd_jax import summaries  # Local: tensorboardX only for runs.
+  num_steps = config.optim.num_steps
+  metrics_host: dict = {}
+  previous_check = None
+  with _Preemption() as preemption:
+    step = run.step
+    while step < num_steps:
+      batch = pipeline_lib.global_batch(next(run.iterator), mesh)
+      if not run.compiled:  # Compile first, then hand the compiler's freed memory back.
+        run.step_fn.compile(run.state, batch)
+        run.compiled = True
+      run.state, metrics = run.step_fn(run.state, batch)
+      step += 1
+      if not bool(metrics["finite"]):  # One scalar to the host per step: the non-finite guard.
+        _raise_non_finite(metrics, step, manager, workdir)
+      progress.update(step, metrics)
+      log_now = step % config.run.log_every == 0 or step == num_steps
+      save_now = (step % config.run.checkpoint_every == 0 or step == num_steps
+                  or preemption.requested)
+      if log_now or save_now:
+        metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics_host.update(progress.rates())
+        if log_now:
+          writer.scalars(step, metrics_host)
+        problem = health.health_problem(metrics_host, previous_check)
+        previous_check = metrics_host
+        if problem:
+          recoveries = _recover(config, workdir, manager, recoveries, step, problem)
+          run = _start(config, networks, mesh, manager, loader, recoveries)
+          step, previous_check = run.step, None
+          writer.rewind(step)
+          progress.rewind(step)
+          continue
+      if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
+        writer.images(step, summaries.image_summaries(run.state, batch, networks, config))
+      if save_now:
+        save_checkpoint(manager, run.state, run.iterator, step)
+      if preemption.requested:
+        return step, True, metrics_host, recoveries, run
+  return step, False, metrics_host, recoveries, run
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the loop continues from: the state at `step`, its data iterator, the jitted step."""
+  state: TrainState
+  iterator: Any
+  step_fn: JittedTrainStep
+  step: int
+  compiled: bool = False
+
+
+def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
+  """The newest checkpoint's state and data position (or the initial ones), under the learning
+  rate and seed of the newest recovery (`health.with_recoveries`), with its jitted step."""
+  attempt = health.with_recoveries(config, recoveries)
+  optimizer = make_optimizer(attempt)
+  state = create_train_state(attempt, networks, optimizer)
+  iterator = iter(loader)
+  if manager.latest_step() is not None:
+    state = restore_checkpoint(manager, state, iterator)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(state, replicated)
+  step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
+  return _Run(state=state, iterator=iterator, step_fn=step_fn, step=int(state.step))
+
+
+def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:
+  """Records a recovery from `problem` at `step` (returns the new list), or raises
+  `health.TrainingCollapsedError` when `config.run.max_recoveries` are used up."""
+  manager.wait_until_finished()
+  restored = manager.latest_step() or 0
+  if len(recoveries) >= config.run.max_recoveries:
+    lr = health.with_recoveries(config, recoveries).optim.learning_rate
+    raise health.TrainingCollapsedError(
+        f"training collapsed at step {step}: {problem}, after {len(recoveries)} recoveries "
+        f"(learning rate now {lr:.3g}; config.run.max_recoveries={config.run.max_recoveries}). "
+        f"The newest healthy checkpoint is step {restored} in {workdir / 'checkpoints'}. "
+        "Check that the frames move (a camera that stands still teaches nothing) and that "
+        "consecutive frames overlap; try a smaller config.optim.learning_rate.")
+  factor = config.run.recovery_learning_rate_factor ** (len(recoveries) + 1)
+  recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
+                                             learning_rate_factor=factor)]
+  if jax.process_index() == 0:
+    health.write_recoveries(workdir, recoveries)
+  message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
+             f"{config.run.max_recoveries}): back to step {restored} with the learning rate "
+             f"x{factor:g}.")
+  logging.warning(message)
+  print(f"Warning: {message}", flush=True)
+  return recoveries
+
+
+def _raise_non_finite(metrics, step, manager, workdir):
+  """Stops the run on a non-finite step, naming the terms, after pending saves finish."""
+  bad = {k: float(v) for k, v in jax.device_get(metrics).items() if not math.isfinite(float(v))}
+  manager.wait_until_finished()
+  last = manager.latest_step()
+  where = (f"the last good checkpoint (step {last}) in {workdir / 'checkpoints'} is intact"
+           if last is not None else "no checkpoint had been written yet")
+  raise NonFiniteLossError(
+      f"non-finite loss at step {step}: {bad or {'gradients': 'non-finite'}}; {where}.")

@@ -472,36 +472,6 @@ def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path
   assert only["a1"] == pytest.approx(plain["depth"]["a1"])
 
 
-def test_depth_spread_and_collapse_warning():
-  rng = np.random.default_rng(0)
-  depth = rng.uniform(1.0, 50.0, size=(3, 4, 5, 1)).astype(np.float32)
-  expected = np.mean([d.std() / d.mean() for d in depth.astype(np.float64)])
-  assert float(train.depth_spread(jnp.asarray(depth))) == pytest.approx(expected, rel=1e-5)
-  # Scale-free, and 0 for a constant depth.
-  assert float(train.depth_spread(jnp.asarray(7.0 * depth))) == pytest.approx(expected, rel=1e-5)
-  assert float(train.depth_spread(jnp.full((2, 4, 5, 1), 0.3))) == pytest.approx(0.0, abs=1e-7)
-  assert train.collapse_warning(10, 0.5) is None
-  assert train.collapse_warning(10, train.DEPTH_COLLAPSE_SPREAD) is None
-  message = train.collapse_warning(40, 1e-4)
-  assert "step 40" in message and "nearly constant" in message and "smoothness" in message
-
-
-def test_a_collapsed_run_is_reported_once(tmp_path, synthetic_dir, monkeypatch, capsys):
-  """`depth_spread` is logged every log step; below the threshold the run warns (once)."""
-  config = train_utils.micro_config("monodepth2", synthetic_dir)
-  config.optim.num_steps = 3
-  config.run.evaluate = False
-  config.run.log_every = 1
-  monkeypatch.setattr(train, "DEPTH_COLLAPSE_SPREAD", 1e9)  # Any depth counts as collapsed.
-  train.train_and_evaluate(config, tmp_path / "run")
-  out = capsys.readouterr().out
-  assert out.count("Warning: step 1: the predicted depth is nearly constant") == 1
-  assert out.count("nearly constant") == 1  # Once per run.
-  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-  spreads = [row["depth_spread"] for row in rows]
-  assert len(spreads) == 3 and all(0.0 < v < 10.0 for v in spreads)  # A real, finite spread.
-
-
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_dir):
   config = train_utils.micro_config("monodepth2", synthetic_dir)
   config.optim.num_steps = 6
@@ -534,3 +504,72 @@ def test_cli_rejects_config_typo_and_missing_path(tmp_path):
                            env=env, capture_output=True, text=True, cwd=train_utils.REPO, timeout=300)
   assert missing.returncode != 0
   assert "/no/such/dir" in missing.stderr
+
+
+def _collapse_at_checks(monkeypatch, *calls):
+  """Makes `health.health_problem` report a collapse at the given (1-based) calls only."""
+  from sslmd_jax import health
+  real = health.health_problem
+  count = {"n": 0}
+
+  def fake(metrics, previous=None):
+    count["n"] += 1
+    return "a test collapse" if count["n"] in calls else real(metrics, previous)
+
+  monkeypatch.setattr(health, "health_problem", fake)
+
+
+def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
+    tmp_path, synthetic_dir, monkeypatch, capsys):
+  from sslmd_jax import health
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 6
+  config.optim.decay_steps = 100
+  config.run.evaluate = False
+  config.run.checkpoint_every = 2
+  _collapse_at_checks(monkeypatch, 5)  # Checks at every step (log_every=1): step 5 collapses.
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  assert result.step == 6
+  (recovery,) = health.read_recoveries(tmp_path / "run")
+  assert (recovery.step, recovery.restored_step, recovery.learning_rate_factor) == (5, 4, 0.5)
+  assert "step 5: a test collapse. Recovering (1 of at most 3): back to step 4" in \
+      capsys.readouterr().out
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]  # Step 5 once: the retried one.
+  lr = config.optim.learning_rate
+  assert [row["learning_rate"] for row in rows] == pytest.approx([lr] * 4 + [lr / 2] * 2)
+  assert int(_params(tmp_path / "run", synthetic_dir).step) == 6
+
+
+def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic_dir, monkeypatch):
+  from sslmd_jax import health
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 6
+  config.run.evaluate = False
+  config.run.checkpoint_every = 2
+  config.run.max_recoveries = 2
+  monkeypatch.setattr(health, "DEPTH_COLLAPSE_SPREAD", 1e9)  # Every check fails.
+  with pytest.raises(health.TrainingCollapsedError,
+                     match=r"collapsed at step 1: the predicted depth is constant .* after 2 "
+                           r"recoveries .* newest healthy checkpoint is step 0"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  recoveries = health.read_recoveries(tmp_path / "run")
+  assert [r.learning_rate_factor for r in recoveries] == [0.5, 0.25]
+  assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))  # Nothing unhealthy saved.
+
+
+def test_metrics_jsonl_keeps_one_line_per_step_across_a_rewind(tmp_path):
+  from sslmd_jax import summaries
+  writer = summaries.SummaryWriter(tmp_path)
+  for step in (1, 2, 3):
+    writer.scalars(step, {"loss": float(step)})
+  writer.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 4, "lo')  # A line torn by a kill.
+  writer = summaries.SummaryWriter(tmp_path, start_step=2)  # Resumed from step 2.
+  writer.scalars(3, {"loss": 30.0})
+  writer.rewind(1)
+  writer.scalars(2, {"loss": 20.0})
+  writer.close()
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 20.0)]

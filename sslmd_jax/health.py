@@ -1,0 +1,155 @@
+"""Training health: detecting a collapsed run, and the record of what was done about it.
+
+Self-supervised depth and motion can fall into degenerate solutions from which the
+gradients do not lead back: the depth network predicts the same depth at every pixel
+(then no camera motion changes the warp's parallax, and the photometric loss is
+explained by rotation alone), or the motion network stops predicting any translation
+(then no depth changes the warp). Both are visible in two scalars of every step:
+
+  * `depth_spread`: per image std / mean of the predicted depth, batch mean (0 for a
+    constant depth; 0.16-0.32 at initialisation and 0.2-1.5 for trained runs in this
+    project's runs; collapsed runs logged 0.0 and 4e-8);
+  * `translation_to_depth`: the mean norm of the predicted translations divided by the
+    mean predicted depth of the target frames: roughly the camera's motion per frame in
+    units of the scene's distance (about 0.05 for a car driving 1 m per frame past
+    things 20 m away; 0 when the motion network outputs no translation).
+
+The trainer checks them at every log step and before every checkpoint
+(`health_problem`), so every checkpoint holds a healthy state. When a check fails it
+restores the newest checkpoint (or the initial state), multiplies the learning rate by
+`config.run.recovery_learning_rate_factor` and goes on; each such recovery is appended
+to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced rate.
+After `config.run.max_recoveries` recoveries a further failure ends the run with
+`TrainingCollapsedError` (exit code `COLLAPSE_EXIT_CODE` from `sslmd train`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+# Below this `depth_spread` the predicted depth is a constant (module docstring).
+DEPTH_COLLAPSE_SPREAD = 0.02
+# Below this `translation_to_depth` the motion network predicts no translation: a thousandth of
+# a slow car's (0.5 m per frame past things 50 m away gives 0.01).
+TRANSLATION_COLLAPSE_RATIO = 1e-5
+# `sslmd train`'s exit code for a run that ended collapsed (1 is any other error).
+COLLAPSE_EXIT_CODE = 3
+RECOVERIES_FILE = "recoveries.json"
+
+
+class TrainingCollapsedError(RuntimeError):
+  """Training stayed collapsed after every allowed recovery; the message says how and where."""
+
+
+def depth_spread(depth: jax.Array) -> jax.Array:
+  """Relative spread of predicted depth maps: per image std / mean over pixels, batch mean.
+
+  Args:
+    depth: `[B, H, W, 1]` depth (any unit; the ratio is scale-free).
+
+  Returns:
+    Scalar float32; 0 for a constant depth.
+  """
+  depth = depth.astype(jnp.float32)
+  return jnp.mean(jnp.std(depth, axis=(1, 2, 3)) / jnp.mean(depth, axis=(1, 2, 3)))
+
+
+def translation_to_depth(b_from_a: jax.Array, depth: jax.Array) -> jax.Array:
+  """Mean predicted translation norm over mean predicted depth (scale-free; module docstring).
+
+  Args:
+    b_from_a: `[B, P, 4, 4]` predicted rigid motion of each pair (depth units).
+    depth: `[B, H, W, 1]` predicted depth of the target frames (the same units).
+
+  Returns:
+    Scalar float32 >= 0; 0 when every predicted translation is 0.
+  """
+  translation = jnp.linalg.norm(b_from_a[..., :3, 3].astype(jnp.float32), axis=-1)
+  return jnp.mean(translation) / jnp.mean(depth.astype(jnp.float32))
+
+
+def health_problem(metrics: dict[str, float],
+                   previous: dict[str, float] | None = None) -> str | None:
+  """What is wrong with a step's logged metrics, in one sentence, or None when healthy.
+
+  A constant depth is a collapse at once. No translation is one only when the previous
+  check saw none either: a batch of snippets that all stand still (a car waiting at a
+  light) rightly predicts none.
+
+  Args:
+    metrics: host floats with `depth_spread` and (when the recipe predicts rigid motion)
+      `translation_to_depth`.
+    previous: the previous check's metrics (None: this is the run's first check).
+  """
+  spread = metrics.get("depth_spread")
+  if spread is not None and not spread >= DEPTH_COLLAPSE_SPREAD:
+    return (f"the predicted depth is constant (depth_spread {spread:.2g}, expected >= "
+            f"{DEPTH_COLLAPSE_SPREAD})")
+  ratio = metrics.get("translation_to_depth")
+  before = (previous or {}).get("translation_to_depth")
+  if (ratio is not None and before is not None and not ratio >= TRANSLATION_COLLAPSE_RATIO
+      and not before >= TRANSLATION_COLLAPSE_RATIO):
+    return (f"the motion network predicts no translation (translation_to_depth {ratio:.2g} "
+            f"and {before:.2g} at the previous check, expected >= {TRANSLATION_COLLAPSE_RATIO})")
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+  """One recovery from a collapse, as recorded in `workdir/recoveries.json`.
+
+  Attributes:
+    step: the step whose health check failed.
+    problem: `health_problem`'s sentence.
+    restored_step: the checkpoint the run went back to (0: the initial state).
+    learning_rate_factor: the factor on `config.optim.learning_rate` from then on
+      (cumulative: `recovery_learning_rate_factor ** number_of_recoveries`).
+  """
+  step: int
+  problem: str
+  restored_step: int
+  learning_rate_factor: float
+
+
+def read_recoveries(workdir: str | os.PathLike) -> list[Recovery]:
+  """The recoveries recorded in `workdir` (empty for a run that never collapsed)."""
+  path = pathlib.Path(workdir) / RECOVERIES_FILE
+  if not path.exists():
+    return []
+  try:
+    return [Recovery(**row) for row in json.loads(path.read_text())]
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{path}: not a list of recoveries ({e}); expected what sslmd train "
+                     "writes, e.g. [{\"step\": 200, \"problem\": \"...\", \"restored_step\": 100, "
+                     "\"learning_rate_factor\": 0.5}]") from None
+
+
+def write_recoveries(workdir: str | os.PathLike, recoveries: list[Recovery]) -> None:
+  """Writes the recoveries atomically (a kill leaves the old or the new file, never half)."""
+  path = pathlib.Path(workdir) / RECOVERIES_FILE
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps([dataclasses.asdict(r) for r in recoveries], indent=2) + "\n")
+  os.replace(tmp, path)
+
+
+def with_recoveries(config: ml_collections.ConfigDict,
+                    recoveries: list[Recovery]) -> ml_collections.ConfigDict:
+  """`config` as the run continues after its recoveries (a copy; `config` is unchanged).
+
+  The learning rate is multiplied by the newest recovery's factor, and `seed` is moved on by
+  the number of recoveries (fresh initial parameters if the run went back to step 0, fresh
+  per-step randomness; the data order stays the checkpoint's).
+  """
+  if not recoveries:
+    return config
+  out = config.copy_and_resolve_references()
+  out.optim.learning_rate = config.optim.learning_rate * recoveries[-1].learning_rate_factor
+  out.seed = config.seed + len(recoveries)
+  return out

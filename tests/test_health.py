@@ -1,0 +1,72 @@
+"""Training health: the collapse figures, the checks and the recovery record (sslmd_jax.health)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sslmd_jax import health
+from tests import train_utils
+
+
+def test_depth_spread_is_the_mean_relative_std_and_zero_for_a_constant():
+  rng = np.random.default_rng(0)
+  depth = rng.uniform(1.0, 50.0, size=(3, 4, 5, 1)).astype(np.float32)
+  expected = np.mean([d.std() / d.mean() for d in depth.astype(np.float64)])
+  assert float(health.depth_spread(jnp.asarray(depth))) == pytest.approx(expected, rel=1e-5)
+  assert float(health.depth_spread(jnp.asarray(7.0 * depth))) == pytest.approx(expected, rel=1e-5)
+  assert float(health.depth_spread(jnp.full((2, 4, 5, 1), 0.3))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_translation_to_depth_by_hand():
+  b_from_a = np.tile(np.eye(4, dtype=np.float32), (2, 2, 1, 1))
+  b_from_a[0, 0, :3, 3] = [0.0, 0.0, 3.0]  # norms 3, 0 | 4, 0: mean 1.75
+  b_from_a[1, 0, :3, 3] = [0.0, 4.0, 0.0]
+  depth = np.full((2, 3, 4, 1), 10.0, np.float32)
+  depth[1] = 30.0  # mean depth 20
+  ratio = float(health.translation_to_depth(jnp.asarray(b_from_a), jnp.asarray(depth)))
+  assert ratio == pytest.approx(1.75 / 20.0, rel=1e-6)
+  # Scale-free: the same scene in other units.
+  scaled = b_from_a.copy()
+  scaled[..., :3, 3] *= 5.0
+  assert float(health.translation_to_depth(jnp.asarray(scaled), jnp.asarray(5.0 * depth))) == \
+      pytest.approx(ratio, rel=1e-6)
+
+
+def test_health_problem_names_a_constant_depth_at_once():
+  healthy = {"depth_spread": 0.4, "translation_to_depth": 0.05}
+  assert health.health_problem(healthy) is None
+  assert health.health_problem(healthy, healthy) is None
+  flat = dict(healthy, depth_spread=1e-8)
+  assert "depth is constant" in health.health_problem(flat)
+  assert "depth is constant" in health.health_problem(dict(healthy, depth_spread=float("nan")))
+
+
+def test_no_translation_is_a_collapse_only_at_two_checks_in_a_row():
+  still = {"depth_spread": 0.4, "translation_to_depth": 0.0}
+  moving = {"depth_spread": 0.4, "translation_to_depth": 0.05}
+  assert health.health_problem(still) is None  # The run's first check: maybe a stop.
+  assert health.health_problem(still, moving) is None
+  assert health.health_problem(moving, still) is None
+  assert "no translation" in health.health_problem(still, still)
+  # Recipes without rigid motion have no such figure: nothing to judge.
+  assert health.health_problem({"depth_spread": 0.4}, {"depth_spread": 0.4}) is None
+
+
+def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
+  assert health.read_recoveries(tmp_path) == []
+  config = train_utils.load_config("monodepth2", "tiny")
+  assert health.with_recoveries(config, []) is config
+  recoveries = [health.Recovery(step=40, problem="p", restored_step=20, learning_rate_factor=0.5),
+                health.Recovery(step=60, problem="q", restored_step=20, learning_rate_factor=0.25)]
+  health.write_recoveries(tmp_path, recoveries)
+  assert health.read_recoveries(tmp_path) == recoveries
+  attempt = health.with_recoveries(config, recoveries)
+  assert attempt.optim.learning_rate == pytest.approx(0.25 * config.optim.learning_rate)
+  assert attempt.seed == config.seed + 2
+  assert config.optim.learning_rate == 5e-4  # The run's own config is unchanged.
+
+
+def test_a_damaged_recoveries_file_is_one_clear_error(tmp_path):
+  (tmp_path / health.RECOVERIES_FILE).write_text('[{"step": 3}]')
+  with pytest.raises(ValueError, match=r"recoveries.json: not a list of recoveries"):
+    health.read_recoveries(tmp_path)
