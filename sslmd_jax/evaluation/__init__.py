@@ -2,7 +2,8 @@
 
   depth     Eigen depth metrics: Garg crop, median scaling, the seven metrics.
   pose      pose conventions, 5-frame ATE of SfMLearner.
-  odometry  full-trajectory KITTI metrics (t_err, r_err, ATE, RPE), Umeyama.
+  odometry  full-trajectory KITTI metrics (t_err, r_err, ATE, RPE), Umeyama,
+            `trajectory_report` (per sequence, mean, pooled; 7-DoF and 6-DoF).
 """
 
 from sslmd_jax.evaluation.depth import (
