@@ -8,7 +8,8 @@ same test data, and writes
 
   OUT/<budget>/<run>/                 the run's workdir (checkpoints, train.log, eval/metrics.json)
   OUT/<budget>/<run>.json             one JSON per run: command, config, wall time, metrics
-  OUT/<budget>/baselines.json         constant depth (median-scaled) and constant forward motion
+  OUT/<budget>/baselines.json         constant depth (median-scaled), constant forward motion and
+                                      identity (no motion), scored as the networks are
   OUT/<budget>/results.md             the markdown table (also printed)
   OUT/<budget>/depth_examples.png     input | predicted depth | ground truth, one row per recipe
   OUT/<budget>/kitti06_depth.png      input | predicted depth on real KITTI frames
@@ -215,18 +216,30 @@ def baseline_config(name: str, data_dir: str):
 
 
 def baselines(config) -> dict:
-  """Constant depth (median-scaled per image) and constant forward motion on `config`'s test split.
+  """Trivial baselines on `config`'s test split, scored by the networks' evaluation functions.
 
   Constant depth predicts the same depth everywhere, so after per-image median
   scaling every pixel gets the image's median ground-truth depth. Constant motion
   drives straight ahead (+z, no rotation) at the sequence's mean ground-truth speed;
   the 5-frame ATE aligns scale per snippet, so the speed itself hardly matters.
+  Identity (no motion) predicts that the camera never moves. Both motion baselines
+  get the 5-frame ATE (Zhou et al. 2017) and, chained over each whole sequence as
+  `evaluate_run` chains a network's motion, the full-trajectory figures of
+  `evaluation.trajectory_report` (t_err / r_err after 7-DoF and 6-DoF alignment,
+  ATE, RPE; Geiger et al. 2012).
+
+  Returns:
+    `{test_sequences, depth, pose: {ate_5frame}, trajectory}` (constant depth and
+    constant motion, the keys of a run's metrics.json) and `identity: {pose,
+    trajectory}`; the motion keys only where the test split has poses.
   """
   from sslmd_jax import evaluate_run, evaluation  # pylint: disable=g-import-not-at-top
   from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top
   sequences = sources.load_sequences(config, "test")
   garg = config.data.name == "kitti_raw"  # As `evaluate_run`: the Garg crop is KITTI raw's only.
-  gts, moving, spreads, ates = [], [], [], []
+  gts, moving, spreads = [], [], []
+  ates = {"constant": [], "identity": []}
+  trajectories: dict = {"constant": {}, "identity": {}}
   for seq in sequences:
     extras = [seq.load_extras(i) for i in range(seq.num_frames)] if seq.load_extras else []
     if extras and "depth" in extras[0]:
@@ -237,13 +250,21 @@ def baselines(config) -> dict:
       gts += gt
       if "moving_mask" in extras[0]:
         moving += [e["moving_mask"][..., 0] > 0.5 for e in extras]
-    if extras and "world_from_camera" in extras[0]:
+    if extras and "world_from_camera" in extras[0] and len(extras) >= 2:
       poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
       speed = evaluation.trajectory_distances(poses)[-1] / (len(poses) - 1)
       step = np.eye(4)
       step[2, 3] = -speed  # camera_{i+1}_from_camera_i of a camera moving +speed along its z.
-      guess = np.tile(step, (len(poses) - 1, 1, 1))
-      ates.append(evaluation.snippet_ate(poses, guess)["ate_mean"])
+      guesses = {"constant": np.tile(step, (len(poses) - 1, 1, 1)),
+                 "identity": np.tile(np.eye(4), (len(poses) - 1, 1, 1))}
+      key = seq.name if seq.name not in trajectories["constant"] else (
+          f"{seq.name} ({len(trajectories['constant'])})")
+      for name, guess in guesses.items():
+        if len(poses) >= 5:
+          ates[name].append(evaluation.snippet_ate(poses, guess)["ate_mean"])
+        # As `evaluate_run`: both trajectories start at the first camera.
+        trajectories[name][key] = (evaluation.invert_rigid(poses[0]) @ poses,
+                                   evaluation.chain_relative_poses(guess))
   result: dict = {"test_sequences": len(sequences)}
   if gts:
     ones = [np.ones_like(g) for g in gts]
@@ -257,8 +278,13 @@ def baselines(config) -> dict:
           [gts[i] for i in keep], [ones[i] for i in keep], garg_crop=garg,
           max_depth=evaluate_run.MAX_DEPTH,
           mask=[moving[i] for i in keep])["abs_rel"]
-  if ates:
-    result["pose"] = {"ate_5frame": float(np.mean(ates))}
+  if ates["constant"]:
+    result["pose"] = {"ate_5frame": float(np.mean(ates["constant"]))}
+  if trajectories["constant"]:
+    result["trajectory"] = evaluation.trajectory_report(trajectories["constant"])
+    result["identity"] = {"trajectory": evaluation.trajectory_report(trajectories["identity"])}
+    if ates["identity"]:
+      result["identity"]["pose"] = {"ate_5frame": float(np.mean(ates["identity"]))}
   return result
 
 
@@ -267,26 +293,42 @@ def _fmt(value, digits=3) -> str:
 
 
 def table(records: dict, base: dict) -> str:
-  """The markdown results table: one row per run, baselines first."""
+  """The markdown results table: one row per run, baselines first.
+
+  Full-trajectory columns: the means over test sequences of
+  `metrics['trajectory']` (`evaluation.trajectory_report`): t_err after 7-DoF /
+  6-DoF alignment, and r_err, ATE and RPE after the 7-DoF one ('–' where no
+  sequence is long enough for a 100 m segment, or the figures are missing).
+  """
   head = ("| run | data | steps | train min | AbsRel | SqRel | RMSE | RMSE log | δ1 | δ2 | δ3 | "
-          "AbsRel moving | ratio std/med | ATE-5 (m) | K error fx/fy/cx/cy |")
+          "AbsRel moving | ratio std/med | ATE-5 (m) | t_err 7/6-DoF (%) | r_err (°/100 m) | "
+          "ATE (m) | RPE (m / °) | K error fx/fy/cx/cy |")
   rows = [head, "|" + "---|" * (head.count("|") - 1)]
 
   def row(name, data, steps, minutes, metrics):
     d, p = metrics.get("depth", {}), metrics.get("pose", {})
+    t = metrics.get("trajectory", {}).get("mean", {})
+    seven, six = t.get("7dof", {}), t.get("6dof", {})
     k = metrics.get("intrinsics_relative_error")
     cells = [name, data, steps, minutes] + [_fmt(d.get(x)) for x in
              ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "abs_rel_moving",
               "scale_ratio_std_over_median")]
     cells += [_fmt(p.get("ate_5frame"), 4),
+              f"{_fmt(seven.get('t_err_percent'), 2)} / {_fmt(six.get('t_err_percent'), 2)}"
+              if t else "–",
+              _fmt(seven.get("r_err_deg_per_100m"), 2), _fmt(seven.get("ate_rmse"), 3),
+              f"{_fmt(seven.get('rpe_trans'), 3)} / {_fmt(seven.get('rpe_rot_deg'), 2)}"
+              if t else "–",
               "/".join(f"{100 * k[x]:.1f}%" for x in ("fx", "fy", "cx", "cy")) if k else "–"]
     rows.append("| " + " | ".join(str(c) for c in cells) + " |")
 
   for key, label in (("synthetic", "synthetic test"), ("kitti06", "KITTI 06")):
     if key in base:
       frames = base[key].get("depth", {}).get("num_images")
-      row("*constant depth / constant motion*", f"{label} ({frames} frames)" if frames else label,
-          "–", "–", base[key])
+      data = f"{label} ({frames} frames)" if frames else label
+      row("*constant depth / constant motion*", data, "–", "–", base[key])
+      if "identity" in base[key]:
+        row("*identity (no motion)*", data, "–", "–", base[key]["identity"])
   for name in ALL_RUNS:
     if name in records:
       r = records[name]
@@ -367,9 +409,12 @@ def main(argv):
   base_path = out / "baselines.json"
   base = json.loads(base_path.read_text()) if base_path.exists() else {}
   synthetic_config = baseline_config("monodepth2", data_dir)
-  if base.get("synthetic", {}).get("test_sequences") != synthetic_config.data.synthetic_test_sequences:
-    base["synthetic"] = baselines(synthetic_config)  # Missing, or made on another test split.
-  if "kitti06" not in base and (pathlib.Path(_KITTI.value) / "sequences" / "06").is_dir():
+  if (base.get("synthetic", {}).get("test_sequences") != synthetic_config.data.synthetic_test_sequences
+      or "identity" not in base["synthetic"]):
+    # Missing, made on another test split, or before the identity and full-trajectory figures.
+    base["synthetic"] = baselines(synthetic_config)
+  if ("identity" not in base.get("kitti06", {})
+      and (pathlib.Path(_KITTI.value) / "sequences" / "06").is_dir()):
     base["kitti06"] = baselines(baseline_config("kitti06", data_dir))
   base_path.write_text(json.dumps(base, indent=2) + "\n")
   text = table(records, base)

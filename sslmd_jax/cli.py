@@ -6,10 +6,11 @@
       Without --workdir: ./runs/<recipe>. A run that collapses (constant depth, no predicted
       motion) is rolled back and retried at a lower learning rate (sslmd_jax/health.py); one
       still collapsed after config.run.max_recoveries retries exits with code 3.
-  sslmd eval --workdir=DIR [--flip] [--config.data.x=value ...]
+  sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
       prints a table and writes DIR/eval/metrics.json (with --flip, flip post-processing of the
-      depth maps: DIR/eval/metrics_flip.json).
+      depth maps: DIR/eval/metrics_flip.json) and a trajectory plot per sequence with poses.
+      Whole test sequences, or with --max_frames only each one's first N frames.
   sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] [--point_cloud]
       Depth of one image, a frames folder or a video (per frame <name>_depth.npy / .png, and for
       sequences OUT/poses.txt in KITTI format plus trajectory.png).
@@ -44,6 +45,9 @@ _INPUT = flags.DEFINE_string("input", None, "sslmd predict: an image, a frames f
 _OUTPUT = flags.DEFINE_string("output", None, "sslmd predict: output folder; sslmd export: artifact file.")
 _FLIP = flags.DEFINE_bool("flip", False, "sslmd predict and eval: flip post-processing of the depth "
                           "(average with the mirrored image's).")
+_MAX_FRAMES = flags.DEFINE_integer(
+    "max_frames", None, "sslmd eval: evaluate only the first N frames of each test sequence "
+    "(recorded in metrics.json); default: whole sequences.", lower_bound=1)
 _SCALE = flags.DEFINE_float("scale", 1.0, "sslmd predict: metric scale factor for depth, point clouds and poses.")
 _POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "sslmd predict: also write a PLY point cloud per frame.")
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
@@ -140,7 +144,8 @@ def main(argv):
       raise app.UsageError("sslmd eval needs --workdir=DIR (a training run's directory).")
     workdir = pathlib.Path(_WORKDIR.value)
     config = _merge_overrides(_config_from_workdir(workdir))
-    evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value)
+    evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value,
+                          max_frames_per_sequence=_MAX_FRAMES.value)
 
 
 def run():

@@ -1,18 +1,32 @@
-"""Evaluation of a run on its data set's test split: depth metrics and 5-frame pose ATE.
+"""Evaluation of a run on its data set's test split: depth, 5-frame ATE and full-trajectory odometry.
 
 Depth (where ground truth exists): the Eigen protocol of `sslmd_jax.evaluation`
 with per-image median scaling (Garg crop for KITTI raw only), the spread of the
-scale ratios per sequence (scale consistency), and AbsRel on moving-object
-pixels where the source marks them (synthetic world). Pose (where ground-truth
-poses exist): SfMLearner's 5-frame ATE of chained predictions. Results are
-printed as a table and written to `workdir/eval/metrics.json`, or with flip
-post-processing of the depth (Monodepth2's "PP" rows) to `workdir/eval/metrics_flip.json`.
+scale ratios per sequence (scale consistency, Bian et al. 2019), and AbsRel on
+moving-object pixels where the source marks them (synthetic world).
+
+Pose (where ground-truth poses exist): SfMLearner's 5-frame ATE of chained
+predictions (Zhou et al. 2017) and the full-trajectory figures of the
+frame-to-frame motion chained over each WHOLE test sequence
+(`evaluation.trajectory_report`): the KITTI devkit's t_err (%) and r_err
+(deg/100 m) over 100..800 m segments (Geiger et al. 2012) after one 7-DoF
+similarity per sequence (scale drift shows; Bian et al. 2019's VO protocol) and
+after a 6-DoF rigid fit (a wrong global scale shows too), ATE (RMSE of the
+aligned positions) and RPE (frame to frame, metres and degrees). t_err and
+r_err are null with a `reason` for a path shorter than 100 m. Per sequence a
+top view of the ground truth against the 7-DoF aligned prediction is written to
+`workdir/eval/trajectory_<sequence>.png`. See docs/evaluation.md.
+
+Results are printed as a table and written to `workdir/eval/metrics.json`, or
+with flip post-processing of the depth (Monodepth2's "PP" rows) to
+`workdir/eval/metrics_flip.json`.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 from absl import logging
 import jax
@@ -25,14 +39,52 @@ from sslmd_jax import objectives
 from sslmd_jax.data import sources
 
 MAX_DEPTH = 80.0  # Eigen protocol cap (metres).
+CHUNK = 64  # Frames loaded and predicted at a time: long KITTI sequences do not fit in memory.
 
 
 def _frames(sequence, indices):
-  return np.stack([sequence.load_frame(i) for i in indices])
+  return np.stack([sequence.load_frame(int(i)) for i in indices])
+
+
+def _plot_name(name: str, taken: set) -> str:
+  """`trajectory_<last path part of name>.png`, made file-safe and unique."""
+  stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", pathlib.PurePath(name).name or name).strip("_") or "sequence"
+  out, k = f"trajectory_{stem}.png", 1
+  while out in taken:
+    k += 1
+    out = f"trajectory_{stem}_{k}.png"
+  taken.add(out)
+  return out
+
+
+def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bool,
+                      flip_post_process: bool):
+  """Depth `[n, H, W]` (or None) and motion `[n-1, 4, 4]` (or None) of a sequence's first n frames.
+
+  Frames are read `CHUNK` at a time. The motion of pair (i, i+1) is predicted from a
+  window reaching `max |frame offset| + 1` frames beyond the chunk on each side, so that
+  PoseExpNet (which sees whole snippets, clamped at the window's ends) gives the same
+  motion as on the whole sequence at once.
+  """
+  margin = max(abs(int(o)) for o in config.data.frame_offsets) + 1
+  depths, motions, first_window = [], [], None
+  for start in range(0, n, CHUNK):
+    stop = min(start + CHUNK, n)
+    lo, hi = (max(0, start - margin), min(n, stop + margin + 1)) if motion else (start, stop)
+    frames = _frames(seq, range(lo, hi))
+    first_window = frames if first_window is None else first_window
+    if depth:
+      depths.append(predictor.predict_depth(frames[start - lo:stop - lo],
+                                            flip_post_process=flip_post_process)[..., 0])
+    if motion and start < n - 1:
+      pairs = predictor.predict_motion(frames)
+      motions.append(pairs[start - lo:min(stop, n - 1) - lo])
+  return (np.concatenate(depths) if depth else None,
+          np.concatenate(motions).astype(np.float64) if motion else None, first_window)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks=None,
-             max_frames_per_sequence: int = 100, flip_post_process: bool = False) -> dict:
+             max_frames_per_sequence: int | None = None, flip_post_process: bool = False) -> dict:
   """Evaluates `state` (or the workdir's newest checkpoint) on `config.data`'s test split.
 
   Args:
@@ -40,20 +92,28 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     workdir: the run directory; results go to `workdir/eval/`.
     state: a `TrainState` to evaluate instead of the newest checkpoint.
     networks: the config's networks (built when None).
-    max_frames_per_sequence: frames evaluated per test sequence, from its start.
+    max_frames_per_sequence: evaluate only each test sequence's first frames
+      (recorded in the results); None (default): whole sequences.
     flip_post_process: average each depth map with that of the mirrored image
       (`inference.flip_post_process_disparity`; Monodepth2's "PP" protocol). Pose
       and intrinsics are unaffected. Written to `eval/metrics_flip.json`.
 
   Returns:
-    The results written: `step`, `data`, `recipe`, `flip_post_process`, and where
-    the test split has the ground truth, `depth` (Eigen metrics over all frames;
-    the scale-ratio spread std/median, averaged over sequences; AbsRel on moving
-    objects; `per_sequence`: AbsRel, δ1 and the spread of each test sequence, by
-    name), `pose` (5-frame ATE, metres) and
+    The results written: `step`, `data`, `recipe`, `flip_post_process`,
+    `max_frames_per_sequence`, and where the test split has the ground truth,
+    `depth` (Eigen metrics over all frames; the scale-ratio spread
+    std/median, averaged over sequences; AbsRel on moving objects;
+    `per_sequence`: AbsRel, δ1 and the spread of each test sequence, by name),
+    `pose` (5-frame ATE, metres), `trajectory` (`evaluation.trajectory_report`
+    of the whole chained sequences: `protocol`, `per_sequence` (each with its
+    `plot` file name), `mean`, `pooled`; figures under `7dof` and `6dof`) and
     `intrinsics_relative_error`.
   """
+  from sslmd_jax import predict
   from sslmd_jax import train
+  if max_frames_per_sequence is not None and max_frames_per_sequence < 1:
+    raise ValueError(f"max_frames_per_sequence: expected None (whole sequences) or a positive "
+                     f"number of frames, got {max_frames_per_sequence}")
   networks = networks or objectives.make_networks(config)
   if state is None:
     optimizer = train.make_optimizer(config)
@@ -64,16 +124,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   sequences = sources.load_sequences(config, "test")
   garg = config.data.name == "kitti_raw"
   results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
-                   "flip_post_process": flip_post_process}
+                   "flip_post_process": flip_post_process,
+                   "max_frames_per_sequence": max_frames_per_sequence}
   gts, preds, moving, per_sequence = [], [], [], {}
-  pose_ates, pose_rmses, k_errors = [], [], []
+  pose_ates, pose_rmses, k_errors, trajectories = [], [], [], {}
   for seq in sequences:
-    n = min(seq.num_frames, max_frames_per_sequence)
-    indices = np.arange(n)
-    extras = [seq.load_extras(int(i)) for i in indices] if seq.load_extras else None
-    frames = _frames(seq, indices)
-    if extras and "depth" in extras[0]:
-      depth = predictor.predict_depth(frames, flip_post_process=flip_post_process)[..., 0]
+    n = seq.num_frames if max_frames_per_sequence is None else min(seq.num_frames,
+                                                                   max_frames_per_sequence)
+    extras = [seq.load_extras(i) for i in range(n)] if seq.load_extras else None
+    has_depth = bool(extras) and "depth" in extras[0]
+    has_poses = bool(extras) and "world_from_camera" in extras[0] and n >= 2
+    depth, relative, first_window = _predict_sequence(
+        predictor, config, seq, n, depth=has_depth, motion=has_poses,
+        flip_post_process=flip_post_process)
+    if has_depth:
       gt = [e["depth"][..., 0] for e in extras]
       metrics, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg,
                                                   max_depth=MAX_DEPTH)
@@ -85,14 +149,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       preds += list(depth)
       if "moving_mask" in extras[0]:
         moving += [e["moving_mask"][..., 0] > 0.5 for e in extras]
-    if extras and "world_from_camera" in extras[0] and n >= 5:
+    if has_poses:
       gt_poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
-      relative = predictor.predict_motion(frames).astype(np.float64)
-      ate = evaluation.snippet_ate(gt_poses, relative, snippet_length=5)
-      pose_ates.append(ate["ate_mean"])
-      pose_rmses.append(ate["ate_rmse_mean"])
-    if config.model.learn_intrinsics and seq.intrinsics is not None:
-      learned = predictor.predict_intrinsics(frames)
+      if n >= 5:
+        ate = evaluation.snippet_ate(gt_poses, relative, snippet_length=5)
+        pose_ates.append(ate["ate_mean"])
+        pose_rmses.append(ate["ate_rmse_mean"])
+      key = seq.name if seq.name not in trajectories else f"{seq.name} ({len(trajectories)})"
+      # Both start at the first camera: the ground truth re-expressed in its frame.
+      trajectories[key] = (evaluation.invert_rigid(gt_poses[0]) @ gt_poses,
+                           evaluation.chain_relative_poses(relative))
+    if config.model.learn_intrinsics and seq.intrinsics is not None and n >= 2:
+      learned = predictor.predict_intrinsics(first_window)
       sx = config.data.width / seq.width
       sy = config.data.height / seq.height
       true = np.array([seq.intrinsics[0, 0] * sx, seq.intrinsics[1, 1] * sy,
@@ -114,17 +182,38 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   if pose_ates:
     results["pose"] = {"ate_5frame": float(np.mean(pose_ates)),
                        "ate_5frame_rmse": float(np.mean(pose_rmses))}
+  out = pathlib.Path(workdir) / "eval"
+  write = jax.process_index() == 0
+  if write:
+    out.mkdir(parents=True, exist_ok=True)
+  if trajectories:
+    results["trajectory"] = evaluation.trajectory_report(trajectories)
+    taken: set = set()
+    for key, (gt_poses, pred_poses) in trajectories.items():
+      entry = results["trajectory"]["per_sequence"][key]
+      entry["plot"] = _plot_name(key, taken)
+      if write:
+        aligned, _ = evaluation.align_trajectory(gt_poses, pred_poses, alignment="7dof")
+        t_err = entry["7dof"]["t_err_percent"]
+        predict.plot_trajectory(
+            out / entry["plot"], aligned, ground_truth=gt_poses,
+            label="prediction (7-DoF aligned)",
+            title=f"{pathlib.PurePath(key).name}: ATE {entry['7dof']['ate_rmse']:.3g} m"
+                  + (f", t_err {t_err:.2f} %" if t_err is not None else ""))
   if k_errors:
     err = np.mean(k_errors, axis=0)
     results["intrinsics_relative_error"] = dict(zip(("fx", "fy", "cx", "cy"), map(float, err)))
-  out = pathlib.Path(workdir) / "eval"
   name = "metrics_flip.json" if flip_post_process else "metrics.json"
-  if jax.process_index() == 0:
-    out.mkdir(parents=True, exist_ok=True)
+  if write:
     (out / name).write_text(json.dumps(results, indent=2) + "\n")
   print(format_table(results), flush=True)
   logging.info("evaluation written to %s", out / name)
   return results
+
+
+def _cell(value, spec: str) -> str:
+  """`value` formatted by `spec` (e.g. '9.2f'), or a dash of the same width for None."""
+  return format("–", f">{re.match(r'[0-9]*', spec).group()}") if value is None else format(value, spec)
 
 
 def format_table(results: dict) -> str:
@@ -146,6 +235,27 @@ def format_table(results: dict) -> str:
   if "pose" in results:
     lines.append(f"5-frame ATE: {results['pose']['ate_5frame']:.4f} (reference /N), "
                  f"RMSE {results['pose']['ate_5frame_rmse']:.4f}")
+  if "trajectory" in results:
+    tr = results["trajectory"]
+    lengths = tr["protocol"]["segment_lengths_m"]
+    lines.append(f"full trajectory (whole sequences chained; segments {min(lengths):g}-{max(lengths):g} m):")
+    lines.append(f"  {'':<12}{'t_err %':>9}{'r_err °/100m':>14}{'ATE m':>10}{'RPE m':>10}"
+                 f"{'RPE °':>9}{'segments':>10}")
+
+    def row(label, f):
+      return (f"  {label:<12}{_cell(f['t_err_percent'], '9.2f')}"
+              f"{_cell(f['r_err_deg_per_100m'], '14.3f')}{f['ate_rmse']:10.4f}"
+              f"{f['rpe_trans']:10.4f}{f['rpe_rot_deg']:9.4f}{_cell(f.get('num_segments'), '10d')}")
+
+    for alignment in tr["protocol"]["alignments"]:
+      lines.append(row(f"mean {alignment}", tr["mean"][alignment]))
+      lines.append(row(f"pooled {alignment}", tr["pooled"][alignment]))
+    for name, e in tr["per_sequence"].items():
+      for alignment in tr["protocol"]["alignments"]:
+        lines.append(row(alignment, e[alignment]) + f"  {name} ({e['num_frames']} frames, "
+                     f"{e['path_length_m']:.1f} m)")
+      if "reason" in e[tr["protocol"]["alignments"][0]]:
+        lines.append(f"    t_err / r_err n/a: {e[tr['protocol']['alignments'][0]]['reason']}")
   if "intrinsics_relative_error" in results:
     e = results["intrinsics_relative_error"]
     lines.append("learned intrinsics relative error: " + ", ".join(f"{k} {v:.3f}" for k, v in e.items()))

@@ -143,13 +143,28 @@ def read_ply(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
   return points, colors
 
 
-def plot_trajectory(path: PathLike, world_from_camera: np.ndarray, *, title: str = "") -> None:
-  """Saves the x-z top view (x right, z forward; metres) of a `[N, 4, 4]` trajectory as PNG."""
+def plot_trajectory(path: PathLike, world_from_camera: np.ndarray, *, title: str = "",
+                    ground_truth: np.ndarray | None = None, label: str = "prediction") -> None:
+  """Saves the x-z top view (x right, z forward; metres) of a `[N, 4, 4]` trajectory as PNG.
+
+  Args:
+    path: the PNG file to write.
+    world_from_camera: float `[N, 4, 4]` trajectory (e.g. chained predictions,
+      aligned to the ground truth when one is given).
+    title: the plot's title (default: "camera trajectory (top view)").
+    ground_truth: optional float `[M, 4, 4]` `world_from_camera` drawn beneath
+      it in black, in the same world frame.
+    label: the legend entry of `world_from_camera`.
+  """
   from matplotlib.figure import Figure  # Local; no pyplot, so no global backend is changed.
   positions = np.asarray(world_from_camera)[:, :3, 3]
   fig = Figure(figsize=(5, 5))
   ax = fig.add_subplot()
-  ax.plot(positions[:, 0], positions[:, 2], "-o", markersize=2, color="tab:blue")
+  if ground_truth is not None:
+    truth = np.asarray(ground_truth)[:, :3, 3]
+    ax.plot(truth[:, 0], truth[:, 2], "-", linewidth=2, color="black", label="ground truth")
+  ax.plot(positions[:, 0], positions[:, 2], "-o", markersize=2, color="tab:blue",
+          label=label if ground_truth is not None else None)
   ax.plot(positions[:1, 0], positions[:1, 2], "s", color="tab:green", label="start")
   ax.set_xlabel("x (right)")
   ax.set_ylabel("z (forward)")

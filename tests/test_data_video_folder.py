@@ -207,3 +207,49 @@ def test_mixed_layout_and_bad_video(tmp_path):
   bad.write_bytes(b"not a video at all")
   with pytest.raises(DataError, match=r"bad\.mp4: not a readable video"):
     video_folder.video_folder_sequences(bad)
+
+
+def _pose_lines(n):
+  """KITTI-format lines of a camera driving 0.5 m per frame along +z with a small yaw."""
+  lines = []
+  for i in range(n):
+    c, s = np.cos(0.01 * i), np.sin(0.01 * i)
+    pose = np.array([[c, 0, s, 0.1 * i], [0, 1, 0, 0], [-s, 0, c, 0.5 * i]])
+    lines.append(" ".join(f"{v:.9e}" for v in pose.reshape(-1)))
+  return lines
+
+
+def test_poses_txt_serves_world_from_camera_per_frame(tmp_path):
+  folder = _write_frames(tmp_path / "seq", _frames(4), names=[f"f{i}.png" for i in (1, 2, 10, 11)])
+  (folder / "poses.txt").write_text("\n".join(_pose_lines(4)) + "\n")
+  (seq,) = video_folder.video_folder_sequences(folder)
+  pose = seq.load_extras(2)["world_from_camera"]  # f10: the third frame in natural order.
+  assert pose.dtype == np.float32 and pose.shape == (4, 4)
+  np.testing.assert_allclose(pose[:3].reshape(-1), [float(v) for v in _pose_lines(4)[2].split()],
+                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(pose[3], [0, 0, 0, 1])
+  assert pickle.loads(pickle.dumps(seq.load_extras))(3)["world_from_camera"][2, 3] == pytest.approx(1.5)
+  # Layout 3: a sequence sub-folder with poses, one without.
+  _write_frames(tmp_path / "many" / "a", _frames(3))
+  _write_frames(tmp_path / "many" / "b", _frames(2))
+  (tmp_path / "many" / "a" / "poses.txt").write_text("\n".join(_pose_lines(3)))
+  a, b = video_folder.video_folder_sequences(tmp_path / "many")
+  assert a.load_extras(1)["world_from_camera"][2, 3] == pytest.approx(0.5)
+  assert b.load_extras is None
+
+
+def test_poses_txt_errors_name_the_file_and_line(tmp_path):
+  folder = _write_frames(tmp_path / "seq", _frames(3))
+  poses = folder / "poses.txt"
+  poses.write_text("\n".join(_pose_lines(2)) + "\n")
+  with pytest.raises(DataError, match=r"poses\.txt: 2 pose line\(s\) for 3 frames .*one line"):
+    video_folder.video_folder_sequences(folder)
+  lines = _pose_lines(3)
+  lines[1] = lines[1].replace(lines[1].split()[4], "nope")
+  poses.write_text("\n".join(lines))
+  with pytest.raises(DataError, match=r"poses\.txt:2: expected 12 numbers"):
+    video_folder.video_folder_sequences(folder)
+  lines[1] = " ".join(_pose_lines(3)[1].split()[:11])
+  poses.write_text("\n".join(lines))
+  with pytest.raises(DataError, match=r"poses\.txt:2: expected 12 finite numbers .* got 11"):
+    video_folder.video_folder_sequences(folder)

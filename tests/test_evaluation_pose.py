@@ -224,3 +224,114 @@ def test_odometry_bad_input():
     ev.kitti_odometry_metrics(gt, gt[:4])
   with pytest.raises(ValueError, match=r"gt_world_from_camera: expected \[N, 4, 4\]"):
     ev.kitti_odometry_metrics(gt[:, :3], gt)
+
+
+# --- full-trajectory report (`trajectory_report`) -------------------------------------------------
+
+
+def _curved(n, step=1.0, yaw_per_frame=math.radians(0.05)):
+  """world_from_camera of a camera driving `step` m per frame on a gentle left-right curve."""
+  rel = [np.linalg.inv(_transform(_rot_y(yaw_per_frame * math.sin(i / 50.0)), (0, 0, step)))
+         for i in range(n - 1)]
+  return ev.chain_relative_poses(np.stack(rel))
+
+
+def test_report_of_a_twice_too_large_prediction_7dof_zero_6dof_not():
+  gt = _curved(401)
+  pred = gt.copy()
+  pred[:, :3, 3] *= 2.0  # The right trajectory at twice the size: a global scale error only.
+  r = ev.trajectory_report({"seq": (gt, pred)})
+  seven, six = r["per_sequence"]["seq"]["7dof"], r["per_sequence"]["seq"]["6dof"]
+  assert seven["alignment_scale"] == pytest.approx(0.5)
+  assert seven["num_segments"] > 0
+  assert seven["t_err_percent"] == pytest.approx(0.0, abs=1e-6)
+  assert seven["r_err_deg_per_100m"] == pytest.approx(0.0, abs=1e-5)
+  assert seven["ate_rmse"] == pytest.approx(0.0, abs=1e-6)
+  assert seven["rpe_trans"] == pytest.approx(0.0, abs=1e-9)
+  # Rigid alignment keeps the doubled segments: each is 100 % too long (of its driven length,
+  # which exceeds the nominal length L by up to one 1 m frame).
+  assert six["alignment_scale"] == 1.0
+  assert six["t_err_percent"] == pytest.approx(100.0, rel=0.01)
+  assert six["ate_rmse"] > 10.0 and six["rpe_trans"] == pytest.approx(1.0, rel=1e-6)
+  assert r["per_sequence"]["seq"]["num_frames"] == 401
+  assert r["per_sequence"]["seq"]["path_length_m"] == pytest.approx(400.0)
+  assert r["protocol"]["segment_lengths_m"] == list(ev.KITTI_SEGMENT_LENGTHS)
+
+
+def test_report_shows_a_per_frame_scale_drift_in_the_7dof_t_err():
+  n = 801
+  gt = _straight(n)
+  steps = 1.001 ** np.arange(n - 1)  # Each step 0.1 % longer than the last: 2.2x by the end.
+  pred = _straight(n)
+  pred[1:, 2, 3] = np.cumsum(steps)
+  drifting = ev.trajectory_report({"seq": (gt, pred)})["per_sequence"]["seq"]["7dof"]
+  # One scale for the whole sequence cannot fit both ends: segments err by tens of percent.
+  assert drifting["t_err_percent"] > 10.0
+  assert drifting["r_err_deg_per_100m"] == pytest.approx(0.0, abs=1e-9)
+  constant = _straight(n, step=3.0)  # The same scale everywhere is absorbed by the alignment.
+  assert ev.trajectory_report({"seq": (gt, constant)})["per_sequence"]["seq"]["7dof"][
+      "t_err_percent"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_report_shows_a_pure_rotation_error_in_r_err_only():
+  n = 1001
+  gt = _straight(n)
+  omega = math.radians(0.01)  # Orientation off by a further 0.01 deg each frame, positions exact.
+  pred = gt.copy()
+  pred[:, :3, :3] = np.stack([_rot_y(i * omega) for i in range(n)])
+  r = ev.trajectory_report({"seq": (gt, pred)})["per_sequence"]["seq"]
+  counts = _segment_weights(n, range(100, 900, 100), 10)
+  expected = sum(c * (L + 1) / L for L, c in counts.items()) / sum(counts.values())
+  for alignment in ("7dof", "6dof"):
+    assert r[alignment]["r_err_deg_per_100m"] == pytest.approx(expected, rel=1e-9)
+    assert r[alignment]["ate_rmse"] == pytest.approx(0.0, abs=1e-9)
+    assert r[alignment]["rpe_rot_deg"] == pytest.approx(0.01)
+
+
+def test_report_of_a_short_sequence_says_why_t_err_is_null_and_pools():
+  long_gt, short_gt = _curved(301), _straight(30)
+  long_pred = long_gt.copy()
+  long_pred[:, :3, 3] *= 1.5
+  long_pred[150:, :3, 3] += np.array([0.0, 0.0, 5.0])  # A jump: some error to see.
+  short_pred = _straight(30, step=1.1)
+  r = ev.trajectory_report({"long": (long_gt, long_pred), "short": (short_gt, short_pred)})
+  short = r["per_sequence"]["short"]["7dof"]
+  assert short["t_err_percent"] is None and short["r_err_deg_per_100m"] is None
+  assert "29.0 m" in short["reason"] and "100 m" in short["reason"]
+  assert short["num_segments"] == 0 and short["ate_rmse"] >= 0 and short["rpe_trans"] >= 0
+  long = r["per_sequence"]["long"]["7dof"]
+  assert long["t_err_percent"] > 0 and "reason" not in long
+  mean = r["mean"]["7dof"]
+  assert mean["num_sequences"] == 2 and mean["num_sequences_with_segments"] == 1
+  assert mean["t_err_percent"] == pytest.approx(long["t_err_percent"])  # The short one has none.
+  assert mean["ate_rmse"] == pytest.approx((long["ate_rmse"] + short["ate_rmse"]) / 2)
+  pooled = r["pooled"]["7dof"]
+  assert pooled["t_err_percent"] == pytest.approx(long["t_err_percent"])  # All segments are long's.
+  assert pooled["ate_rmse"] == pytest.approx(math.sqrt(
+      (301 * long["ate_rmse"] ** 2 + 30 * short["ate_rmse"] ** 2) / 331))
+  only_short = ev.trajectory_report({"short": (short_gt, short_pred)})
+  assert only_short["mean"]["6dof"]["t_err_percent"] is None
+  assert "100 m" in only_short["mean"]["6dof"]["reason"]
+  assert only_short["pooled"]["6dof"]["t_err_percent"] is None
+
+
+def test_a_motionless_prediction_is_aligned_onto_the_centroid():
+  gt = _curved(50)
+  still = np.tile(np.eye(4), (50, 1, 1))  # The identity baseline: the camera never moves.
+  r = ev.trajectory_report({"seq": (gt, still)}, segment_lengths=(10.0,))["per_sequence"]["seq"]
+  spread = math.sqrt(np.mean(np.sum((gt[:, :3, 3] - gt[:, :3, 3].mean(0)) ** 2, axis=1)))
+  for alignment in ("7dof", "6dof"):
+    assert r[alignment]["ate_rmse"] == pytest.approx(spread)
+    # Every 10 m segment (11 one-metre frames, nearly straight) is missed entirely: 11 / 10.
+    assert r[alignment]["t_err_percent"] == pytest.approx(110.0, rel=1e-3)
+  assert r["7dof"]["alignment_scale"] == 0.0
+
+
+def test_report_bad_input():
+  gt = _straight(5)
+  with pytest.raises(ValueError, match="no trajectories"):
+    ev.trajectory_report({})
+  with pytest.raises(ValueError, match="alignments: each must be one of"):
+    ev.trajectory_report({"a": (gt, gt)}, alignments=("sim3",))
+  with pytest.raises(ValueError, match=r"a: gt_world_from_camera: expected \[N, 4, 4\]"):
+    ev.trajectory_report({"a": (gt[:, :3], gt)})

@@ -87,12 +87,19 @@ def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
   baselines = json.loads((short / "baselines.json").read_text())
   assert set(baselines) == {"synthetic"}  # No KITTI baseline without the KITTI folder.
   assert 0 < baselines["synthetic"]["depth"]["abs_rel"] < 1
+  # The motion baselines carry the runs' full-trajectory figures.
+  assert set(baselines["synthetic"]["identity"]) == {"pose", "trajectory"}
+  assert (baselines["synthetic"]["trajectory"]["per_sequence"].keys()
+          == record["metrics"]["trajectory"]["per_sequence"].keys())
   table = (short / "results.md").read_text().splitlines()
-  assert len(table) == 4  # Header, rule, the baselines, the run.
+  assert len(table) == 5  # Header, rule, the two baselines, the run.
   frames = record["metrics"]["depth"]["num_images"]
   assert table[2].startswith(f"| *constant depth / constant motion* | synthetic test ({frames} frames) |")
-  assert table[3].startswith(f"| monodepth2_average_unmasked | synthetic test ({frames} frames) | 2 |")
-  assert f"{record['metrics']['depth']['abs_rel']:.3f}" in table[3]
+  assert table[3].startswith(f"| *identity (no motion)* | synthetic test ({frames} frames) |")
+  assert table[4].startswith(f"| monodepth2_average_unmasked | synthetic test ({frames} frames) | 2 |")
+  assert f"{record['metrics']['depth']['abs_rel']:.3f}" in table[4]
+  ate = record["metrics"]["trajectory"]["mean"]["7dof"]["ate_rmse"]
+  assert f"| {ate:.3f} |" in table[4]
   assert (short / "depth_examples.png").stat().st_size > 0
   # A second call keeps the run: nothing is retrained.
   run()
@@ -114,6 +121,46 @@ _spec = importlib.util.spec_from_file_location("synthetic_benchmark",
                                                ROOT / "experiments" / "synthetic_benchmark.py")
 synthetic_benchmark = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synthetic_benchmark)
+
+
+def test_motion_baselines_are_scored_like_the_networks(tmp_path):
+  """Constant motion and identity: 5-frame ATE and `trajectory_report` of the chained guesses."""
+  from PIL import Image
+  from sslmd_jax import evaluation
+  from tests import train_utils
+  folder = tmp_path / "seq"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  n, gt = 13, []
+  for i in range(n):  # 12 m per frame or more on a bend: over 144 m, so 100 m segments fit.
+    Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    c, s = np.cos(0.03 * i), np.sin(0.03 * i)
+    gt.append(np.array([[c, 0, s, 0.3 * i * i], [0, 1, 0, 0], [-s, 0, c, 12.0 * i], [0, 0, 0, 1]]))
+  gt = np.stack(gt)
+  (folder / "poses.txt").write_text("\n".join(" ".join(f"{v:.12e}" for v in g[:3].reshape(-1))
+                                               for g in gt))
+  config = train_utils.micro_config("monodepth2")
+  config.data.name, config.data.path = "video_folder", str(folder)
+  base = synthetic_benchmark.baselines(config)
+  assert "depth" not in base  # No depth ground truth in a video folder.
+  speed = evaluation.trajectory_distances(gt)[-1] / (n - 1)
+  forward = np.tile(np.eye(4), (n, 1, 1))
+  forward[:, 2, 3] = speed * np.arange(n)
+  for got, guess in ((base, forward), (base["identity"], np.tile(np.eye(4), (n, 1, 1)))):
+    want = evaluation.trajectory_report({str(folder): (gt, guess)})["per_sequence"][str(folder)]
+    for alignment in ("7dof", "6dof"):
+      assert got["trajectory"]["per_sequence"][str(folder)][alignment] == pytest.approx(
+          want[alignment], rel=1e-6, abs=1e-9)
+    assert got["pose"]["ate_5frame"] == pytest.approx(
+        evaluation.snippet_ate(gt, evaluation.relative_poses(guess))["ate_mean"])
+  constant, identity = base["trajectory"]["mean"]["7dof"], base["identity"]["trajectory"]["mean"]["7dof"]
+  assert constant["t_err_percent"] > 0 and identity["t_err_percent"] > constant["t_err_percent"]
+  assert identity["rpe_trans"] == pytest.approx(speed, rel=0.01)  # It misses every whole step.
+  table = synthetic_benchmark.table({}, {"synthetic": base}).splitlines()
+  assert table[2].startswith("| *constant depth / constant motion* |")
+  assert table[3].startswith("| *identity (no motion)* |")
+  assert f"| {identity['ate_rmse']:.3f} |" in table[3]
+  assert f"{constant['t_err_percent']:.2f} / " in table[2]
 
 
 @pytest.mark.parametrize("budget", sorted(synthetic_benchmark.BUDGETS))

@@ -14,6 +14,15 @@ holding a video file), then in the directory passed to
 `FrameSequence.intrinsics` is None and the log says so: the learned-intrinsics
 recipe learns them, the others use `base.default_intrinsics`.
 
+Ground-truth poses: an optional `poses.txt` inside a frames directory (layout 1,
+or a sequence sub-folder of layout 3) in the KITTI odometry format (Geiger et
+al. 2012): one line per frame in the frames' natural order, 12 numbers, the
+row-major top 3x4 of `world_from_camera` (metres). It is served as the
+`world_from_camera` extra (float32 `[4, 4]`), which `sslmd eval` scores (5-frame
+ATE and full-trajectory odometry). A line count other than the number of frames,
+or a line that is not 12 numbers, is a `DataError` naming the file (and line).
+Video files take no poses file.
+
 Loading is lazy. Frame images are decoded on demand; their sizes are checked
 up front from the image headers only (PIL reads the header), so mixed sizes or
 unreadable files are found before training. Videos are demuxed up front (no
@@ -28,6 +37,7 @@ The image helpers here (`natural_sort_key`, `read_image_size`,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pathlib
@@ -47,6 +57,7 @@ PathLike = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 INTRINSICS_FILE = "intrinsics.txt"
+POSES_FILE = "poses.txt"
 
 
 def natural_sort_key(name: str) -> list:
@@ -258,6 +269,29 @@ def _find_intrinsics(*folders: pathlib.Path) -> np.ndarray | None:
   return None
 
 
+def _pose_extras(poses: np.ndarray, i: int) -> dict[str, np.ndarray]:
+  return {"world_from_camera": poses[i]}
+
+
+def _with_poses(seq: FrameSequence, folder: pathlib.Path) -> FrameSequence:
+  """`seq` serving `folder/poses.txt` (if there is one) as `world_from_camera` extras.
+
+  Raises:
+    DataError: naming the file (and line) for a line that is not 12 finite
+      numbers, or a number of poses other than the number of frames.
+  """
+  path = folder / POSES_FILE
+  if not path.is_file():
+    return seq
+  from sslmd_jax.data.odometry import read_kitti_poses  # pylint: disable=g-import-not-at-top  (cycle)
+  poses = read_kitti_poses(path).astype(np.float32)
+  if len(poses) != seq.num_frames:
+    raise DataError(f"{path}: {len(poses)} pose line(s) for {seq.num_frames} frames in {folder}; "
+                    "expected one line (12 numbers, row-major 3x4 world_from_camera) per frame")
+  logging.info("%s: ground-truth poses from %s", seq.name, path)
+  return dataclasses.replace(seq, load_extras=functools.partial(_pose_extras, poses))
+
+
 def _with_intrinsics_log(seq: FrameSequence, source: str) -> FrameSequence:
   if seq.intrinsics is None:
     logging.info(
@@ -283,7 +317,7 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
     DataError: naming the path for: a missing path, an empty folder, a
       directory mixing frames with sub-folders/videos, a sub-folder without
       frames, an unreadable image or video, frames of different sizes, a
-      malformed `intrinsics.txt`, or a sequence shorter than `min_frames`.
+      malformed `intrinsics.txt` or `poses.txt`, or a sequence shorter than `min_frames`.
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -306,14 +340,14 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
         f"{path}: mixes {len(images)} frame image(s) with {len(videos)} video(s) and {len(subdirs)} "
         "sub-folder(s); expected either frames only or sequences (videos / frame folders) only"
     )
-  used = {p.name for p in images + videos + subdirs} | {INTRINSICS_FILE}
+  used = {p.name for p in images + videos + subdirs} | {INTRINSICS_FILE, POSES_FILE}
   ignored = [p.name for p in entries if p.name not in used]
   if ignored:
     logging.info("%s: ignoring %d file(s) that are neither frames nor videos: %s", path, len(ignored), ignored[:10])
 
   if images:
     intrinsics = _find_intrinsics(path)
-    seq = image_files_sequence(images, name=str(path), intrinsics=intrinsics)
+    seq = _with_poses(image_files_sequence(images, name=str(path), intrinsics=intrinsics), path)
     sequences.append(_with_intrinsics_log(seq, path / INTRINSICS_FILE))
   elif not videos and not subdirs:
     raise DataError(
@@ -332,7 +366,7 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
         raise DataError(f"{entry}: sub-folder has no frames (expected {', '.join(IMAGE_SUFFIXES)})")
       intrinsics = _find_intrinsics(entry, path)
       source = entry / INTRINSICS_FILE if (entry / INTRINSICS_FILE).is_file() else path / INTRINSICS_FILE
-      seq = image_files_sequence(frames, name=str(entry), intrinsics=intrinsics)
+      seq = _with_poses(image_files_sequence(frames, name=str(entry), intrinsics=intrinsics), entry)
       sequences.append(_with_intrinsics_log(seq, source))
   validate_sequences(sequences, min_frames=min_frames)
   logging.info("%s: %d sequence(s), %d frames", path, len(sequences), sum(s.num_frames for s in sequences))

@@ -1,4 +1,4 @@
-"""Full-trajectory KITTI odometry metrics (SPEC §4, "Full trajectory").
+"""Full-trajectory KITTI odometry metrics (Geiger et al. 2012; Bian et al. 2019).
 
 Host-side NumPy (float64). Trajectories are `world_from_camera` `[N, 4, 4]`
 (see `sslmd_jax.evaluation.pose` for conventions); build a predicted one from
@@ -18,12 +18,18 @@ SC-SfMLearner's VO tables):
     lengths (100, 200, …, 800 m by default), times 100.
 ATE is the RMSE of the aligned positions; RPE the mean frame-to-frame (or
 `rpe_delta`-frame) relative pose error, translation in metres and rotation in
-degrees.
+degrees (Sturm et al. 2012).
+
+Alignments: '7dof' (Umeyama 1991 with scale) fits ONE similarity to the whole
+trajectory, so a scale that drifts along the sequence is not absorbed and shows
+in t_err (the protocol of SC-SfMLearner's VO tables, Bian et al. 2019);
+'6dof' fits a rigid motion only, so a wrong global scale shows too.
+`trajectory_report` evaluates several sequences under both and pools them.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -101,7 +107,9 @@ def align_trajectory(
       trajectories are assumed to share their origin, e.g. both start at the
       identity); '6dof' / '7dof': `umeyama_alignment` of the positions without
       / with scale, applied to the whole poses
-      (`world_from_camera -> [[R R_i, s R p_i + t]]`).
+      (`world_from_camera -> [[R R_i, s R p_i + t]]`). A motionless prediction
+      (all positions equal) gets `R = I`, `t` onto the ground truth's centroid
+      and, for '7dof', `s = 0` (any `s` fits equally well).
 
   Returns:
     `(aligned pred [N, 4, 4], scale)`.
@@ -121,7 +129,13 @@ def align_trajectory(
     scale = float(np.sum(gt_pos * pred_pos) / denom)
     out[:, :3, 3] *= scale
     return out, scale
-  rot, t, scale = umeyama_alignment(pred_pos, gt_pos, with_scale=alignment == "7dof")
+  if np.all(pred_pos == pred_pos[:1]):
+    # A motionless prediction (e.g. the identity baseline): every similarity maps it to one
+    # point, best placed at the ground truth's centroid; R = I and, for 7-DoF, s = 0.
+    rot, scale = np.eye(3), 0.0 if alignment == "7dof" else 1.0
+    t = gt_pos.mean(axis=0) - scale * pred_pos[0]
+  else:
+    rot, t, scale = umeyama_alignment(pred_pos, gt_pos, with_scale=alignment == "7dof")
   out[:, :3, :3] = rot @ pred[:, :3, :3]
   out[:, :3, 3] = scale * pred_pos @ rot.T + t
   return out, scale
@@ -175,6 +189,45 @@ def segment_errors(
   return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
 
 
+def _trajectory_errors(gt, pred_world_from_camera, *, alignment, segment_lengths, step_size,
+                       rpe_delta) -> dict:
+  """Raw per-segment, per-frame and per-pair errors of one aligned trajectory (float64)."""
+  if gt.shape[0] < 2:
+    raise ValueError(f"gt_world_from_camera: need at least 2 poses, got {gt.shape[0]}")
+  pred, scale = align_trajectory(gt, pred_world_from_camera, alignment=alignment)
+  if not (isinstance(rpe_delta, (int, np.integer)) and 1 <= rpe_delta < gt.shape[0]):
+    raise ValueError(f"rpe_delta must be an integer in [1, {gt.shape[0] - 1}], got {rpe_delta!r}")
+  segs = segment_errors(gt, pred, segment_lengths=segment_lengths, step_size=step_size)
+  gt_rel = invert_rigid(gt[:-rpe_delta]) @ gt[rpe_delta:]
+  pred_rel = invert_rigid(pred[:-rpe_delta]) @ pred[rpe_delta:]
+  rel_err = invert_rigid(gt_rel) @ pred_rel
+  return {
+    "segments": segs,
+    "position_sq_errors": np.sum((pred[:, :3, 3] - gt[:, :3, 3]) ** 2, axis=1),
+    "rpe_trans": np.linalg.norm(rel_err[:, :3, 3], axis=1),
+    "rpe_rot": rotation_angle(rel_err),
+    "alignment_scale": scale,
+  }
+
+
+def _figures(errors: Sequence[dict]) -> dict:
+  """t_err / r_err (NaN without segments), ATE and RPE of one or more pooled error sets."""
+  segs = np.concatenate([e["segments"] for e in errors])
+  if segs.shape[0]:
+    t_err = float(np.mean(segs[:, 2]) * 100.0)
+    r_err = float(np.degrees(np.mean(segs[:, 3])) * 100.0)
+  else:
+    t_err = r_err = float("nan")
+  return {
+    "t_err_percent": t_err,
+    "r_err_deg_per_100m": r_err,
+    "num_segments": int(segs.shape[0]),
+    "ate_rmse": float(np.sqrt(np.mean(np.concatenate([e["position_sq_errors"] for e in errors])))),
+    "rpe_trans": float(np.mean(np.concatenate([e["rpe_trans"] for e in errors]))),
+    "rpe_rot_deg": float(np.degrees(np.mean(np.concatenate([e["rpe_rot"] for e in errors])))),
+  }
+
+
 def kitti_odometry_metrics(
     gt_world_from_camera: np.ndarray,
     pred_world_from_camera: np.ndarray,
@@ -184,7 +237,7 @@ def kitti_odometry_metrics(
     step_size: int = KITTI_STEP_SIZE,
     rpe_delta: int = 1,
 ) -> dict[str, float]:
-  """KITTI odometry metrics of a full trajectory (SPEC §4).
+  """KITTI odometry metrics of a full trajectory (Geiger et al. 2012).
 
   Args:
     gt_world_from_camera: float `[N, 4, 4]` ground truth (metres).
@@ -201,29 +254,101 @@ def kitti_odometry_metrics(
     (metres), `rpe_rot_deg` (degrees), `alignment_scale`.
   """
   gt = _check_transforms(gt_world_from_camera, "gt_world_from_camera")
-  if gt.shape[0] < 2:
-    raise ValueError(f"gt_world_from_camera: need at least 2 poses, got {gt.shape[0]}")
-  pred, scale = align_trajectory(gt, pred_world_from_camera, alignment=alignment)
-  if not (isinstance(rpe_delta, (int, np.integer)) and 1 <= rpe_delta < gt.shape[0]):
-    raise ValueError(f"rpe_delta must be an integer in [1, {gt.shape[0] - 1}], got {rpe_delta!r}")
+  errors = _trajectory_errors(gt, pred_world_from_camera, alignment=alignment,
+                              segment_lengths=segment_lengths, step_size=step_size,
+                              rpe_delta=rpe_delta)
+  return {**_figures([errors]), "alignment_scale": errors["alignment_scale"]}
 
-  segs = segment_errors(gt, pred, segment_lengths=segment_lengths, step_size=step_size)
-  if segs.shape[0]:
-    t_err = float(np.mean(segs[:, 2]) * 100.0)
-    r_err = float(np.degrees(np.mean(segs[:, 3])) * 100.0)
-  else:
-    t_err = r_err = float("nan")
 
-  ate = float(np.sqrt(np.mean(np.sum((pred[:, :3, 3] - gt[:, :3, 3]) ** 2, axis=1))))
-  gt_rel = invert_rigid(gt[:-rpe_delta]) @ gt[rpe_delta:]
-  pred_rel = invert_rigid(pred[:-rpe_delta]) @ pred[rpe_delta:]
-  rel_err = invert_rigid(gt_rel) @ pred_rel
+TRAJECTORY_ALIGNMENTS = ("7dof", "6dof")
+
+
+def _null_reason(figures: dict, path_m: float, shortest: float) -> dict:
+  """JSON-ready figures: NaN t_err / r_err become None with a `reason`."""
+  out = dict(figures)
+  if out["num_segments"] == 0:
+    out["t_err_percent"] = out["r_err_deg_per_100m"] = None
+    out["reason"] = (f"the ground-truth path ({path_m:.1f} m) is shorter than the shortest "
+                     f"segment ({shortest:g} m): no KITTI segment fits")
+  return out
+
+
+def trajectory_report(
+    trajectories: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    alignments: Sequence[str] = TRAJECTORY_ALIGNMENTS,
+    segment_lengths: Sequence[float] = KITTI_SEGMENT_LENGTHS,
+    step_size: int = KITTI_STEP_SIZE,
+    rpe_delta: int = 1,
+) -> dict:
+  """Full-trajectory figures of several sequences, per sequence, mean and pooled.
+
+  Each sequence's prediction is aligned to its ground truth on its own (one
+  similarity per whole sequence for '7dof': Umeyama 1991), then scored with the
+  KITTI devkit's segment errors (Geiger et al. 2012), ATE and RPE.
+
+  Args:
+    trajectories: name -> `(gt_world_from_camera [N, 4, 4] metres,
+      pred_world_from_camera [N, 4, 4] any scale)`, e.g. the prediction chained
+      from frame-to-frame motion with `chain_relative_poses`; N >= 2.
+    alignments: from `ALIGNMENTS`; '7dof' (scale drift shows) and '6dof'
+      (a wrong global scale shows too) by default.
+    segment_lengths, step_size, rpe_delta: as `kitti_odometry_metrics`.
+
+  Returns:
+    A JSON-ready dict:
+      `protocol`: the segment lengths (m), step size and RPE gap used;
+      `per_sequence`: name -> `{num_frames, path_length_m, <alignment>: figures}`;
+      `mean`: `<alignment>` -> each figure averaged over sequences (t_err /
+        r_err over the sequences that have segments), with `num_sequences`;
+      `pooled`: `<alignment>` -> the devkit's figures over all segments of all
+        sequences, ATE over all frames, RPE over all pairs.
+    Figures: `t_err_percent`, `r_err_deg_per_100m` (None plus a `reason` when
+    no segment fits, i.e. a path shorter than the shortest segment),
+    `num_segments`, `ate_rmse` (m), `rpe_trans` (m), `rpe_rot_deg` (deg) and,
+    per sequence, `alignment_scale`.
+  """
+  if not trajectories:
+    raise ValueError("trajectory_report: no trajectories")
+  for alignment in alignments:
+    if alignment not in ALIGNMENTS:
+      raise ValueError(f"alignments: each must be one of {ALIGNMENTS}, got {alignment!r}")
+  shortest = float(np.min(segment_lengths))
+  per_sequence, raw = {}, {a: [] for a in alignments}
+  for name, (gt_poses, pred_poses) in trajectories.items():
+    gt = _check_transforms(gt_poses, f"{name}: gt_world_from_camera")
+    path_m = float(trajectory_distances(gt)[-1])
+    entry: dict = {"num_frames": int(gt.shape[0]), "path_length_m": path_m}
+    for alignment in alignments:
+      errors = _trajectory_errors(gt, pred_poses, alignment=alignment,
+                                  segment_lengths=segment_lengths, step_size=step_size,
+                                  rpe_delta=rpe_delta)
+      raw[alignment].append(errors)
+      entry[alignment] = _null_reason(
+          {**_figures([errors]), "alignment_scale": errors["alignment_scale"]}, path_m, shortest)
+    per_sequence[name] = entry
+  total_m = sum(e["path_length_m"] for e in per_sequence.values())
+  mean, pooled = {}, {}
+  for alignment in alignments:
+    rows = [e[alignment] for e in per_sequence.values()]
+    with_segments = [r for r in rows if r["num_segments"]]
+    m: dict = {"num_sequences": len(rows), "num_sequences_with_segments": len(with_segments)}
+    for key in ("t_err_percent", "r_err_deg_per_100m"):
+      m[key] = float(np.mean([r[key] for r in with_segments])) if with_segments else None
+    for key in ("ate_rmse", "rpe_trans", "rpe_rot_deg"):
+      m[key] = float(np.mean([r[key] for r in rows]))
+    if not with_segments:
+      m["reason"] = (f"no sequence's ground-truth path reaches the shortest segment "
+                     f"({shortest:g} m)")
+    mean[alignment] = m
+    pooled[alignment] = _null_reason(_figures(raw[alignment]), total_m, shortest)
+    if not with_segments:
+      pooled[alignment]["reason"] = mean[alignment]["reason"]
   return {
-    "t_err_percent": t_err,
-    "r_err_deg_per_100m": r_err,
-    "num_segments": int(segs.shape[0]),
-    "ate_rmse": ate,
-    "rpe_trans": float(np.mean(np.linalg.norm(rel_err[:, :3, 3], axis=1))),
-    "rpe_rot_deg": float(np.degrees(np.mean(rotation_angle(rel_err)))),
-    "alignment_scale": scale,
+    "protocol": {"segment_lengths_m": [float(x) for x in segment_lengths], "step_size": step_size,
+                 "rpe_delta": rpe_delta, "alignments": list(alignments)},
+    "per_sequence": per_sequence,
+    "mean": mean,
+    "pooled": pooled,
   }
+

@@ -1,0 +1,82 @@
+"""`evaluate_run.evaluate` end to end on a tiny video-folder run with ground-truth poses."""
+
+import json
+import math
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from sslmd_jax import evaluate_run
+from sslmd_jax import evaluation
+from sslmd_jax import inference
+from sslmd_jax import objectives
+from sslmd_jax import train
+from tests import train_utils
+
+
+def _sequence(folder, n, step_m, seed):
+  """`n` random 64x96 frames and a `poses.txt` of a camera driving `step_m` per frame, turning."""
+  folder.mkdir(parents=True)
+  rng = np.random.default_rng(seed)
+  lines = []
+  for i in range(n):
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
+    c, s = math.cos(0.02 * i), math.sin(0.02 * i)
+    pose = np.array([[c, 0, s, 0.05 * step_m * i], [0, 1, 0, 0], [-s, 0, c, step_m * i]])
+    lines.append(" ".join(f"{v:.9e}" for v in pose.reshape(-1)))
+  (folder / "poses.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("recipe", ["monodepth2", "sfmlearner"])
+def test_evaluate_scores_whole_chained_sequences_and_plots_them(recipe, tmp_path, monkeypatch):
+  data = tmp_path / "videos"
+  _sequence(data / "long", 13, 12.0, 0)  # 144 m: 100 m segments fit.
+  _sequence(data / "short", 7, 1.0, 1)  # 6 m: none does.
+  config = train_utils.micro_config(recipe)
+  config.data.name, config.data.path = "video_folder", str(data)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  monkeypatch.setattr(evaluate_run, "CHUNK", 4)  # Several chunks per sequence.
+  run = tmp_path / "run"
+  results = evaluate_run.evaluate(config, run, state=state, networks=networks)
+  on_disk = json.loads((run / "eval" / "metrics.json").read_text())
+  assert on_disk["max_frames_per_sequence"] is None
+  trajectory = on_disk["trajectory"]
+  assert trajectory == json.loads(json.dumps(results["trajectory"]))
+  long, short = (trajectory["per_sequence"][str(data / name)] for name in ("long", "short"))
+  assert (long["num_frames"], short["num_frames"]) == (13, 7)  # Whole sequences.
+  # The same figures as the motion of each whole sequence predicted at once and chained.
+  predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
+  for name, entry in (("long", long), ("short", short)):
+    frames = np.stack([np.asarray(Image.open(data / name / f"{i:06d}.png"))
+                       for i in range(entry["num_frames"])])
+    gt = evaluation.chain_relative_poses(evaluation.relative_poses(np.stack(
+        [np.vstack([np.array(line.split(), float).reshape(3, 4), [0, 0, 0, 1]])
+         for line in (data / name / "poses.txt").read_text().splitlines()])))
+    pred = evaluation.chain_relative_poses(predictor.predict_motion(frames).astype(np.float64))
+    expected = evaluation.trajectory_report({name: (gt, pred)})["per_sequence"][name]
+    for alignment in ("7dof", "6dof"):
+      for key in ("ate_rmse", "rpe_trans", "rpe_rot_deg", "alignment_scale", "t_err_percent"):
+        assert entry[alignment][key] == pytest.approx(expected[alignment][key], rel=1e-4, abs=1e-6), (
+            name, alignment, key)
+  assert long["7dof"]["num_segments"] > 0 and long["7dof"]["t_err_percent"] > 0
+  assert long["6dof"]["r_err_deg_per_100m"] >= 0
+  assert short["7dof"]["t_err_percent"] is None and "shorter than the shortest segment" in short[
+      "7dof"]["reason"]
+  assert short["6dof"]["ate_rmse"] > 0 and short["7dof"]["rpe_rot_deg"] >= 0
+  for alignment in ("7dof", "6dof"):
+    assert trajectory["mean"][alignment]["t_err_percent"] == pytest.approx(
+        long[alignment]["t_err_percent"])
+    assert trajectory["pooled"][alignment]["num_segments"] == long[alignment]["num_segments"]
+  assert {long["plot"], short["plot"]} == {"trajectory_long.png", "trajectory_short.png"}
+  for entry in (long, short):
+    assert (run / "eval" / entry["plot"]).stat().st_size > 1000
+  # The 5-frame ATE is kept beside it.
+  assert on_disk["pose"]["ate_5frame"] > 0
+  table = evaluate_run.format_table(results)
+  assert "full trajectory" in table and "t_err / r_err n/a" in table
+  # An explicit cut is recorded, and applied.
+  cut = evaluate_run.evaluate(config, run, state=state, networks=networks, max_frames_per_sequence=5)
+  assert json.loads((run / "eval" / "metrics.json").read_text())["max_frames_per_sequence"] == 5
+  assert {e["num_frames"] for e in cut["trajectory"]["per_sequence"].values()} == {5}
