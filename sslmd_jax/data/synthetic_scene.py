@@ -15,8 +15,8 @@ speed (0.3-1.5 m per frame, i.e. 3-15 m/s at 10 Hz) with slow variations,
 braking before turns so that the yaw rate stays below 1.6-2 degrees per frame
 (16-20 degrees/s), and full stops at junction stop lines where the camera stands
 still (3-15 frames of exactly identical poses) before driving on. Road bumps
-pitch (1-3 degrees) and roll (0.5-2.5 degrees) the camera as a function of the
-distance driven, so standing still stays exactly still.
+pitch (1-3 degrees) and roll (0.5-2.5 degrees) the camera over 6-12 frames, as a
+function of the distance driven, so standing still stays exactly still.
 
 Two kinds of drive (`route`):
   * `"mixed"` (train / test scenes): a window of a longer drive, cut around one
@@ -303,18 +303,27 @@ def _drive(grid, speed, stops, num_frames, *, accel, start=0.0):
   return positions, arrivals
 
 
-def _bumps(rng, s_lo, s_hi):
+def _bumps(rng, s_lo, s_hi, s_all):
   """Road bumps `[(s, length, pitch, roll)]` every 20-60 m over `[s_lo, s_hi]`."""
   bumps = []
   s = s_lo + rng.uniform(0, 30)
   while s < s_hi:
-    bumps.append(_one_bump(rng, s))
+    bumps.append(_one_bump(rng, s, s_all))
     s += rng.uniform(20, 60)
   return bumps
 
 
-def _one_bump(rng, s):
-  return (s, rng.uniform(2.0, 6.0), rng.choice([-1, 1]) * np.deg2rad(rng.uniform(1.0, 3.0)),
+def _one_bump(rng, s, s_all):
+  """A bump at arc length `s`: 1-3 degrees of pitch, 0.5-2.5 of roll, lasting 6-12 frames.
+
+  Its length (metres) is set from the camera's speed there (`s_all`: arc length per
+  frame), at least 3 m, so that attitude changes stay below ~2 degrees per frame.
+  """
+  steps = np.diff(s_all)
+  moving = steps > 0
+  speed = float(np.interp(s, s_all[:-1][moving], steps[moving])) if moving.any() else 0.5
+  return (s, max(3.0, rng.uniform(6.0, 12.0) * speed),
+          rng.choice([-1, 1]) * np.deg2rad(rng.uniform(1.0, 3.0)),
           rng.choice([-1, 1]) * np.deg2rad(rng.uniform(0.5, 2.5)))
 
 
@@ -490,18 +499,24 @@ def _mixed_drive(rng, pitch, num_frames, accel, brake, max_yaw_rate):
   """A window of a longer drive around one event: returns path, s per frame, stops, events, extras."""
   kind = rng.choice(["straight", "turn", "stop", "stop_turn", "start"], p=[0.2, 0.3, 0.2, 0.15, 0.15])
   start, heading = _grid_start(rng, pitch)
-  # Start 40-120 m before the first junction (the event happens there).
+  # Start 40-120 m before the event's junction, driving straight through any on the way.
   along = 1 if abs(np.cos(heading)) > 0.5 else 0
   junction = _next_junction(start, heading, pitch)
-  start[along] = junction[along] - np.sign(junction[along] - start[along]) * rng.uniform(40, 120)
+  start[along] = junction[along] - np.rint(_forward(heading))[along] * rng.uniform(40, 120)
+  event = 0
+  while np.abs(_next_junction(start if event == 0 else passed, heading, pitch)
+               - junction).max() > 1e-6:
+    passed = _next_junction(start if event == 0 else passed, heading, pitch)
+    event += 1
   decisions = [rng.choice(["S", "L", "R"], p=[0.5, 0.25, 0.25]) for _ in range(12)]
-  decisions[0] = rng.choice(["L", "R"]) if kind in ("turn", "stop_turn") else "S"
+  decisions[:event] = ["S"] * event
+  decisions[event] = rng.choice(["L", "R"]) if kind in ("turn", "stop_turn") else "S"
   path, junctions = _build_route(start, heading, decisions, _turn_radii(rng, decisions), pitch)
-  stop_junctions = [0] if kind in ("stop", "stop_turn", "start") else []
-  stop_junctions += [k for k in range(1, len(junctions)) if rng.uniform() < 0.15]
+  stop_junctions = [event] if kind in ("stop", "stop_turn", "start") else []
+  stop_junctions += [k for k in range(event + 1, len(junctions)) if rng.uniform() < 0.15]
   stops = [(junctions[k]["stop_s"], int(rng.integers(3, 16)), k) for k in stop_junctions]
   if kind == "start":
-    stops[0] = (stops[0][0], int(rng.integers(3, 21)), 0)
+    stops[0] = (stops[0][0], int(rng.integers(3, 21)), event)
   cruise = rng.uniform(0.3, 1.5)
   simulated = num_frames + 400
   grid, speed = _speed_profile(path, cruise, [s[0] for s in stops], rng, path.length + 50,
@@ -606,9 +621,9 @@ def make_scene(seed: int, num_frames: int, *, far_distance: float = 60.0,
 
   bumps = []
   if route == "loop" or rng.uniform() < 0.5:
-    bumps = _bumps(rng, float(s[0]) - 10, float(s[-1]) + 10)
+    bumps = _bumps(rng, float(s[0]) - 10, float(s[-1]) + 10, s_all)
     if not any(s[0] - b[1] < b[0] < s[-1] for b in bumps) and s[-1] - s[0] > 6:
-      bumps.append(_one_bump(rng, rng.uniform(s[0], s[-1] - 3)))
+      bumps.append(_one_bump(rng, rng.uniform(s[0], s[-1] - 3), s_all))
   events["bumps"] = bool(bumps) and any(s[0] - b[1] < b[0] < s[-1] for b in bumps)
   weave = (rng.uniform(0.0, 0.3), rng.uniform(40.0, 120.0), rng.uniform(0, 2 * np.pi))
   pitch0, roll0 = rng.uniform(-0.01, 0.01), rng.uniform(-0.006, 0.006)
