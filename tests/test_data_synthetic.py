@@ -330,6 +330,38 @@ def test_tfds_round_trip(tmp_path):
     synthetic_tfds.synthetic_sequences("validation", data_dir=tmp_path, **sizes)
 
 
+def test_odometry_split_through_sources(tmp_path):
+  """`data.synthetic_test_split = 'odometry'` serves the block-loop drives as the test split, alone."""
+  from configs import default
+  from sslmd_jax.data import sources, synthetic_tfds
+  from sslmd_jax.data.base import DataError
+
+  config = default.get_config()
+  config.data.path = str(tmp_path)
+  config.data.height, config.data.width = 16, 48
+  config.data.synthetic_odometry_sequences = 1
+  config.data.synthetic_odometry_frames = 30
+  config.data.synthetic_generation_workers = 1
+  config.data.synthetic_test_split = "odometry"
+  (drive,) = sources.load_sequences(config, "test")
+  assert "odometry" in drive.name and drive.num_frames == 30
+  seed = synthetic_tfds.ODOMETRY_SEED_OFFSET
+  reference = synthetic.render_sequence(seed, 30, 16, 48, route="loop")
+  np.testing.assert_array_equal(drive.load_frame(29), reference["images"][29])
+  np.testing.assert_array_equal(drive.load_extras(29)["world_from_camera"],
+                                reference["world_from_camera"][29])
+  np.testing.assert_array_equal(drive.intrinsics, synthetic.synthetic_intrinsics(16, 48, seed))
+  # Only the odometry config was generated: no train / test scenes rendered.
+  generated = [p.name for p in (tmp_path / "synthetic_driving").iterdir()
+               if not p.name.startswith(".")]
+  assert generated == ["16x48-odometry1-frames30"]
+  with pytest.raises(ValueError, match="splits"):
+    synthetic_tfds.split_seeds(synthetic_tfds.make_odometry_config(16, 48), "train")
+  config.data.synthetic_test_split = "validation"
+  with pytest.raises(DataError, match="synthetic_test_split"):
+    sources.load_sequences(config, "test")
+
+
 def test_tfds_configs():
   from sslmd_jax.data import synthetic_tfds
 
