@@ -51,6 +51,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.synthetic_train_sequences = 24  # synthetic: number of training scenes.
   d.synthetic_test_sequences = 4  # synthetic: number of test scenes (disjoint seeds).
   d.synthetic_frames = 40  # synthetic: frames per scene.
+  d.synthetic_test_split = "test"  # synthetic: sequences served as the test split: 'test' (short scenes) | 'odometry' (long block-loop drives).
+  d.synthetic_odometry_sequences = 2  # synthetic: number of odometry drives (rendered only when synthetic_test_split = 'odometry').
+  d.synthetic_odometry_frames = 500  # synthetic: frames per odometry drive (>= 500 leaves room to lap a block and close the loop).
+  d.synthetic_generation_workers = 1  # synthetic: processes rendering scenes when a dataset is first generated (0 = one per CPU core; > 1 needs a script guarded by `if __name__ == "__main__"`).
   d.default_focal = 0.0  # Videos without intrinsics.txt: fx = fy = this × width (0 = KITTI's normalised camera).
 
   # ------------------------------------------------------------------ model

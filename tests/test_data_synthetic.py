@@ -45,9 +45,8 @@ def test_shapes_dtypes_and_determinism(sequence):
   assert sequence["moving_mask"].shape == (FRAMES, HEIGHT, WIDTH, 1)
   assert sequence["world_from_camera"].shape == (FRAMES, 4, 4)
   np.testing.assert_allclose(sequence["world_from_camera"][0], np.eye(4), atol=1e-6)
-  np.testing.assert_allclose(sequence["intrinsics"],
-                             [[0.58 * WIDTH, 0, 0.5 * WIDTH], [0, 1.92 * HEIGHT, 0.5 * HEIGHT],
-                              [0, 0, 1]])
+  np.testing.assert_array_equal(sequence["intrinsics"],
+                                synthetic.synthetic_intrinsics(HEIGHT, WIDTH, 7))
   again = synthetic.render_sequence(7, FRAMES, HEIGHT, WIDTH)
   for key, value in sequence.items():
     np.testing.assert_array_equal(again[key], value, err_msg=key)
@@ -59,31 +58,129 @@ def test_depth_finite_and_bounded(sequence):
   depth = sequence["depth"]
   assert np.all(np.isfinite(depth))
   assert depth.min() > 0.5
-  # Far backdrop: `far_distance` (80 m) +- half the distance driven.
-  assert depth.max() < 80.0 + 1.5 * FRAMES / 2 + 5.0
-  assert depth.max() > 50.0  # the backdrop is visible
+  # Nothing lies beyond the backdrop planes: depth <= distance to the backdrop box's corners.
+  scene = synthetic.make_scene(7, FRAMES)
+  x_min, x_max, z_min, z_max = scene.backdrop
+  corners = np.array([[x, z] for x in (x_min, x_max) for z in (z_min, z_max)])
+  reach = np.linalg.norm(corners[None] - scene.road_from_camera[:, None, [0, 2], 3], axis=-1)
+  assert depth.max() <= reach.max() + 1e-3
+  assert depth.max() > 30.0  # far geometry is visible
   assert set(np.unique(sequence["moving_mask"])) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_poses_move_forward_with_gentle_turns(seed):
-  scene = synthetic.make_scene(seed, 30)
+def _attitude(poses):
+  """Yaw (unwrapped), pitch and roll in degrees of `R_y(yaw) R_x(pitch) R_z(roll)` poses `[T, 4, 4]`."""
+  r = np.asarray(poses, np.float64)[:, :3, :3]
+  yaw = np.unwrap(np.arctan2(r[:, 0, 2], r[:, 2, 2]))
+  return np.rad2deg(yaw), np.rad2deg(-np.arcsin(r[:, 1, 2])), np.rad2deg(
+      np.arctan2(r[:, 1, 0], r[:, 1, 1]))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+  """Short (40-frame) scenes of seeds 0-19 (geometry only, nothing rendered)."""
+  return [synthetic.make_scene(seed, 40) for seed in range(20)]
+
+
+def test_poses_drive_forward_with_bounded_rates(scenes):
+  for scene in scenes:
+    poses = scene.road_from_camera.astype(np.float64)
+    step = np.diff(poses[:, :3, 3], axis=0)
+    speed = np.linalg.norm(step, axis=-1)
+    assert np.all(speed <= 1.5 + 1e-5), scene.seed  # <= 15 m/s at 10 Hz
+    # Each step, expressed in the previous camera, points forward (+z).
+    local = np.einsum("tji,tj->ti", poses[:-1, :3, :3], step)
+    assert np.all(local[:, 2] >= 0.99 * speed), scene.seed
+    for pose in poses:
+      np.testing.assert_allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5)
+    relative = np.einsum("tji,tjk->tik", poses[:-1, :3, :3], poses[1:, :3, :3])
+    angle = np.arccos(np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    assert np.all(angle < np.deg2rad(3.0)), (scene.seed, np.rad2deg(angle.max()))
+    # The camera height above the ground is constant, about 1.6 m.
+    assert 1.5 <= scene.camera_height <= 1.7
+    np.testing.assert_allclose(poses[:, 1, 3], 0.0, atol=1e-6)
+  speeds = np.concatenate([np.linalg.norm(np.diff(s.road_from_camera[:, :3, 3], axis=0), axis=-1)
+                           for s in scenes])
+  assert speeds.min() == 0.0 and speeds.max() > 0.9  # From standing still to 9+ m/s.
+
+
+def test_turning_scenes_reach_a_high_yaw_rate(scenes):
+  turning = [s for s in scenes if "turn" in s.events]
+  assert len(turning) >= 3
+  for scene in turning:
+    yaw_rate = np.abs(np.diff(_attitude(scene.road_from_camera)[0]))
+    assert 1.0 <= yaw_rate.max() <= 2.5, (scene.seed, yaw_rate.max())  # degrees per frame
+
+
+def test_stopping_scenes_stand_still_for_frames(scenes):
+  stopping = [s for s in scenes if "stop" in s.events or "start" in s.events]
+  assert len(stopping) >= 3
+  for scene in stopping:
+    poses = scene.road_from_camera
+    same = np.all(poses[1:] == poses[:-1], axis=(1, 2))  # Bit-identical consecutive poses.
+    run = longest = 0
+    for s in same:
+      run = run + 1 if s else 0
+      longest = max(longest, run)
+    assert longest >= 2, scene.seed  # >= 3 consecutive frames with identical poses.
+
+
+def test_bumps_pitch_and_roll_the_camera(scenes):
+  bumpy = [s for s in scenes if "bumps" in s.events]
+  assert len(bumpy) >= 3
+  ranges = []
+  for scene in bumpy:
+    _, pitch, roll = _attitude(scene.road_from_camera)
+    ranges.append((np.ptp(pitch), np.ptp(roll)))
+  ranges = np.array(ranges)
+  assert np.all(ranges[:, 0] > 0.5) and np.all(ranges[:, 1] > 0.2), ranges
+  assert ranges[:, 0].max() > 2.0 and ranges[:, 1].max() > 1.0, ranges  # degrees
+
+
+def test_cars_cross_junctions_perpendicularly(scenes):
+  crossing = [s for s in scenes if "crossing" in s.events]
+  assert crossing
+  for scene in crossing:
+    roles = np.array(scene.moving_roles)
+    active = scene.moving_boxes["active"]
+    for box in np.flatnonzero(roles == "crossing"):
+      frames = np.flatnonzero(active[:, box])
+      assert frames.size, scene.seed
+      camera_yaw = _attitude(scene.road_from_camera[frames])[0]
+      car_yaw = np.rad2deg(scene.moving_boxes["yaw"][frames, box])
+      off = np.abs((car_yaw - camera_yaw + 180.0) % 180.0 - 90.0)
+      assert np.median(off) < 10.0, (scene.seed, off)
+
+
+def test_two_camera_models_across_seeds():
+  cameras = {synthetic.synthetic_intrinsics(96, 320, seed).tobytes() for seed in range(12)}
+  assert len(cameras) >= 2
+  models = {synthetic.camera_model(seed) for seed in range(12)}
+  assert {0, 1} <= models
+  kitti = synthetic.synthetic_intrinsics(96, 320)
+  np.testing.assert_allclose(kitti, [[0.58 * 320, 0, 160], [0, 1.92 * 96, 48], [0, 0, 1]])
+  wide_seed = next(seed for seed in range(12) if synthetic.camera_model(seed) == 1)
+  wide = synthetic.synthetic_intrinsics(96, 320, wide_seed)
+  assert wide[0, 0] < kitti[0, 0] and wide[0, 2] != 160 and wide[1, 2] != 48
+  rendered = synthetic.render_sequence(wide_seed, 1, 16, 48)
+  np.testing.assert_array_equal(rendered["intrinsics"],
+                                synthetic.synthetic_intrinsics(16, 48, wide_seed))
+
+
+def test_odometry_drive_closes_its_loop():
+  scene = synthetic.make_scene(0, 500, route="loop")
+  assert scene.num_frames == 500 and "loop" in scene.events
   poses = scene.road_from_camera.astype(np.float64)
-  step = np.diff(poses[:, :3, 3], axis=0)
-  speed = np.linalg.norm(step, axis=-1)
-  assert np.all(speed >= 0.5 - 1e-5) and np.all(speed <= 1.5 + 1e-5)
-  # Each step, expressed in the previous camera, points mostly forward (+z).
-  local = np.einsum("tji,tj->ti", poses[:-1, :3, :3], step)
-  assert np.all(local[:, 2] > 0.98 * speed)
-  # Rotations are proper and small between frames.
-  for pose in poses:
-    np.testing.assert_allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5)
-  relative = np.einsum("tji,tjk->tik", poses[:-1, :3, :3], poses[1:, :3, :3])
-  angle = np.arccos(np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1, 1))
-  assert np.all(angle < np.deg2rad(1.0))
-  # The camera height above the ground is constant, about 1.6 m.
-  assert 1.5 <= scene.camera_height <= 1.7
-  np.testing.assert_allclose(poses[:, 1, 3], 0.0, atol=1e-6)
+  travelled = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=-1).sum()
+  assert travelled > 150.0  # around at least one city block
+  assert np.linalg.norm(poses[-1, :3, 3] - poses[0, :3, 3]) < 1.0  # back where it started
+  yaw = _attitude(poses)[0]
+  assert abs(abs(yaw[-1] - yaw[0]) - 360.0) < 5.0  # one full turn around the block
+  np.testing.assert_array_equal(poses[-1], poses[-2])  # standing still at the end
+  again = synthetic.make_scene(0, 500, route="loop")
+  np.testing.assert_array_equal(again.road_from_camera, scene.road_from_camera)
+  with pytest.raises(ValueError, match="route"):
+    synthetic.make_scene(0, 5, route="spiral")
 
 
 def test_world_from_camera_matches_scene():
@@ -123,17 +220,16 @@ def test_depth_matches_ground_plane():
   np.testing.assert_allclose(seq["depth"][0, v, u, 0], expected, rtol=1e-4)
 
 
-@pytest.mark.parametrize("seed", [7, 21])
-def test_photometric_consistency_with_ground_truth(seed, sequence):
-  """Inverse-warping frame t+1 into frame t with true depth and pose reproduces frame t."""
-  seq = sequence if seed == 7 else synthetic.render_sequence(seed, 2, HEIGHT, WIDTH)
+def _check_static_warp(seq, pairs):
+  """Inverse-warping frame t+1 into frame t (for t in `pairs`) with true depth and pose reproduces t."""
+  height, width = seq["images"].shape[1:3]
   k = seq["intrinsics"].astype(np.float64)
   poses = seq["world_from_camera"].astype(np.float64)
-  for t in range(len(poses) - 1):
+  for t in pairs:
     source_from_target = np.linalg.inv(poses[t + 1]) @ poses[t]
     depth_t, depth_s = seq["depth"][t, ..., 0], seq["depth"][t + 1, ..., 0]
     u, v, z = _project(depth_t, source_from_target, k)
-    inside = (u >= 0) & (u <= WIDTH - 1) & (v >= 0) & (v <= HEIGHT - 1)
+    inside = (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
     # Visible in the source (not occluded): its depth there matches the transformed depth.
     sampled_depth = _bilinear(depth_s[..., None], u, v)[..., 0]
     visible = np.abs(sampled_depth - z) < 0.02 * z
@@ -147,7 +243,31 @@ def test_photometric_consistency_with_ground_truth(seed, sequence):
     warp_error = np.abs(warped - target).mean(-1)[valid].mean()
     identity_error = np.abs(source - target).mean(-1)[valid].mean()
     assert warp_error < 0.03, (t, warp_error, identity_error)
-    assert identity_error > 3 * warp_error, (t, warp_error, identity_error)
+    if not np.array_equal(poses[t], poses[t + 1]):  # Standing still: nothing to tell apart.
+      assert identity_error > 3 * warp_error, (t, warp_error, identity_error)
+
+
+@pytest.mark.parametrize("seed", [7, 21])
+def test_photometric_consistency_with_ground_truth(seed, sequence):
+  """Inverse-warping frame t+1 into frame t with true depth and pose reproduces frame t."""
+  seq = sequence if seed == 7 else synthetic.render_sequence(seed, 2, HEIGHT, WIDTH)
+  _check_static_warp(seq, range(len(seq["images"]) - 1))
+
+
+def test_photometric_consistency_on_turning_frames(scenes):
+  """The same on the two frames of a turning scene with the highest yaw rate (>= 1 degree)."""
+  scene = next(s for s in scenes if "turn" in s.events)
+  yaw = _attitude(scene.road_from_camera)[0]
+  t = int(np.argmax(np.abs(np.diff(yaw))))
+  assert abs(yaw[t + 1] - yaw[t]) >= 1.0
+  k = synthetic.synthetic_intrinsics(HEIGHT, WIDTH, scene.seed)
+  frames = [synthetic.render_frame(scene, i, k, HEIGHT, WIDTH) for i in (t, t + 1)]
+  road = np.stack([f["road_from_camera"] for f in frames]).astype(np.float64)
+  seq = {"images": np.stack([f["image"] for f in frames]),
+         "depth": np.stack([f["depth"] for f in frames]),
+         "moving_mask": np.stack([f["moving_mask"] for f in frames]),
+         "world_from_camera": np.linalg.inv(road[0]) @ road, "intrinsics": k}
+  _check_static_warp(seq, [0])
 
 
 def test_moving_objects_break_the_static_warp():
@@ -187,7 +307,7 @@ def test_tfds_round_trip(tmp_path):
   train = synthetic_tfds.synthetic_sequences("train", data_dir=tmp_path, **sizes)
   test = synthetic_tfds.synthetic_sequences("test", data_dir=tmp_path, **sizes)
   assert [s.num_frames for s in train] == [3, 3] and len(test) == 1
-  assert list(tmp_path.glob("synthetic_driving/*/1.1.0/*.array_record-*"))
+  assert list(tmp_path.glob("synthetic_driving/*/2.0.0/*.array_record-*"))
   # Disjoint scenes between the splits.
   train_first = {s.load_frame(0).tobytes() for s in train}
   assert test[0].load_frame(0).tobytes() not in train_first
@@ -208,6 +328,38 @@ def test_tfds_round_trip(tmp_path):
     train[0].load_frame(3)
   with pytest.raises(ValueError, match="splits"):
     synthetic_tfds.synthetic_sequences("validation", data_dir=tmp_path, **sizes)
+
+
+def test_odometry_split_through_sources(tmp_path):
+  """`data.synthetic_test_split = 'odometry'` serves the block-loop drives as the test split, alone."""
+  from configs import default
+  from sslmd_jax.data import sources, synthetic_tfds
+  from sslmd_jax.data.base import DataError
+
+  config = default.get_config()
+  config.data.path = str(tmp_path)
+  config.data.height, config.data.width = 16, 48
+  config.data.synthetic_odometry_sequences = 1
+  config.data.synthetic_odometry_frames = 30
+  config.data.synthetic_generation_workers = 1
+  config.data.synthetic_test_split = "odometry"
+  (drive,) = sources.load_sequences(config, "test")
+  assert "odometry" in drive.name and drive.num_frames == 30
+  seed = synthetic_tfds.ODOMETRY_SEED_OFFSET
+  reference = synthetic.render_sequence(seed, 30, 16, 48, route="loop")
+  np.testing.assert_array_equal(drive.load_frame(29), reference["images"][29])
+  np.testing.assert_array_equal(drive.load_extras(29)["world_from_camera"],
+                                reference["world_from_camera"][29])
+  np.testing.assert_array_equal(drive.intrinsics, synthetic.synthetic_intrinsics(16, 48, seed))
+  # Only the odometry config was generated: no train / test scenes rendered.
+  generated = [p.name for p in (tmp_path / "synthetic_driving").iterdir()
+               if not p.name.startswith(".")]
+  assert generated == ["16x48-odometry1-frames30"]
+  with pytest.raises(ValueError, match="splits"):
+    synthetic_tfds.split_seeds(synthetic_tfds.make_odometry_config(16, 48), "train")
+  config.data.synthetic_test_split = "validation"
+  with pytest.raises(DataError, match="synthetic_test_split"):
+    sources.load_sequences(config, "test")
 
 
 def test_tfds_configs():
@@ -254,7 +406,7 @@ def test_in_memory_frame_sequence(sequence):
 
 def _box_downsampled_reference(seed, height, width, factor):
   """The same first frame rendered `factor` times larger and box-filtered back (float [H, W, 3])."""
-  k = synthetic.synthetic_intrinsics(height, width).astype(np.float64)
+  k = synthetic.synthetic_intrinsics(height, width, seed).astype(np.float64)
   # Pixel-centre convention: big pixel centre u' = factor * u + (factor - 1) / 2.
   big_k = np.diag([factor, factor, 1.0]) @ k
   big_k[:2, 2] += (factor - 1) / 2
@@ -280,16 +432,18 @@ def test_anti_aliasing_matches_supersampled_reference(monkeypatch):
   assert with_aa < 0.9 * without_aa, (with_aa, without_aa)
 
 
-def test_lead_car_moves_with_the_camera():
-  """The lead car (forward-facing, in the camera lane) keeps a 6-26 m gap (a hard case)."""
+def test_lead_car_moves_with_the_camera(scenes):
+  """The lead car (in the camera lane, ahead along the route) keeps a 6-24 m gap (a hard case)."""
   leads = 0
-  for seed in range(4):
-    scene = synthetic.make_scene(seed, 60)
-    yaw = scene.moving_boxes["yaw"]  # [T, 2M]: bodies then cabins
-    forward = np.flatnonzero(np.abs(yaw[0]) < 0.1)
-    for box in forward:
-      gap = scene.moving_boxes["centre"][:, box, 2] - scene.road_from_camera[:, 2, 3]
-      assert np.all(gap > 5.0) and np.all(gap < 27.0), gap
-      assert np.all(np.abs(scene.moving_boxes["centre"][:, box, 0]) < 0.8)
-    leads += len(forward) > 0
-  assert leads > 0
+  for scene in scenes:
+    roles = np.array(scene.moving_roles)
+    camera = scene.road_from_camera[:, [0, 2], 3].astype(np.float64)
+    for box in np.flatnonzero(roles == "lead")[:1]:  # The body (cabins follow the bodies).
+      car = scene.moving_boxes["centre"][:, box][:, [0, 2]].astype(np.float64)
+      gap = np.linalg.norm(car - camera, axis=-1)
+      assert np.all(gap > 5.0) and np.all(gap < 27.0), (scene.seed, gap)
+      # It stands still when the camera does.
+      still = np.all(scene.road_from_camera[1:] == scene.road_from_camera[:-1], axis=(1, 2))
+      np.testing.assert_array_equal(car[1:][still], car[:-1][still])
+      leads += 1
+  assert leads >= 3

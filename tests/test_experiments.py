@@ -225,7 +225,7 @@ def test_delta1_failures_are_counted_by_true_depth_row_and_moving_object():
 
 def test_automask_keeps_what_true_geometry_explains_and_drops_a_still_camera():
   from sslmd_jax.data import synthetic
-  seq = synthetic.render_sequence(3, 4, 32, 96)
+  seq = synthetic.render_sequence(5, 4, 32, 96)  # World v2: a turning scene at 4.5 m/s
   args = (seq["depth"], seq["world_from_camera"], seq["intrinsics"])
   kept = depth_errors.automask_kept(seq["images"], *args, seq["moving_mask"])
   # The true warp explains the near static scene better than no motion does ...

@@ -2,7 +2,8 @@
 
 `load_sequences(config, split)` reads the source named by `config.data.name`
 ('synthetic', 'kitti_raw', 'kitti_odometry', 'video_folder') for a split
-('train' or 'test'), checks it up front (missing paths, sequences shorter than
+('train' or 'test'; for the synthetic world, `config.data.synthetic_test_split`
+= 'odometry' makes 'test' the long block-loop drives), checks it up front (missing paths, sequences shorter than
 the snippet) and logs what it found. Everything downstream (the grain pipeline,
 evaluation) only sees the returned list.
 """
@@ -54,10 +55,17 @@ def load_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameS
   if d.name == "synthetic":
     from sslmd_jax.data import synthetic_tfds  # Imports tfds: only when used.
     data_dir = os.path.expanduser(d.path or DEFAULT_SYNTHETIC_DIR)
+    if d.synthetic_test_split not in ("test", "odometry"):
+      raise DataError(f"config.data.synthetic_test_split={d.synthetic_test_split!r}: expected "
+                      "'test' or 'odometry'.")
+    workers = int(d.synthetic_generation_workers) or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     sequences = synthetic_tfds.synthetic_sequences(
-        split, data_dir=data_dir, height=d.height, width=d.width,
-        num_train_sequences=d.synthetic_train_sequences,
-        num_test_sequences=d.synthetic_test_sequences, frames_per_sequence=d.synthetic_frames)
+        d.synthetic_test_split if split == "test" else "train", data_dir=data_dir,
+        height=d.height, width=d.width, num_train_sequences=d.synthetic_train_sequences,
+        num_test_sequences=d.synthetic_test_sequences, frames_per_sequence=d.synthetic_frames,
+        num_odometry_sequences=d.synthetic_odometry_sequences,
+        odometry_frames=d.synthetic_odometry_frames, workers=workers)
   elif d.name == "kitti_raw":
     from sslmd_jax.data import kitti
     root = _existing(d.path, "data.path")

@@ -3,19 +3,25 @@
 `SyntheticDriving` is a `tfds.core.GeneratorBasedBuilder` named `synthetic_driving`
 with one config per resolution (`96x320`: 20 train and 4 test sequences of 40
 frames; `192x640`: the same counts at the benchmark size). Custom sizes and
-counts come from `make_config`. Each *example is one frame*, so a pipeline can
+counts come from `make_config`. Odometry configs (`make_odometry_config`, named
+like `96x320-odometry2-frames500`) hold a single split, `odometry`: long drives
+that lap city blocks and end where they started (`route="loop"` in
+`sslmd_jax.data.synthetic_scene`); they are generated only when asked for, never
+with the train / test configs. Each *example is one frame*, so a pipeline can
 index frames at random:
 
   image              uint8   [H, W, 3]
   depth              float32 [H, W, 1]   camera z, metres
   moving_mask        uint8   [H, W, 1]   1 on moving cars
   world_from_camera  float32 [4, 4]      metres, world = first camera of the sequence
-  intrinsics         float32 [3, 3]      pixels, pixel-centre convention
+  intrinsics         float32 [3, 3]      pixels, pixel-centre convention (per sequence:
+                                         the seed's camera model, `synthetic.camera_model`)
   sequence_id        int64               the scene seed
   frame_index        int32               position in the sequence
 
 The train and test splits render disjoint scene seeds (train: `0 ... n-1`,
-test: `TEST_SEED_OFFSET + 0 ... m-1`). Shuffling is disabled, so record
+test: `TEST_SEED_OFFSET + 0 ... m-1`, odometry: `ODOMETRY_SEED_OFFSET + 0 ...`).
+Shuffling is disabled, so record
 `s * frames_per_sequence + i` is frame `i` of the split's sequence `s`.
 
 Reading: `synthetic_sequences` (below) groups the frames into `FrameSequence`s.
@@ -58,7 +64,8 @@ from sslmd_jax.data import synthetic
 from sslmd_jax.data.base import DataError, FrameSequence
 
 TEST_SEED_OFFSET = 1_000_000
-_VERSION = "1.1.0"
+ODOMETRY_SEED_OFFSET = 2_000_000
+_VERSION = "2.0.0"
 
 
 @dataclasses.dataclass(eq=False)
@@ -69,6 +76,9 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
     height, width: frame size in pixels.
     num_train_sequences, num_test_sequences: sequences per split.
     frames_per_sequence: frames per sequence.
+    num_odometry_sequences: 0 for a train / test config; > 0 for an odometry config,
+      whose only split, `odometry`, holds this many looping drives of
+      `frames_per_sequence` frames.
   """
 
   height: int = synthetic.DEFAULT_HEIGHT
@@ -76,6 +86,7 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
   num_train_sequences: int = 20
   num_test_sequences: int = 4
   frames_per_sequence: int = 40
+  num_odometry_sequences: int = 0
 
 
 def _standard_config(height: int, width: int) -> SyntheticDrivingConfig:
@@ -117,13 +128,46 @@ def make_config(height: int = synthetic.DEFAULT_HEIGHT, width: int = synthetic.D
                                 description="custom synthetic driving config", **counts)
 
 
+def make_odometry_config(height: int = synthetic.DEFAULT_HEIGHT,
+                         width: int = synthetic.DEFAULT_WIDTH, *, num_sequences: int = 2,
+                         frames_per_sequence: int = 500) -> SyntheticDrivingConfig:
+  """The config of an `odometry` split: `num_sequences` looping drives of `frames_per_sequence` frames.
+
+  Named like `96x320-odometry2-frames500`. Drives of >= 500 frames have room to lap a
+  city block and end where they started; shorter ones may stop before closing the loop.
+  """
+  for value, field in ((height, "height"), (width, "width")):
+    if int(value) != value or value < 4:
+      raise ValueError(f"synthetic_driving config: {field} must be an integer >= 4, got {value}")
+  for value, field in ((num_sequences, "num_sequences"),
+                       (frames_per_sequence, "frames_per_sequence")):
+    if int(value) != value or value < 1:
+      raise ValueError(f"synthetic_driving odometry config: {field} must be an integer >= 1, "
+                       f"got {value}")
+  return SyntheticDrivingConfig(
+      name=f"{height}x{width}-odometry{num_sequences}-frames{frames_per_sequence}",
+      version=_VERSION, height=int(height), width=int(width), num_train_sequences=1,
+      num_test_sequences=1, frames_per_sequence=int(frames_per_sequence),
+      num_odometry_sequences=int(num_sequences),
+      description="synthetic driving odometry drives (block loops)")
+
+
+def config_splits(config: SyntheticDrivingConfig) -> tuple[str, ...]:
+  """The splits a config holds: `("odometry",)` for an odometry config, else `("train", "test")`."""
+  return ("odometry",) if config.num_odometry_sequences > 0 else ("train", "test")
+
+
 def split_seeds(config: SyntheticDrivingConfig, split: str) -> list[int]:
-  """Scene seeds of a split: train `0 ... n-1`, test `TEST_SEED_OFFSET + 0 ... m-1` (disjoint)."""
+  """Scene seeds of a split: train `0 ... n-1`, test `TEST_SEED_OFFSET + 0 ... m-1`, odometry
+  `ODOMETRY_SEED_OFFSET + 0 ... k-1` (disjoint)."""
+  if split not in config_splits(config):
+    raise ValueError(f"synthetic_driving config {config.name!r} has splits "
+                     f"{', '.join(repr(s) for s in config_splits(config))}, got {split!r}")
   if split == "train":
     return list(range(config.num_train_sequences))
   if split == "test":
     return [TEST_SEED_OFFSET + i for i in range(config.num_test_sequences)]
-  raise ValueError(f"synthetic_driving has splits 'train' and 'test', got {split!r}")
+  return [ODOMETRY_SEED_OFFSET + i for i in range(config.num_odometry_sequences)]
 
 
 class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
@@ -131,7 +175,9 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version(_VERSION)
   RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "1.1.0": "Images stored as raw bytes instead of zlib (3x faster reads)."}
+                   "1.1.0": "Images stored as raw bytes instead of zlib (3x faster reads).",
+                   "2.0.0": "World v2: grid city with junction turns, stops, bumps, crossing "
+                            "traffic; camera model per seed; odometry configs of block loops."}
   BUILDER_CONFIGS = list(_STANDARD_CONFIGS)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -154,7 +200,7 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: everything is rendered.
-    return {split: self._generate_examples(split) for split in ("train", "test")}
+    return {split: self._generate_examples(split) for split in config_splits(self.builder_config)}
 
   # Processes rendering sequences in parallel during generation (1: in this process).
   generation_workers: int = 1
@@ -164,7 +210,8 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
     frames = config.frames_per_sequence
     seeds = split_seeds(config, split)
     render = functools.partial(synthetic.render_sequence, num_frames=frames,
-                               height=config.height, width=config.width)
+                               height=config.height, width=config.width,
+                               route="loop" if split == "odometry" else "mixed")
     workers = min(int(self.generation_workers), len(seeds))
     if workers > 1:
       # "spawn": forking a process that has started JAX's threads is unsafe.
@@ -346,15 +393,19 @@ def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
                         height: int = synthetic.DEFAULT_HEIGHT,
                         width: int = synthetic.DEFAULT_WIDTH, num_train_sequences: int = 20,
                         num_test_sequences: int = 4, frames_per_sequence: int = 40,
+                        num_odometry_sequences: int = 2, odometry_frames: int = 500,
                         workers: int = 1) -> list[FrameSequence]:
   """The synthetic driving world's sequences of a split, generated into `data_dir` on first use.
 
   Args:
-    split: `"train"` or `"test"` (disjoint scene seeds).
+    split: `"train"`, `"test"` (short scenes, disjoint seeds) or `"odometry"` (long drives
+      lapping city blocks, from their own config: generating train / test never renders
+      them, and asking for them never renders train / test).
     data_dir: TFDS data dir; the dataset lives in
-      `data_dir/synthetic_driving/<config name>/1.1.0/`.
+      `data_dir/synthetic_driving/<config name>/2.0.0/`.
     height, width: frame size in pixels (96x320 and 192x640 are registered configs).
-    num_train_sequences, num_test_sequences, frames_per_sequence: dataset size.
+    num_train_sequences, num_test_sequences, frames_per_sequence: train / test size.
+    num_odometry_sequences, odometry_frames: odometry drives and frames per drive.
     workers: processes rendering sequences in parallel when generating (first use).
 
   Returns:
@@ -362,9 +413,15 @@ def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
     with intrinsics `[3, 3]` and `load_extras` giving `depth` float32 `[H, W, 1]`,
     `world_from_camera` float32 `[4, 4]` and `moving_mask` float32 `[H, W, 1]`.
   """
-  config = make_config(height, width, num_train_sequences=num_train_sequences,
-                       num_test_sequences=num_test_sequences,
-                       frames_per_sequence=frames_per_sequence)
+  if split == "odometry":
+    config = make_odometry_config(height, width, num_sequences=num_odometry_sequences,
+                                  frames_per_sequence=odometry_frames)
+  elif split in ("train", "test"):
+    config = make_config(height, width, num_train_sequences=num_train_sequences,
+                         num_test_sequences=num_test_sequences,
+                         frames_per_sequence=frames_per_sequence)
+  else:
+    raise ValueError(f"synthetic_driving has splits 'train', 'test' and 'odometry', got {split!r}")
   seeds = split_seeds(config, split)
   load_builder(data_dir=data_dir, config=config, workers=workers)
   reader = _SplitReader(os.fspath(data_dir), config, split)
