@@ -124,6 +124,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   o.b2 = 0.999  # Adam β2.
   o.decay_steps = 0  # Step decay: multiply the rate by `decay_factor` after this many steps (0 = 3/4 of num_steps).
   o.decay_factor = 0.1  # Step decay factor (Monodepth2: 1e-4 → 1e-5).
+  o.warmup_steps = 0  # Linear learning-rate warm-up from 0 over this many steps (0 = none, the papers).
   o.grad_clip_norm = 0.0  # Global-norm gradient clipping (Li: 10; 0 = off).
   o.num_steps = 150  # Training steps (the default run fits in 15 minutes on 2 CPU cores; papers: ~66k).
   o.microbatches = 1  # Gradient accumulation: the step runs the batch as this many chunks, one call at a time, and makes one update (less memory; BatchNorm statistics per chunk).

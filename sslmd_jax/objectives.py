@@ -153,6 +153,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       f"data.name={d.name!r}.")
   if o.num_steps <= 0:
     raise ConfigError(f"config.optim.num_steps={o.num_steps}: expected a positive integer.")
+  if o.warmup_steps < 0:
+    raise ConfigError(f"config.optim.warmup_steps={o.warmup_steps}: expected a number of steps "
+                      ">= 0 (0 = no warm-up).")
+  r = config.run
+  if r.max_recoveries < 0:
+    raise ConfigError(f"config.run.max_recoveries={r.max_recoveries}: expected >= 0 (0 = a "
+                      "collapse ends the run).")
+  if not 0.0 < r.recovery_learning_rate_factor <= 1.0:
+    raise ConfigError(f"config.run.recovery_learning_rate_factor={r.recovery_learning_rate_factor}:"
+                      " expected a factor in (0, 1].")
 
 
 # --------------------------------------------------------------------------- networks

@@ -62,10 +62,19 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Step decay from `config.optim`: `learning_rate`, times `decay_factor` after `decay_steps`."""
+  """Step decay from `config.optim`: `learning_rate`, times `decay_factor` after `decay_steps`,
+  with a linear warm-up from 0 over the first `warmup_steps` (none when 0).
+
+  Adam's first updates move every parameter by about the learning rate whatever its gradient
+  (its second-moment estimate is still small; Liu et al. 2020, "On the Variance of the Adaptive
+  Learning Rate and Beyond"); the warm-up keeps those steps short.
+  """
   o = config.optim
   decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
-  return optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})
+  decay = optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})
+  if o.warmup_steps <= 0:
+    return decay
+  return lambda step: decay(step) * jnp.minimum((step + 1) / o.warmup_steps, 1.0)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -218,6 +218,10 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("loss.automask_start_step", -1, "automask_start_step"),
     ("loss.smoothness_ramp_steps", -5, "smoothness_ramp_steps"),
     ("optim.microbatches", 3, "microbatches"),
+    ("optim.warmup_steps", -1, "warmup_steps"),
+    ("run.max_recoveries", -1, "max_recoveries"),
+    ("run.recovery_learning_rate_factor", 1.5, "recovery_learning_rate_factor"),
+    ("run.recovery_learning_rate_factor", 0.0, "recovery_learning_rate_factor"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
@@ -225,6 +229,17 @@ def test_bad_config_fails_with_the_field_named(field, value, match):
   setattr(config[section], name, value)
   with pytest.raises(objectives.ConfigError, match=match):
     objectives.validate_config(config)
+
+
+def test_learning_rate_warms_up_linearly_then_decays():
+  config = train_utils.load_config("monodepth2", "tiny")  # 5e-4, decay x0.1 at step 225 of 300.
+  config.optim.warmup_steps = 10
+  schedule = train.learning_rate_schedule(config)
+  lr = config.optim.learning_rate
+  assert [float(schedule(s)) for s in (0, 4, 9, 10, 224, 225)] == pytest.approx(
+      [lr / 10, lr / 2, lr, lr, lr, lr / 10])
+  config.optim.warmup_steps = 0  # The papers: the full rate from step 0.
+  assert float(train.learning_rate_schedule(config)(0)) == pytest.approx(lr)
 
 
 def test_li_scales_are_projected_onto_their_floor_and_recover():
