@@ -1,5 +1,7 @@
 """Training health: the collapse figures, the checks and the recovery record (sslmd_jax.health)."""
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -70,3 +72,27 @@ def test_a_damaged_recoveries_file_is_one_clear_error(tmp_path):
   (tmp_path / health.RECOVERIES_FILE).write_text('[{"step": 3}]')
   with pytest.raises(ValueError, match=r"recoveries.json: not a list of recoveries"):
     health.read_recoveries(tmp_path)
+
+
+def test_sslmd_train_exits_with_the_collapse_code(tmp_path, monkeypatch, capsys):
+  from absl import flags
+  from sslmd_jax import cli
+  from sslmd_jax import train
+
+  def collapsed(config, workdir):
+    raise health.TrainingCollapsedError("training collapsed at step 20: the predicted depth is constant")
+
+  monkeypatch.setattr(train, "train_and_evaluate", collapsed)
+  argv = ["sslmd", "train", f"--config={train_utils.REPO / 'configs' / 'monodepth2.py'}:tiny",
+          f"--workdir={tmp_path}"]
+  flags.FLAGS.unparse_flags()
+  with warnings.catch_warnings():  # ml_collections loads the config file with load_module().
+    warnings.simplefilter("ignore", DeprecationWarning)
+    flags.FLAGS(argv)
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(argv[:2])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert exit_info.value.code == health.COLLAPSE_EXIT_CODE == 3
+  assert "error: training collapsed at step 20" in capsys.readouterr().err
