@@ -57,10 +57,11 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 
 
 def _config_from_workdir(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  path = workdir / "config.json"
-  if not path.exists():
-    raise app.UsageError(f"{path} does not exist: is {workdir} a training run's workdir?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  from sslmd_jax import run_config
+  try:
+    return run_config.config_from_workdir(workdir)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(str(e)) from None
 
 
 def _merge_overrides(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

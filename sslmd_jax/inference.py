@@ -20,7 +20,6 @@ Usage (a notebook, a service):
 from __future__ import annotations
 
 import functools
-import json
 import numbers
 import os
 import pathlib
@@ -32,6 +31,7 @@ import numpy as np
 
 from sslmd_jax import geometry
 from sslmd_jax import objectives
+from sslmd_jax import run_config
 
 BUCKETS = (1, 2, 4, 8, 16, 32)
 
@@ -124,10 +124,7 @@ class Predictor:
     from sslmd_jax import train  # Local: train imports the data pipeline.
     workdir = pathlib.Path(workdir)
     if config is None:
-      path = workdir / "config.json"
-      if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {workdir} a training run's workdir?")
-      config = ml_collections.ConfigDict(json.loads(path.read_text()))
+      config = run_config.config_from_workdir(workdir)
     networks = objectives.make_networks(config)
     # Only the state's structure is needed to restore: trace the initialisation, never run it.
     init_config = ml_collections.ConfigDict(config.to_dict())
