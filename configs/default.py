@@ -165,6 +165,10 @@ def apply_tiny(c: ml_collections.ConfigDict) -> None:
   c.model.motion_channels = (8, 16, 32, 64, 128, 128, 256)
   c.optim.num_steps = 300
   c.optim.learning_rate = 5e-4
+  # From scratch at 5e-4, Adam's first steps drove the depth to its maximum (a constant, whose
+  # sigmoid gradient is then 0) within 20 steps on turning and stopping clips, before the pose
+  # network's translation had grown; a 100-step warm-up avoided it (docs/unseen_video.md).
+  c.optim.warmup_steps = 100
   c.loss.automask_start_step = 400
   c.run.log_every = 20
   c.run.image_every = 100
