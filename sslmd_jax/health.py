@@ -16,9 +16,12 @@ explained by rotation alone), or the motion network stops predicting any transla
 
 The trainer checks them at every log step and before every checkpoint
 (`health_problem`), so every checkpoint holds a healthy state. When a check fails it
-restores the newest checkpoint (or the initial state), multiplies the learning rate by
-`config.run.recovery_learning_rate_factor` and goes on; each such recovery is appended
-to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced rate.
+restores the newest checkpoint (or the initial state), multiplies the learning rate and the
+smoothness weight by `config.run.recovery_factor` and goes on; each such recovery is appended
+to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values. The two
+are the causes of a constant depth seen in this project: Adam's first steps driving the depth
+head into saturation before the motion network has learnt any translation (docs/unseen_video.md),
+and a smoothness term that outweighs the photometric one (SC-SfMLearner from scratch).
 After `config.run.max_recoveries` recoveries a further failure ends the run with
 `TrainingCollapsedError` (exit code `COLLAPSE_EXIT_CODE` from `sslmd train`).
 """
@@ -109,13 +112,13 @@ class Recovery:
     step: the step whose health check failed.
     problem: `health_problem`'s sentence.
     restored_step: the checkpoint the run went back to (0: the initial state).
-    learning_rate_factor: the factor on `config.optim.learning_rate` from then on
-      (cumulative: `recovery_learning_rate_factor ** number_of_recoveries`).
+    factor: the factor on `config.optim.learning_rate` and `config.loss.smoothness_weight`
+      from then on (cumulative: `recovery_factor ** number_of_recoveries`).
   """
   step: int
   problem: str
   restored_step: int
-  learning_rate_factor: float
+  factor: float
 
 
 def read_recoveries(workdir: str | os.PathLike) -> list[Recovery]:
@@ -128,7 +131,7 @@ def read_recoveries(workdir: str | os.PathLike) -> list[Recovery]:
   except (ValueError, TypeError) as e:
     raise ValueError(f"{path}: not a list of recoveries ({e}); expected what sslmd train "
                      "writes, e.g. [{\"step\": 200, \"problem\": \"...\", \"restored_step\": 100, "
-                     "\"learning_rate_factor\": 0.5}]") from None
+                     "\"factor\": 0.5}]") from None
 
 
 def write_recoveries(workdir: str | os.PathLike, recoveries: list[Recovery]) -> None:
@@ -143,13 +146,15 @@ def with_recoveries(config: ml_collections.ConfigDict,
                     recoveries: list[Recovery]) -> ml_collections.ConfigDict:
   """`config` as the run continues after its recoveries (a copy; `config` is unchanged).
 
-  The learning rate is multiplied by the newest recovery's factor, and `seed` is moved on by
+  The learning rate and the smoothness weight are multiplied by the newest recovery's factor,
+  and `seed` is moved on by
   the number of recoveries (fresh initial parameters if the run went back to step 0, fresh
   per-step randomness; the data order stays the checkpoint's).
   """
   if not recoveries:
     return config
   out = config.copy_and_resolve_references()
-  out.optim.learning_rate = config.optim.learning_rate * recoveries[-1].learning_rate_factor
+  out.optim.learning_rate = config.optim.learning_rate * recoveries[-1].factor
+  out.loss.smoothness_weight = config.loss.smoothness_weight * recoveries[-1].factor
   out.seed = config.seed + len(recoveries)
   return out

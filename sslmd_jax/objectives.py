@@ -160,8 +160,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if r.max_recoveries < 0:
     raise ConfigError(f"config.run.max_recoveries={r.max_recoveries}: expected >= 0 (0 = a "
                       "collapse ends the run).")
-  if not 0.0 < r.recovery_learning_rate_factor <= 1.0:
-    raise ConfigError(f"config.run.recovery_learning_rate_factor={r.recovery_learning_rate_factor}:"
+  if not 0.0 < r.recovery_factor <= 1.0:
+    raise ConfigError(f"config.run.recovery_factor={r.recovery_factor}:"
                       " expected a factor in (0, 1].")
 
 

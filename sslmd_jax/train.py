@@ -516,8 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   Collapse (`sslmd_jax.health`): the run's health is checked at every log step and
   before every checkpoint, so only healthy states are saved. A failed check rolls the
-  run back to its newest checkpoint (or its initial state) with the learning rate
-  multiplied by `config.run.recovery_learning_rate_factor`, recorded in
+  run back to its newest checkpoint (or its initial state) with the learning rate and the
+  smoothness weight multiplied by `config.run.recovery_factor`, recorded in
   `recoveries.json`; after `config.run.max_recoveries` of them a further failure raises
   `health.TrainingCollapsedError`.
   """
@@ -633,7 +633,8 @@ class _Run:
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   """The newest checkpoint's state and data position (or the initial ones), under the learning
-  rate and seed of the newest recovery (`health.with_recoveries`), with its jitted step."""
+  rate, smoothness weight and seed of the newest recovery (`health.with_recoveries`), with its
+  jitted step."""
   attempt = health.with_recoveries(config, recoveries)
   optimizer = make_optimizer(attempt)
   state = create_train_state(attempt, networks, optimizer)
@@ -659,14 +660,14 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
         f"The newest healthy checkpoint is step {restored} in {workdir / 'checkpoints'}. "
         "Check that the frames move (a camera that stands still teaches nothing) and that "
         "consecutive frames overlap; try a smaller config.optim.learning_rate.")
-  factor = config.run.recovery_learning_rate_factor ** (len(recoveries) + 1)
+  factor = config.run.recovery_factor ** (len(recoveries) + 1)
   recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
-                                             learning_rate_factor=factor)]
+                                             factor=factor)]
   if jax.process_index() == 0:
     health.write_recoveries(workdir, recoveries)
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
-             f"{config.run.max_recoveries}): back to step {restored} with the learning rate "
-             f"x{factor:g}.")
+             f"{config.run.max_recoveries}): back to step {restored} with the learning rate and "
+             f"the smoothness weight x{factor:g}.")
   logging.warning(message)
   print(f"Warning: {message}", flush=True)
   return recoveries

@@ -1,6 +1,8 @@
 """Training health: the collapse figures, the checks and the recovery record (sslmd_jax.health)."""
 
-import warnings
+import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -58,12 +60,13 @@ def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
   assert health.read_recoveries(tmp_path) == []
   config = train_utils.load_config("monodepth2", "tiny")
   assert health.with_recoveries(config, []) is config
-  recoveries = [health.Recovery(step=40, problem="p", restored_step=20, learning_rate_factor=0.5),
-                health.Recovery(step=60, problem="q", restored_step=20, learning_rate_factor=0.25)]
+  recoveries = [health.Recovery(step=40, problem="p", restored_step=20, factor=0.5),
+                health.Recovery(step=60, problem="q", restored_step=20, factor=0.25)]
   health.write_recoveries(tmp_path, recoveries)
   assert health.read_recoveries(tmp_path) == recoveries
   attempt = health.with_recoveries(config, recoveries)
   assert attempt.optim.learning_rate == pytest.approx(0.25 * config.optim.learning_rate)
+  assert attempt.loss.smoothness_weight == pytest.approx(0.25 * config.loss.smoothness_weight)
   assert attempt.seed == config.seed + 2
   assert config.optim.learning_rate == 5e-4  # The run's own config is unchanged.
 
@@ -74,25 +77,20 @@ def test_a_damaged_recoveries_file_is_one_clear_error(tmp_path):
     health.read_recoveries(tmp_path)
 
 
-def test_sslmd_train_exits_with_the_collapse_code(tmp_path, monkeypatch, capsys):
-  from absl import flags
-  from sslmd_jax import cli
-  from sslmd_jax import train
-
-  def collapsed(config, workdir):
-    raise health.TrainingCollapsedError("training collapsed at step 20: the predicted depth is constant")
-
-  monkeypatch.setattr(train, "train_and_evaluate", collapsed)
-  argv = ["sslmd", "train", f"--config={train_utils.REPO / 'configs' / 'monodepth2.py'}:tiny",
-          f"--workdir={tmp_path}"]
-  flags.FLAGS.unparse_flags()
-  with warnings.catch_warnings():  # ml_collections loads the config file with load_module().
-    warnings.simplefilter("ignore", DeprecationWarning)
-    flags.FLAGS(argv)
-  try:
-    with pytest.raises(SystemExit) as exit_info:
-      cli.main(argv[:2])
-  finally:
-    flags.FLAGS.unparse_flags()
-  assert exit_info.value.code == health.COLLAPSE_EXIT_CODE == 3
-  assert "error: training collapsed at step 20" in capsys.readouterr().err
+def test_sslmd_train_exits_with_the_collapse_code(tmp_path):
+  """`sslmd train` maps a run that ended collapsed to exit code 3 and one error line."""
+  code = (
+      "import sys\n"
+      "from sslmd_jax import cli, health, train\n"
+      "def collapsed(config, workdir):\n"
+      "  raise health.TrainingCollapsedError('training collapsed at step 20: constant depth')\n"
+      "train.train_and_evaluate = collapsed\n"
+      f"sys.argv = ['sslmd', 'train', '--config={train_utils.REPO / 'configs' / 'monodepth2.py'}:tiny',"
+      f" '--workdir={tmp_path}']\n"
+      "cli.run()\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                        text=True, env=env, cwd=train_utils.REPO, timeout=300)
+  assert proc.returncode == health.COLLAPSE_EXIT_CODE == 3, proc.stderr[-2000:]
+  assert "error: training collapsed at step 20: constant depth" in proc.stderr
+  assert "Traceback" not in proc.stderr

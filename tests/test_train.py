@@ -94,7 +94,7 @@ def test_eight_devices_equal_one_device():
   (s1, m1), (s8, m8) = results
   assert m1["loss"] == pytest.approx(m8["loss"], rel=1e-5)
   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)  # Summation order: round-off only.
   # BatchNorm statistics are those of the global batch, not a shard's.
   for a, b in zip(jax.tree.leaves(s1.batch_stats), jax.tree.leaves(s8.batch_stats)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -220,8 +220,8 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("optim.microbatches", 3, "microbatches"),
     ("optim.warmup_steps", -1, "warmup_steps"),
     ("run.max_recoveries", -1, "max_recoveries"),
-    ("run.recovery_learning_rate_factor", 1.5, "recovery_learning_rate_factor"),
-    ("run.recovery_learning_rate_factor", 0.0, "recovery_learning_rate_factor"),
+    ("run.recovery_factor", 1.5, "recovery_factor"),
+    ("run.recovery_factor", 0.0, "recovery_factor"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
@@ -245,6 +245,7 @@ def test_learning_rate_warms_up_linearly_then_decays():
 def test_li_scales_are_projected_onto_their_floor_and_recover():
   """Li et al.'s learned scales: an update below 0.001 lands on 0.001; the next may raise it."""
   config = train_utils.load_config("dynamic_scenes", "tiny")
+  config.optim.warmup_steps = 0  # The full rate at step 0, as the expected updates assume.
   optimizer = train.make_optimizer(config)
   params = {"pose": {"rotation_scale": jnp.float32(0.0015), "translation_scale": jnp.float32(0.01),
                      "conv": jnp.full((2,), 0.0015, jnp.float32)}}
@@ -546,8 +547,9 @@ def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
   result = train.train_and_evaluate(config, tmp_path / "run")
   assert result.step == 6
   (recovery,) = health.read_recoveries(tmp_path / "run")
-  assert (recovery.step, recovery.restored_step, recovery.learning_rate_factor) == (5, 4, 0.5)
-  assert "step 5: a test collapse. Recovering (1 of at most 3): back to step 4" in \
+  assert (recovery.step, recovery.restored_step, recovery.factor) == (5, 4, 0.5)
+  assert ("step 5: a test collapse. Recovering (1 of at most 3): back to step 4 with the "
+          "learning rate and the smoothness weight x0.5") in \
       capsys.readouterr().out
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]  # Step 5 once: the retried one.
@@ -569,7 +571,7 @@ def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic
                            r"recoveries .* newest healthy checkpoint is step 0"):
     train.train_and_evaluate(config, tmp_path / "run")
   recoveries = health.read_recoveries(tmp_path / "run")
-  assert [r.learning_rate_factor for r in recoveries] == [0.5, 0.25]
+  assert [r.factor for r in recoveries] == [0.5, 0.25]
   assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))  # Nothing unhealthy saved.
 
 
