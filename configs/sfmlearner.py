@@ -9,6 +9,9 @@ area-downsampled images weighted by the mask and averaged over valid pixels
 
 Commands, hardware, time and expected result:
 
+  # The synthetic-world figures below were measured on world version 1 (docs/results.md).
+  # Your own clips, the :tiny budget (300 steps): on held-out clips of the synthetic world v2 it
+  # learns no useful depth (AbsRel 0.633 against a constant depth's 0.644; docs/unseen_video.md).
   # Tiny, 300 steps (~11 images/s on a 2-core CPU). Trained 1200 steps on the synthetic world
   # (`experiments/synthetic_benchmark.py --runs=sfmlearner`, 7.2 min in all): AbsRel 0.199,
   # δ1 0.684, 5-frame ATE 0.037 m (README Results).

@@ -93,14 +93,14 @@ def health_problem(metrics: dict[str, float],
   """
   spread = metrics.get("depth_spread")
   if spread is not None and not spread >= DEPTH_COLLAPSE_SPREAD:
-    return (f"the predicted depth is constant (depth_spread {spread:.2g}, expected >= "
+    return (f"the predicted depth is constant (depth_spread {spread:.3g}, expected >= "
             f"{DEPTH_COLLAPSE_SPREAD})")
   ratio = metrics.get("translation_to_depth")
   before = (previous or {}).get("translation_to_depth")
   if (ratio is not None and before is not None and not ratio >= TRANSLATION_COLLAPSE_RATIO
       and not before >= TRANSLATION_COLLAPSE_RATIO):
-    return (f"the motion network predicts no translation (translation_to_depth {ratio:.2g} "
-            f"and {before:.2g} at the previous check, expected >= {TRANSLATION_COLLAPSE_RATIO})")
+    return (f"the motion network predicts no translation (translation_to_depth {ratio:.3g} "
+            f"and {before:.3g} at the previous check, expected >= {TRANSLATION_COLLAPSE_RATIO})")
   return None
 
 
