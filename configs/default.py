@@ -137,7 +137,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   r.keep_checkpoints = 2  # Checkpoints kept in the workdir.
   r.evaluate = True  # Evaluate on the test split at the end of training.
   r.max_recoveries = 3  # Collapses (constant depth, no predicted motion) recovered from before the run fails (sslmd_jax/health.py).
-  r.recovery_factor = 0.5  # Each recovery goes back to the newest checkpoint with the learning rate and smoothness weight times this.
+  r.recovery_factor = 0.5  # Each recovery goes back to the newest checkpoint with the learning rate, smoothness and geometry-consistency weights times this.
   r.progress = "auto"  # 'auto' (bar on a terminal, lines otherwise) | 'bar' | 'lines'.
 
   if variant == "tiny":

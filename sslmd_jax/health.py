@@ -17,11 +17,14 @@ explained by rotation alone), or the motion network stops predicting any transla
 The trainer checks them at every log step and before every checkpoint
 (`health_problem`), so every checkpoint holds a healthy state. When a check fails it
 restores the newest checkpoint (or the initial state), multiplies the learning rate and the
-smoothness weight by `config.run.recovery_factor` and goes on; each such recovery is appended
-to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values. The two
-are the causes of a constant depth seen in this project: Adam's first steps driving the depth
-head into saturation before the motion network has learnt any translation (docs/unseen_video.md),
-and a smoothness term that outweighs the photometric one (SC-SfMLearner from scratch).
+weights of the terms that a constant depth minimises (edge-aware smoothness and SC-SfMLearner's
+geometry consistency) by `config.run.recovery_factor` and goes on; each such recovery is
+appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values.
+These are the causes of a constant depth seen in this project: Adam's first steps driving the
+depth head into saturation before the motion network has learnt any translation, and
+regularisers that outweigh the photometric term while the motion is still small (SC-SfMLearner
+from scratch: its geometry consistency fell from 0.021 to 0.0035 while its depth flattened;
+docs/unseen_video.md).
 After `config.run.max_recoveries` recoveries a further failure ends the run with
 `TrainingCollapsedError` (exit code `COLLAPSE_EXIT_CODE` from `sslmd train`).
 """
@@ -112,8 +115,9 @@ class Recovery:
     step: the step whose health check failed.
     problem: `health_problem`'s sentence.
     restored_step: the checkpoint the run went back to (0: the initial state).
-    factor: the factor on `config.optim.learning_rate` and `config.loss.smoothness_weight`
-      from then on (cumulative: `recovery_factor ** number_of_recoveries`).
+    factor: the factor on `config.optim.learning_rate`, `config.loss.smoothness_weight` and
+      `config.loss.geometry_consistency_weight` from then on (cumulative:
+      `recovery_factor ** number_of_recoveries`).
   """
   step: int
   problem: str
@@ -146,8 +150,8 @@ def with_recoveries(config: ml_collections.ConfigDict,
                     recoveries: list[Recovery]) -> ml_collections.ConfigDict:
   """`config` as the run continues after its recoveries (a copy; `config` is unchanged).
 
-  The learning rate and the smoothness weight are multiplied by the newest recovery's factor,
-  and `seed` is moved on by
+  The learning rate and the weights of the terms a constant depth minimises (smoothness,
+  geometry consistency) are multiplied by the newest recovery's factor, and `seed` is moved on by
   the number of recoveries (fresh initial parameters if the run went back to step 0, fresh
   per-step randomness; the data order stays the checkpoint's).
   """
@@ -156,5 +160,7 @@ def with_recoveries(config: ml_collections.ConfigDict,
   out = config.copy_and_resolve_references()
   out.optim.learning_rate = config.optim.learning_rate * recoveries[-1].factor
   out.loss.smoothness_weight = config.loss.smoothness_weight * recoveries[-1].factor
+  out.loss.geometry_consistency_weight = (config.loss.geometry_consistency_weight
+                                          * recoveries[-1].factor)
   out.seed = config.seed + len(recoveries)
   return out

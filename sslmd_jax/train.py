@@ -517,7 +517,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   Collapse (`sslmd_jax.health`): the run's health is checked at every log step and
   before every checkpoint, so only healthy states are saved. A failed check rolls the
   run back to its newest checkpoint (or its initial state) with the learning rate and the
-  smoothness weight multiplied by `config.run.recovery_factor`, recorded in
+  smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
+  recorded in
   `recoveries.json`; after `config.run.max_recoveries` of them a further failure raises
   `health.TrainingCollapsedError`.
   """
@@ -633,7 +634,7 @@ class _Run:
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   """The newest checkpoint's state and data position (or the initial ones), under the learning
-  rate, smoothness weight and seed of the newest recovery (`health.with_recoveries`), with its
+  rate, regulariser weights and seed of the newest recovery (`health.with_recoveries`), with its
   jitted step."""
   attempt = health.with_recoveries(config, recoveries)
   optimizer = make_optimizer(attempt)
@@ -667,7 +668,7 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
     health.write_recoveries(workdir, recoveries)
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
              f"{config.run.max_recoveries}): back to step {restored} with the learning rate and "
-             f"the smoothness weight x{factor:g}.")
+             f"the depth regularisers' weights x{factor:g}.")
   logging.warning(message)
   print(f"Warning: {message}", flush=True)
   return recoveries

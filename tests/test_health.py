@@ -58,7 +58,7 @@ def test_no_translation_is_a_collapse_only_at_two_checks_in_a_row():
 
 def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
   assert health.read_recoveries(tmp_path) == []
-  config = train_utils.load_config("monodepth2", "tiny")
+  config = train_utils.load_config("sc_sfmlearner", "tiny")
   assert health.with_recoveries(config, []) is config
   recoveries = [health.Recovery(step=40, problem="p", restored_step=20, factor=0.5),
                 health.Recovery(step=60, problem="q", restored_step=20, factor=0.25)]
@@ -67,8 +67,11 @@ def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
   attempt = health.with_recoveries(config, recoveries)
   assert attempt.optim.learning_rate == pytest.approx(0.25 * config.optim.learning_rate)
   assert attempt.loss.smoothness_weight == pytest.approx(0.25 * config.loss.smoothness_weight)
+  assert attempt.loss.geometry_consistency_weight == pytest.approx(
+      0.25 * config.loss.geometry_consistency_weight)
   assert attempt.seed == config.seed + 2
   assert config.optim.learning_rate == 5e-4  # The run's own config is unchanged.
+  assert config.loss.geometry_consistency_weight == 0.5
 
 
 def test_a_damaged_recoveries_file_is_one_clear_error(tmp_path):

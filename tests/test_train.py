@@ -549,7 +549,7 @@ def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
   (recovery,) = health.read_recoveries(tmp_path / "run")
   assert (recovery.step, recovery.restored_step, recovery.factor) == (5, 4, 0.5)
   assert ("step 5: a test collapse. Recovering (1 of at most 3): back to step 4 with the "
-          "learning rate and the smoothness weight x0.5") in \
+          "learning rate and the depth regularisers' weights x0.5") in \
       capsys.readouterr().out
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]  # Step 5 once: the retried one.
