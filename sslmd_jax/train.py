@@ -518,9 +518,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   before every checkpoint, so only healthy states are saved. A failed check rolls the
   run back to its newest checkpoint (or its initial state) with the learning rate and the
   smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
-  recorded in
-  `recoveries.json`; after `config.run.max_recoveries` of them a further failure raises
-  `health.TrainingCollapsedError`.
+  recorded in `recoveries.json`; after `config.run.max_recoveries` of them a further failure
+  raises `health.TrainingCollapsedError`.
   """
   from sslmd_jax import summaries  # Local: tensorboardX only for runs.
   objectives.validate_config(config)
