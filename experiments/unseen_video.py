@@ -55,7 +55,7 @@ _EXTRA = flags.DEFINE_list("overrides", [], "Extra --config.x=y overrides for ss
 
 def render_set(name: str, root: pathlib.Path) -> tuple[pathlib.Path, list[pathlib.Path]]:
   """Renders a set's clips once: `root/train/<clip>/`, `root/heldout/<clip>/`, `root/gt/<clip>.npy`."""
-  from sslmd_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from sslmd_jax.data import odometry, synthetic  # pylint: disable=g-import-not-at-top
   train_seeds, test_seeds, height, width, frames = SETS[name]
   clips = [("train", s) for s in train_seeds] + [("heldout", s) for s in test_seeds]
   for split, seed in clips:
@@ -70,9 +70,8 @@ def render_set(name: str, root: pathlib.Path) -> tuple[pathlib.Path, list[pathli
     (folder / "intrinsics.txt").write_text(f"{k[0, 0]:.6f} {k[1, 1]:.6f} {k[0, 2]:.6f} {k[1, 2]:.6f}\n")
     (root / "gt").mkdir(exist_ok=True)
     np.save(root / "gt" / f"seed{seed}.npy", arrays["depth"][..., 0])
-    poses = arrays["world_from_camera"][:, :3, :].reshape(len(arrays["images"]), 12)
-    np.savetxt(folder / "poses.txt.tmp", poses, fmt="%.9e")
-    (folder / "poses.txt.tmp").rename(folder / "poses.txt")
+    odometry.write_kitti_poses(folder / "poses.txt.tmp", arrays["world_from_camera"])
+    (folder / "poses.txt.tmp").rename(folder / "poses.txt")  # Written last: the clip is complete.
     print(f"rendered {split}/seed{seed}", flush=True)
   return root / "train", sorted((root / "heldout").iterdir())
 
@@ -85,24 +84,17 @@ def _sslmd(*args: str, log: pathlib.Path) -> int:
                           stderr=subprocess.STDOUT, cwd=REPO).returncode
 
 
-def _read_poses(path: pathlib.Path) -> np.ndarray:
-  rows = np.loadtxt(path, ndmin=2).reshape(-1, 3, 4)
-  out = np.tile(np.eye(4), (len(rows), 1, 1))
-  out[:, :3] = rows
-  return out
-
-
 def score_clip(clip: pathlib.Path, gt_depth: np.ndarray, predicted: pathlib.Path) -> dict:
   """Depth and motion figures of one held-out clip against its ground truth, with baselines."""
   from sslmd_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from sslmd_jax.data import odometry  # pylint: disable=g-import-not-at-top
   names = sorted(p.stem for p in clip.glob("*.png"))
   pred_depth = [np.load(predicted / f"{n}_depth.npy") for n in names]
   depth, _ = evaluation.evaluate_depth(list(gt_depth), pred_depth, garg_crop=False, max_depth=80.0)
   const, _ = evaluation.evaluate_depth(list(gt_depth), [np.ones_like(g) for g in gt_depth],
                                        garg_crop=False, max_depth=80.0)
-  gt = _read_poses(clip / "poses.txt")
-  pred = _read_poses(predicted / "poses.txt")
-  motion = np.linalg.inv(pred[1:]) @ pred[:-1]  # camera_{i+1}_from_camera_i
+  gt = odometry.read_kitti_poses(clip / "poses.txt")
+  motion = evaluation.relative_poses(odometry.read_kitti_poses(predicted / "poses.txt"))
   speed = evaluation.trajectory_distances(gt)[-1] / (len(gt) - 1)
   forward = np.eye(4)
   forward[2, 3] = -speed
