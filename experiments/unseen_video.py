@@ -46,11 +46,13 @@ SETS = {
     "holdout": (range(900, 906), range(950, 954), 160, 480, 60),
 }
 
-_SET = flags.DEFINE_enum("set", "tune", list(SETS), "Which clip set (module docstring).")
-_RECIPES = flags.DEFINE_list("recipes", ["monodepth2:tiny"], "configs/<name>.py[:variant] to run.")
-_OUT = flags.DEFINE_string("out", "runs/unseen", "Output root.")
-_STEPS = flags.DEFINE_integer("steps", 0, "--config.optim.num_steps for every recipe (0: the recipe's own).")
-_EXTRA = flags.DEFINE_list("overrides", [], "Extra --config.x=y overrides for sslmd train.")
+def _define_flags() -> None:
+  """The script's flags, defined only when it runs (importing it, e.g. in tests, defines none)."""
+  flags.DEFINE_enum("set", "tune", list(SETS), "Which clip set (module docstring).")
+  flags.DEFINE_list("recipes", ["monodepth2:tiny"], "configs/<name>.py[:variant] to run.")
+  flags.DEFINE_string("out", "runs/unseen", "Output root.")
+  flags.DEFINE_integer("steps", 0, "--config.optim.num_steps for every recipe (0: the recipe's own).")
+  flags.DEFINE_list("overrides", [], "Extra --config.x=y overrides for sslmd train.")
 
 
 def render_set(name: str, root: pathlib.Path) -> tuple[pathlib.Path, list[pathlib.Path]]:
@@ -123,9 +125,9 @@ def run_recipe(recipe: str, train_dir: pathlib.Path, heldout: list[pathlib.Path]
   config = f"--config={REPO / 'configs' / f'{name}.py'}" + (f":{variant}" if variant else "")
   args = ["train", config, f"--workdir={folder / 'run'}", "--config.data.name=video_folder",
           f"--config.data.path={train_dir}", "--config.run.evaluate=False",
-          "--config.run.progress=lines", *[f"--config.{o}" for o in _EXTRA.value]]
-  if _STEPS.value:
-    args.append(f"--config.optim.num_steps={_STEPS.value}")
+          "--config.run.progress=lines", *[f"--config.{o}" for o in flags.FLAGS.overrides]]
+  if flags.FLAGS.steps:
+    args.append(f"--config.optim.num_steps={flags.FLAGS.steps}")
   start = time.time()
   code = _sslmd(*args, log=log)
   minutes = (time.time() - start) / 60
@@ -175,16 +177,18 @@ def table(results: list[dict], set_name: str) -> str:
 
 def main(argv):
   del argv
-  out = pathlib.Path(_OUT.value) / _SET.value
-  train_dir, heldout = render_set(_SET.value, out / "clips")
+  set_name = flags.FLAGS.set
+  out = pathlib.Path(flags.FLAGS.out) / set_name
+  train_dir, heldout = render_set(set_name, out / "clips")
   results = []
-  for recipe in _RECIPES.value:
+  for recipe in flags.FLAGS.recipes:
     results.append(run_recipe(recipe, train_dir, heldout, out / "clips" / "gt", out))
     print(json.dumps({k: v for k, v in results[-1].items() if k != "clips"}), flush=True)
-  text = table(results, _SET.value)
+  text = table(results, set_name)
   (out / "results.md").write_text(text)
   print(text)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
