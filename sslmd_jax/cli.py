@@ -8,14 +8,25 @@
       still collapsed after config.run.max_recoveries retries exits with code 3.
   sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
-      prints a table and writes DIR/eval/metrics.json (with --flip, flip post-processing of the
-      depth maps: DIR/eval/metrics_flip.json) and a trajectory plot per sequence with poses.
-      Whole test sequences, or with --max_frames only each one's first N frames.
+      prints a table and writes DIR/eval/metrics.json; any other evaluation (other data,
+      --flip, --max_frames) writes DIR/eval/<data>-<split>[-flip][-max<N>]/metrics.json
+      (`evaluate_run.evaluation_name`), and a trajectory plot per sequence with poses beside it.
   sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] [--point_cloud]
       Depth of one image, a frames folder or a video (per frame <name>_depth.npy / .png, and for
       sequences OUT/poses.txt in KITTI format plus trajectory.png).
   sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]
       Serialized jax.export artifact of depth inference (symbolic batch), or ONNX.
+
+Config overrides (`--config.FIELD=VALUE`, train and eval) are parsed by
+`run_config.apply_overrides` by the type of the field they replace, and the
+merged config is checked by `objectives.validate_config` before anything runs.
+
+Errors: one line on stderr, `error: <file or field>: <what was found>, expected
+<what>`, and exit code 2 for usage and config errors, 1 for data and runtime
+errors (unreadable or unwritable files, a missing checkpoint, a non-finite
+loss), 3 for a training run that stayed collapsed (`health.COLLAPSE_EXIT_CODE`).
+`--verbose` or the environment variable `SSLMD_TRACEBACK=1` prints the traceback
+too. Any other exception (a bug) keeps its traceback.
 
 Multi-host (Cloud TPU pods, multi-node GPU): pass --distributed to call
 `jax.distributed.initialize()` before anything touches the devices.
@@ -23,149 +34,349 @@ Multi-host (Cloud TPU pods, multi-node GPU): pass --distributed to call
 
 from __future__ import annotations
 
-import json
+import errno
+import functools
 import os
 import pathlib
 import sys
+import traceback
 
 from absl import app
 from absl import flags
 from absl import logging
-import ml_collections
-from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "predict", "export")
 DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
+USAGE_EXIT_CODE = 2  # Usage and config errors.
+RUNTIME_EXIT_CODE = 1  # Data and runtime errors.
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (configs/<recipe>.py[:tiny]); default: configs/default.py.",
-    lock_config=True)
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config file configs/<recipe>.py, with a variant after a colon "
+    "(configs/monodepth2.py:tiny); default: configs/default.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, events, checkpoints).")
-_INPUT = flags.DEFINE_string("input", None, "sslmd predict: an image, a frames folder, a video, or a folder of those.")
-_OUTPUT = flags.DEFINE_string("output", None, "sslmd predict: output folder; sslmd export: artifact file.")
-_FLIP = flags.DEFINE_bool("flip", False, "sslmd predict and eval: flip post-processing of the depth "
-                          "(average with the mirrored image's).")
+_INPUT = flags.DEFINE_string("input", None, "An image, a frames folder, a video, or a folder of those.")
+_OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (created); export: the "
+                              "artifact's file.")
+_FLIP = flags.DEFINE_bool("flip", False, "Flip post-processing of the depth (average with the "
+                          "mirrored image's).")
 _MAX_FRAMES = flags.DEFINE_integer(
-    "max_frames", None, "sslmd eval: evaluate only the first N frames of each test sequence "
+    "max_frames", None, "Evaluate only the first N frames of each test sequence "
     "(recorded in metrics.json); default: whole sequences.", lower_bound=1)
-_SCALE = flags.DEFINE_float("scale", 1.0, "sslmd predict: metric scale factor for depth, point clouds and poses.")
-_POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "sslmd predict: also write a PLY point cloud per frame.")
+_SCALE = flags.DEFINE_float("scale", 1.0, "Metric scale factor for depth, point clouds and poses.")
+_POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "Also write a PLY point cloud per frame.")
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
-                            "sslmd export: jax.export artifact or ONNX (needs the onnx extra).")
+                            "jax.export artifact or ONNX (needs the onnx extra).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Print the traceback of an error as well as its "
+                             "one-line message (also: environment variable SSLMD_TRACEBACK=1).")
+
+COMMON_FLAGS = ("distributed", "verbose")
+# command: (one-line summary, usage, flags, what --config.FIELD=VALUE does for it)
+COMMANDS = {
+    "train": ("train a recipe in a run directory (resuming it), then evaluate it",
+              "sslmd train [--config=FILE[:VARIANT]] [--workdir=DIR] [--config.FIELD=VALUE ...]",
+              ("config", "workdir"),
+              "sets a field of the recipe's config (e.g. --config.optim.num_steps=500 "
+              "--config.data.frame_offsets='(0,-1,1)')"),
+    "eval": ("evaluate a run's newest checkpoint on its test split or other data",
+             "sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.FIELD=VALUE ...]",
+             ("workdir", "flip", "max_frames"),
+             "overrides a field of the run's config.json, usually the data to evaluate on "
+             "(--config.data.name=video_folder --config.data.path=DIR); results of other data "
+             "go to DIR/eval/<data>-<split>/, not over DIR/eval/metrics.json"),
+    "predict": ("write depth (and, for sequences, poses) of images, frame folders or videos",
+                "sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] "
+                "[--point_cloud]",
+                ("workdir", "input", "output", "flip", "scale", "point_cloud"), None),
+    "export": ("write the depth network as a jax.export artifact or ONNX",
+               "sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]",
+               ("workdir", "output", "format"), None),
+}
 
 
-def _config_from_workdir(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+# --------------------------------------------------------------------------- help
+
+
+def command_list() -> str:
+  """`sslmd --help`: the commands, one line each."""
+  lines = ["usage: sslmd <command> [flags]", "", "commands:"]
+  lines += [f"  {name:<8} {summary}" for name, (summary, *_) in COMMANDS.items()]
+  lines += ["", "`sslmd <command> --help` lists a command's flags. An error is one line "
+            "(`error: ...`); --verbose or SSLMD_TRACEBACK=1 adds its traceback."]
+  return "\n".join(lines)
+
+
+def _flag_line(name: str) -> str:
+  flag = flags.FLAGS[name]
+  default = "" if flag.default in (None, False) else f" (default: {flag.default})"
+  spelling = f"--[no]{name}" if flag.boolean else f"--{name}"
+  return f"  {spelling:<16} {flag.help}{default}"
+
+
+def command_help(command: str) -> str:
+  """`sslmd <command> --help`: usage, flags with their docs, and how to set config fields."""
+  summary, usage, names, config_doc = COMMANDS[command]
+  lines = [f"usage: {usage}", "", f"{summary}.", "", "flags:"]
+  lines += [_flag_line(name) for name in names + COMMON_FLAGS]
+  if config_doc:
+    lines += ["", "config fields: every field can be set with --config.FIELD=VALUE, which "
+              f"{config_doc}. The fields, each with a one-line comment, are in {DEFAULT_CONFIG}."]
+  return "\n".join(lines)
+
+
+def _help_requested(argv: list[str]) -> str | None:
+  """The help text for `argv` when it asks for help (`-h`, `--help`), else None."""
+  if not any(a in ("-h", "-help", "--help", "--helpshort", "-?") for a in argv[1:]):
+    return None
+  return command_help(argv[1]) if len(argv) > 1 and argv[1] in COMMANDS else command_list()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+_EXPECTED_BY_ERRNO = {
+    errno.ENOENT: "an existing path",
+    errno.EACCES: "a path this user may read and write",
+    errno.EPERM: "a path this user may read and write",
+    errno.EROFS: "a path on a writable file system",
+    errno.ENOTDIR: "folders on the way to it, not files",
+    errno.EISDIR: "a file, not a folder",
+    errno.EEXIST: "a path that does not exist yet",
+    errno.ENOSPC: "free space on its disk",
+}
+
+
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
+def error_line(error: BaseException) -> tuple[str, int] | None:
+  """`('error: ...', exit code)` for the errors a user can fix, None for any other (a bug).
+
+  Usage and config errors exit with 2, data and runtime errors with 1, a training
+  run that stayed collapsed with `health.COLLAPSE_EXIT_CODE` (3). An `OSError`
+  with a file name reads `error: FILE: <what happened>, expected <what>`.
+  """
+  from sslmd_jax import run_config
+  from sslmd_jax.data.base import DataError
+  collapsed = sys.modules.get("sslmd_jax.health")
+  if collapsed is not None and isinstance(error, collapsed.TrainingCollapsedError):
+    return f"error: {_one_line(error)}", collapsed.COLLAPSE_EXIT_CODE
+  if isinstance(error, (app.UsageError, run_config.ConfigError, flags.Error)):
+    return f"error: {_one_line(error)}", USAGE_EXIT_CODE
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    expected = _EXPECTED_BY_ERRNO.get(error.errno, "a path this command can use")
+    return (f"error: {error.filename}: {error.strerror[0].lower()}{error.strerror[1:]}, "
+            f"expected {expected}", RUNTIME_EXIT_CODE)
+  if isinstance(error, (DataError, OSError, ImportError, FloatingPointError)):
+    return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE  # FloatingPointError: a NaN loss.
+  return None
+
+
+def _traceback_wanted() -> bool:
+  verbose = _VERBOSE.value if flags.FLAGS.is_parsed() else "--verbose" in sys.argv
+  return bool(verbose) or os.environ.get("SSLMD_TRACEBACK", "") not in ("", "0")
+
+
+def _exit_on_known_errors(function):
+  """Runs `function`; a known error (`error_line`) prints one line and exits with its code."""
+
+  @functools.wraps(function)
+  def wrapped(*args, **kwargs):
+    try:
+      return function(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+      line = error_line(e)
+      if line is None:
+        raise
+      if _traceback_wanted():
+        traceback.print_exc()
+      print(line[0], file=sys.stderr, flush=True)
+      sys.exit(line[1])
+
+  return wrapped
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+  """`argv` without its config overrides, and the overrides `{'data.height': '128', ...}`.
+
+  Spellings: `--config.FIELD=VALUE`, `--config.FIELD VALUE`, `--config.FIELD`
+  (true) and `--noconfig.FIELD` (false), as for absl boolean flags. A later
+  override of a field replaces an earlier one.
+  """
+  rest, overrides, i = [], {}, 0
+  while i < len(argv):
+    arg = argv[i]
+    name = arg.lstrip("-")
+    if arg.startswith("-") and name.startswith(("config.", "noconfig.")):
+      key, has_value, value = name.partition("=")
+      if key.startswith("noconfig."):
+        overrides[key[len("noconfig."):]] = "false"
+      elif has_value:
+        overrides[key[len("config."):]] = value
+      elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        overrides[key[len("config."):]] = argv[i + 1]
+        i += 1
+      else:
+        overrides[key[len("config."):]] = "true"
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing whose errors (unknown flag, bad value) are one line, exit code 2."""
+  return _exit_on_known_errors(flags.FLAGS)(argv)
+
+
+def _workdir(command: str) -> pathlib.Path:
+  if not _WORKDIR.value:
+    raise app.UsageError(f"--workdir: missing, expected a training run's directory "
+                         f"(sslmd {command} --workdir=DIR)")
+  workdir = pathlib.Path(_WORKDIR.value)
+  if not workdir.is_dir():
+    raise app.UsageError(f"--workdir={workdir}: no such directory, expected a training run's "
+                         "directory")
+  return workdir
+
+
+def _require_checkpoint(workdir: pathlib.Path) -> None:
+  """Fails fast, before any network is built, for a run that has saved no checkpoint yet."""
+  checkpoints = workdir / "checkpoints"
+  if not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    raise FileNotFoundError(f"{checkpoints}: no checkpoint, expected a step saved by "
+                            f"sslmd train (has the run in {workdir} saved one yet?)")
+
+
+def _run_config(workdir: pathlib.Path, overrides: dict[str, str]):
+  """The run's config.json over the defaults, with the overrides applied and validated."""
+  from sslmd_jax import objectives
   from sslmd_jax import run_config
   try:
-    return run_config.config_from_workdir(workdir)
-  except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from None
-
-
-def _merge_overrides(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Applies the `--config.x=...` overrides of the command line to a config read from JSON."""
-  overrides = {}
-  for arg in sys.argv[2:]:
-    if arg.startswith("--config.") and "=" in arg:
-      key, value = arg[len("--config."):].split("=", 1)
-      overrides[key] = value
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    old = node[leaf]
-    node[leaf] = type(old)(value) if not isinstance(old, (list, tuple, bool)) else json.loads(value)
+    config = run_config.config_from_workdir(workdir)
+  except ValueError as e:
+    raise run_config.ConfigError(str(e)) from None
+  config = run_config.apply_overrides(config, overrides)
+  objectives.validate_config(config)
   return config
 
 
-_QUIET_PATHS = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/", "/tensorstore/")
+def _train_config(overrides: dict[str, str]):
+  """The recipe file's config (default: configs/default.py) with the overrides, validated, locked."""
+  from sslmd_jax import objectives
+  from sslmd_jax import run_config
+  config = run_config.apply_overrides(run_config.load_config_file(_CONFIG.value or DEFAULT_CONFIG),
+                                      overrides)
+  objectives.validate_config(config)
+  config.lock()  # A later typo in code fails as on the command line.
+  return config
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _check_usage(command: str, args: list[str], overrides: dict[str, str]) -> None:
+  """Usage errors found from the command line alone (before JAX starts)."""
+  if args:
+    raise app.UsageError(f"{args[0]}: unexpected argument, expected flags only "
+                         f"(sslmd {command} --help)")
+  if overrides and COMMANDS[command][3] is None:
+    key = next(iter(overrides))
+    raise app.UsageError(f"--config.{key}: sslmd {command} reads the run's config.json, expected "
+                         "no --config overrides")
+  if _CONFIG.value and command != "train":
+    raise app.UsageError(f"--config={_CONFIG.value}: sslmd {command} reads the run's config.json, "
+                         "expected only --config.FIELD=VALUE overrides")
+  if command in ("predict", "export") and not _OUTPUT.value:
+    raise app.UsageError(f"--output: missing, expected {'a folder' if command == 'predict' else 'a file'}"
+                         f" (sslmd {command} --help)")
+  if command == "predict" and not _INPUT.value:
+    raise app.UsageError("--input: missing, expected an image, a frames folder or a video")
+  if command == "predict" and not _SCALE.value > 0:
+    raise app.UsageError(f"--scale={_SCALE.value}: expected a positive factor")
+  if command != "train":
+    _workdir(command)
+
+
+def _train(overrides: dict[str, str]) -> None:
+  from sslmd_jax import train
+  config = _train_config(overrides)
+  train.train_and_evaluate(config, _WORKDIR.value or os.path.join("runs", config.recipe))
+
+
+def _eval(overrides: dict[str, str]) -> None:
+  from sslmd_jax import evaluate_run
+  workdir = _workdir("eval")
+  config = _run_config(workdir, overrides)
+  _require_checkpoint(workdir)
+  evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value,
+                        max_frames_per_sequence=_MAX_FRAMES.value)
+
+
+def _predict() -> None:
+  from sslmd_jax import predict
+  workdir = _workdir("predict")
+  _require_checkpoint(workdir)
+  predict.predict_main(workdir, _INPUT.value, _OUTPUT.value, flip_post_process=_FLIP.value,
+                       scale=_SCALE.value, point_cloud=_POINT_CLOUD.value)
+
+
+def _export() -> None:
+  from sslmd_jax import export
+  workdir = _workdir("export")
+  _require_checkpoint(workdir)
+  export.export_main(workdir, _OUTPUT.value, fmt=_FORMAT.value)
 
 
 class _QuietLibraries:
   """Drops the INFO chatter of orbax, tfds and grain (their warnings and errors still show)."""
 
+  _PATHS = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/", "/tensorstore/")
+
   def filter(self, record) -> bool:
     import logging as py_logging
     if record.levelno >= py_logging.WARNING:
       return True
-    return not any(p in record.pathname for p in _QUIET_PATHS)
+    return not any(p in record.pathname for p in self._PATHS)
 
 
-def main(argv):
+@_exit_on_known_errors
+def main(argv: list[str], overrides: dict[str, str] | None = None) -> None:
+  """Runs `sslmd <command>` (`argv` as absl leaves it, `overrides` from `split_overrides`)."""
+  overrides = overrides or {}
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) < 2 or argv[1] not in COMMANDS:
-    raise app.UsageError(f"usage: sslmd {{{'|'.join(COMMANDS)}}} [--config=...] --workdir=DIR")
+    found = f"{argv[1]}: unknown command" if len(argv) > 1 else "no command"
+    raise app.UsageError(f"{found}, expected one of {', '.join(COMMANDS)} (sslmd --help)")
   command = argv[1]
-  if len(argv) > 2:
-    raise app.UsageError(f"unexpected arguments: {argv[2:]}")
-  if _DISTRIBUTED.value:
-    import jax
-    jax.distributed.initialize()
+  _check_usage(command, argv[2:], overrides)
   import jax
-  from sslmd_jax import objectives
-  from sslmd_jax.data.base import DataError
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
   logging.info("JAX %s, %d devices (%s), process %d of %d", jax.__version__, jax.device_count(),
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
   if command == "train":
-    from sslmd_jax import health
-    from sslmd_jax import train
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or os.path.join("runs", config.recipe)
-    try:
-      train.train_and_evaluate(config, workdir)
-    except objectives.ConfigError as e:
-      raise app.UsageError(str(e)) from None
-    except (DataError, train.NonFiniteLossError, FileNotFoundError) as e:
-      sys.exit(f"error: {e}")
-    except health.TrainingCollapsedError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(health.COLLAPSE_EXIT_CODE)
-  elif command in ("predict", "export"):
-    if not _WORKDIR.value or not _OUTPUT.value:
-      raise app.UsageError(f"sslmd {command} needs --workdir=DIR and --output=PATH.")
-    try:
-      if command == "predict":
-        if not _INPUT.value:
-          raise app.UsageError("sslmd predict needs --input=PATH (image, frames folder or video).")
-        from sslmd_jax import predict
-        predict.predict_main(_WORKDIR.value, _INPUT.value, _OUTPUT.value,
-                             flip_post_process=_FLIP.value, scale=_SCALE.value,
-                             point_cloud=_POINT_CLOUD.value)
-      else:
-        from sslmd_jax import export
-        export.export_main(_WORKDIR.value, _OUTPUT.value, fmt=_FORMAT.value)
-    except (DataError, FileNotFoundError, ImportError) as e:
-      sys.exit(f"error: {e}")
+    _train(overrides)
+  elif command == "eval":
+    _eval(overrides)
+  elif command == "predict":
+    _predict()
   else:
-    from sslmd_jax import evaluate_run
-    if not _WORKDIR.value:
-      raise app.UsageError("sslmd eval needs --workdir=DIR (a training run's directory).")
-    workdir = pathlib.Path(_WORKDIR.value)
-    config = _merge_overrides(_config_from_workdir(workdir))
-    evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value,
-                          max_frames_per_sequence=_MAX_FRAMES.value)
+    _export()
 
 
 def run():
-  """Console-script entry point: `sslmd train|eval ...`."""
-  # Default config without forcing the user to name it.
-  if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
-    if len(sys.argv) > 1 and sys.argv[1] == "train":
-      sys.argv.insert(2, f"--config={DEFAULT_CONFIG}")
-    elif len(sys.argv) > 1 and sys.argv[1] == "eval":
-      pass
-  app.run(main, flags_parser=_parse_flags)
-
-
-def _parse_flags(argv):
-  """absl parsing that lets `sslmd eval` take `--config.x=` overrides without `--config`."""
-  if len(argv) > 1 and argv[1] == "eval":
-    kept = [a for a in argv if not a.startswith("--config.")]
-    return flags.FLAGS(kept)
-  return flags.FLAGS(argv)
+  """Console-script entry point: `sslmd train|eval|predict|export ...` (module docstring)."""
+  text = _help_requested(sys.argv)
+  if text is not None:
+    print(text)
+    sys.exit(0)
+  argv, overrides = split_overrides(sys.argv)
+  app.run(functools.partial(main, overrides=overrides), argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

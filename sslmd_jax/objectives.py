@@ -51,14 +51,11 @@ from sslmd_jax import augment
 from sslmd_jax import geometry
 from sslmd_jax import losses
 from sslmd_jax import models
+from sslmd_jax.run_config import ConfigError  # Re-exported: objectives.ConfigError.
 
 DEPTH_NETS = ("resnet", "dispnet")
 POSE_NETS = ("resnet", "posexp", "motion_field")
 DATASETS = ("synthetic", "kitti_raw", "kitti_odometry", "video_folder")
-
-
-class ConfigError(ValueError):
-  """An inconsistent or unknown config value; the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)
