@@ -159,14 +159,27 @@ def test_corrupt_png_named(tmp_path):
     video_folder.video_folder_sequences(folder)
 
 
-def test_truncated_png_named_at_load(tmp_path):
+def test_truncated_frames_named_when_indexed(tmp_path):
+  """A cut file fails when the sequence is indexed (before training), not when it is loaded."""
   folder = _write_frames(tmp_path / "seq", _frames(3, h=64, w=64))
   data = (folder / "2.png").read_bytes()
   (folder / "2.png").write_bytes(data[: len(data) // 2])  # header intact, pixels cut
-  (seq,) = video_folder.video_folder_sequences(folder)
-  seq.load_frame(0)
+  with pytest.raises(DataError, match=r"2\.png: not a readable image .*expected a whole PNG"):
+    video_folder.video_folder_sequences(folder)
   with pytest.raises(DataError, match=r"2\.png: corrupt or unreadable image"):
-    seq.load_frame(2)
+    video_folder.load_image_rgb(folder / "2.png")  # Loading still names it.
+  jpegs = _write_frames(tmp_path / "jpegs", _frames(3, h=64, w=64), fmt="jpg")
+  data = (jpegs / "1.jpg").read_bytes()
+  (jpegs / "1.jpg").write_bytes(data[: len(data) // 2])
+  with pytest.raises(DataError, match=r"1\.jpg: truncated JPEG \(no end-of-image marker\)"):
+    video_folder.video_folder_sequences(jpegs)
+
+
+def test_16_bit_frame_named_when_indexed(tmp_path):
+  folder = _write_frames(tmp_path / "seq", _frames(3))
+  Image.fromarray(np.full((8, 12), 40000, np.uint16)).save(folder / "1.png")
+  with pytest.raises(DataError, match=r"1\.png: pixel mode 'I;16' \(PNG\), expected 8-bit grey or colour"):
+    video_folder.video_folder_sequences(folder)
 
 
 def test_mixed_sizes_named(tmp_path):

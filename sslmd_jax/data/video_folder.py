@@ -23,15 +23,16 @@ ATE and full-trajectory odometry). A line count other than the number of frames,
 or a line that is not 12 numbers, is a `DataError` naming the file (and line).
 Video files take no poses file.
 
-Loading is lazy. Frame images are decoded on demand; their sizes are checked
-up front from the image headers only (PIL reads the header), so mixed sizes or
-unreadable files are found before training. Videos are demuxed up front (no
-decoding) to count frames and read the stream size; the first frame request
-decodes the whole video once into memory (seeking by frame index is not exact
-in most containers). Meant for short clips: a 1-minute 1080p video holds
+Loading is lazy. Frame images are decoded on demand; every one is checked up
+front when the sequence is indexed (`check_frame_image`: header, 8-bit pixel
+mode, a whole file; about 0.6 ms per KITTI-size PNG), so mixed sizes, truncated
+or unreadable files and 16-bit images are found before training, not hours
+into it. Videos are demuxed up front (no decoding) to count frames and read the
+stream size; the first frame request decodes the whole video once into memory
+(seeking by frame index is not exact in most containers). Meant for short clips: a 1-minute 1080p video holds
 ~11 GB of RGB frames.
 
-The image helpers here (`natural_sort_key`, `read_image_size`,
+The image helpers here (`natural_sort_key`, `check_frame_image`,
 `load_image_rgb`, `image_files_sequence`) are shared by the KITTI readers.
 """
 
@@ -58,6 +59,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 INTRINSICS_FILE = "intrinsics.txt"
 POSES_FILE = "poses.txt"
+# Pixel modes of 8-bit grey or colour frames, decoded to RGB by `load_image_rgb`.
+FRAME_MODES = ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr")
 
 
 def natural_sort_key(name: str) -> list:
@@ -65,18 +68,43 @@ def natural_sort_key(name: str) -> list:
   return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def read_image_size(path: PathLike) -> tuple[int, int]:
-  """`(height, width)` of an image from its header only (no pixel decoding).
+def check_frame_image(path: PathLike) -> tuple[int, int]:
+  """`(height, width)` of a frame image, checked completely enough to fail now, not mid-run.
+
+  Reads the header, requires an 8-bit grey or colour pixel mode (`FRAME_MODES`;
+  a 16-bit PNG is `I;16`), and checks that the file is whole: a PNG's every
+  chunk CRC and its end chunk (`PIL.Image.verify`), a JPEG's end-of-image
+  marker. Cost per KITTI-size 375x1242 frame, measured on a 2-core CPU: PNG
+  0.6 ms (the header alone 0.16 ms, a full decode 10 ms), JPEG under 0.1 ms (a
+  full decode 4 ms); a 40,000-frame KITTI raw training set takes about 25 s.
 
   Raises:
-    DataError: naming the file when it is missing or not a readable image.
+    DataError: naming the file when it is missing, not a readable image,
+      truncated or of another pixel mode.
   """
   try:
     with Image.open(path) as im:
       width, height = im.size
+      mode, kind = im.mode, im.format
+      if mode not in FRAME_MODES:
+        raise DataError(f"{path}: pixel mode {mode!r} ({kind}), expected 8-bit grey or colour "
+                        f"({', '.join(FRAME_MODES)})")
+      if kind == "PNG":
+        im.verify()
+  except DataError:
+    raise
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f"{path}: not a readable image ({e})") from e
+    raise DataError(f"{path}: not a readable image ({e}), expected a whole PNG or JPEG") from e
+  if kind == "JPEG" and not _has_jpeg_end(path):
+    raise DataError(f"{path}: truncated JPEG (no end-of-image marker), expected a whole file")
   return height, width
+
+
+def _has_jpeg_end(path: PathLike, tail: int = 4096) -> bool:
+  """Whether the last `tail` bytes hold JPEG's end-of-image marker (padding after it is allowed)."""
+  with open(path, "rb") as f:
+    f.seek(max(0, os.path.getsize(path) - tail))
+    return b"\xff\xd9" in f.read()
 
 
 def load_image_rgb(path: PathLike, *, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -95,7 +123,7 @@ def load_image_rgb(path: PathLike, *, size: tuple[int, int] | None = None) -> np
   """
   try:
     with Image.open(path) as im:
-      if im.mode in ("L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
+      if im.mode != "RGB" and im.mode in FRAME_MODES:
         im = im.convert("RGB")
       elif im.mode != "RGB":
         raise DataError(f"{path}: pixel mode {im.mode!r} is not 8-bit grey or colour")
@@ -129,7 +157,7 @@ def image_files_sequence(
     intrinsics: np.ndarray | None,
     size: tuple[int, int] | None = None,
 ) -> FrameSequence:
-  """A lazy `FrameSequence` over ordered image files, sizes checked up front.
+  """A lazy `FrameSequence` over ordered image files, each checked up front (`check_frame_image`).
 
   Args:
     files: ordered image paths (at least one).
@@ -141,17 +169,17 @@ def image_files_sequence(
     A `FrameSequence` whose `load_frame(i)` decodes `files[i]` to uint8 `[H, W, 3]`.
 
   Raises:
-    DataError: no files, an unreadable header, or a frame whose size differs
-      from the first one (naming both files).
+    DataError: no files, an unreadable, truncated or 16-bit file, or a frame
+      whose size differs from the first one (naming both files).
   """
   files = [pathlib.Path(f) for f in files]
   if not files:
     raise DataError(f"{name}: no frames (expected {', '.join('*' + s for s in IMAGE_SUFFIXES)})")
-  first_size = read_image_size(files[0])
+  first_size = check_frame_image(files[0])
   if size is not None and first_size != tuple(size):
     raise DataError(f"{files[0]}: size (height, width) {first_size}, expected {tuple(size)}")
   for f in files[1:]:
-    if (s := read_image_size(f)) != first_size:
+    if (s := check_frame_image(f)) != first_size:
       raise DataError(
           f"{f}: size (height, width) {s} differs from {first_size} of {files[0]}; "
           "all frames of a sequence must have one size"
