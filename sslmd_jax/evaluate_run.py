@@ -17,9 +17,16 @@ r_err are null with a `reason` for a path shorter than 100 m. Per sequence a
 top view of the ground truth against the 7-DoF aligned prediction is written to
 `workdir/eval/trajectory_<sequence>.png`. See docs/evaluation.md.
 
-Results are printed as a table and written to `workdir/eval/metrics.json`, or
-with flip post-processing of the depth (Monodepth2's "PP" rows) to
-`workdir/eval/metrics_flip.json`.
+Results are printed as a table and written to `workdir/eval/metrics.json` when
+the evaluation is the run's own: its config.json's data and model, whole
+sequences, no flip post-processing. Any other evaluation (other data or model
+fields, flip post-processing of the depth as in Monodepth2's "PP" rows, or
+`max_frames_per_sequence`) never replaces it: it is written to
+`workdir/eval/<name>/metrics.json` (plots beside it) with the name from
+`evaluation_name`, e.g. `video_folder-clips-flip-max100`, and records the fields
+that differ from the run's config under `differs_from_run`. A metric family the
+data has no ground truth for (depth, pose) is named under `skipped`, and the
+table says so.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import numpy as np
 from sslmd_jax import evaluation
 from sslmd_jax import inference
 from sslmd_jax import objectives
+from sslmd_jax import run_config
 from sslmd_jax.data import sources
 
 MAX_DEPTH = 80.0  # Eigen protocol cap (metres).
@@ -55,6 +63,72 @@ def _plot_name(name: str, taken: set) -> str:
     out = f"trajectory_{stem}_{k}.png"
   taken.add(out)
   return out
+
+
+def _flat(config: ml_collections.ConfigDict, sections=("data", "model")) -> dict:
+  """`{'data.path': ..., 'model.max_depth': ...}` of the sections that decide an evaluation,
+  JSON-normalised (tuples as lists) so that a config and its config.json compare equal."""
+  return {f"{section}.{k}": v for section in sections
+          for k, v in json.loads(config[section].to_json_best_effort()).items()}
+
+
+def differences_from_run(config: ml_collections.ConfigDict, workdir) -> dict:
+  """The data and model fields of `config` whose values differ from the run's `config.json`
+  (`{}` when they are the same or the workdir has no readable config.json)."""
+  try:
+    ran = _flat(run_config.config_from_workdir(workdir))
+  except (OSError, ValueError):
+    return {}
+  return {k: v for k, v in _flat(config).items() if k not in ran or ran[k] != v}
+
+
+def _safe(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.,]+", "_", str(text)).strip("_.") or "data"
+
+
+def evaluation_name(config: ml_collections.ConfigDict, *, differs: bool, flip_post_process: bool,
+                    max_frames_per_sequence: int | None) -> str | None:
+  """None for the run's own evaluation (`eval/metrics.json`), else the folder name under `eval/`.
+
+  `<data.name>-<what>[-flip][-max<N>]`, where `<what>` is the synthetic test split,
+  the KITTI raw test split file's stem, the KITTI odometry test sequence ids, or the
+  last part of a video folder's `data.path`.
+
+  Args:
+    config: the evaluated config.
+    differs: whether its data or model fields differ from the run's (`differences_from_run`).
+    flip_post_process, max_frames_per_sequence: as for `evaluate`.
+  """
+  if not differs and not flip_post_process and max_frames_per_sequence is None:
+    return None
+  d = config.data
+  what = {"synthetic": d.synthetic_test_split,
+          "kitti_raw": pathlib.PurePath(d.test_split_file).stem,
+          "kitti_odometry": "_".join(s.strip() for s in str(d.test_sequences).split(",")),
+          }.get(d.name, pathlib.PurePath(str(d.path).rstrip("/")).name)
+  return (f"{_safe(d.name)}-{_safe(what)}" + ("-flip" if flip_post_process else "")
+          + (f"-max{max_frames_per_sequence}" if max_frames_per_sequence is not None else ""))
+
+
+def _output_dir(workdir, name: str | None, differs: dict) -> pathlib.Path:
+  """`workdir/eval`, or `workdir/eval/<name>` (`-2`, `-3`, ... when that folder holds an
+  evaluation with other `differs_from_run` fields)."""
+  out = pathlib.Path(workdir) / "eval"
+  if name is None:
+    return out
+  for k in range(1, 1000):
+    candidate = out / (name if k == 1 else f"{name}-{k}")
+    try:
+      previous = json.loads((candidate / "metrics.json").read_text())
+    except (OSError, ValueError):
+      return candidate  # No evaluation there yet.
+    if isinstance(previous, dict) and previous.get("differs_from_run", {}) == differs:
+      return candidate  # The same evaluation again.
+  raise FileExistsError(f"{out / name}: 999 other evaluations of that name, expected fewer")
+
+
+def _where(config: ml_collections.ConfigDict) -> str:
+  return f"{config.data.name}:{config.data.path}" if config.data.path else config.data.name
 
 
 def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bool,
@@ -89,18 +163,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
 
   Args:
     config: the run's config (its `data` names the test split).
-    workdir: the run directory; results go to `workdir/eval/`.
+    workdir: the run directory; results go to `workdir/eval/metrics.json` for the
+      run's own evaluation, else to `workdir/eval/<evaluation_name>/metrics.json`
+      (module docstring). The folder is created before anything is predicted.
     state: a `TrainState` to evaluate instead of the newest checkpoint.
     networks: the config's networks (built when None).
     max_frames_per_sequence: evaluate only each test sequence's first frames
       (recorded in the results); None (default): whole sequences.
     flip_post_process: average each depth map with that of the mirrored image
       (`inference.flip_post_process_disparity`; Monodepth2's "PP" protocol). Pose
-      and intrinsics are unaffected. Written to `eval/metrics_flip.json`.
+      and intrinsics are unaffected.
 
   Returns:
     The results written: `step`, `data`, `recipe`, `flip_post_process`,
-    `max_frames_per_sequence`, and where the test split has the ground truth,
+    `max_frames_per_sequence`, `differs_from_run` (the data and model fields
+    that differ from the run's config.json; absent when none do), `skipped`
+    (`{'depth' | 'pose': reason}` for a family without ground truth; absent when
+    none is), and where the test split has the ground truth,
     `depth` (Eigen metrics over all frames; the scale-ratio spread
     std/median, averaged over sequences; AbsRel on moving objects;
     `per_sequence`: AbsRel, δ1 and the spread of each test sequence, by name),
@@ -108,12 +187,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     of the whole chained sequences: `protocol`, `per_sequence` (each with its
     `plot` file name), `mean`, `pooled`; figures under `7dof` and `6dof`) and
     `intrinsics_relative_error`.
+
+  Raises:
+    OSError: naming the path when the output folder cannot be created.
   """
   from sslmd_jax import predict
   from sslmd_jax import train
   if max_frames_per_sequence is not None and max_frames_per_sequence < 1:
     raise ValueError(f"max_frames_per_sequence: expected None (whole sequences) or a positive "
                      f"number of frames, got {max_frames_per_sequence}")
+  differs = differences_from_run(config, workdir)
+  out = _output_dir(workdir, evaluation_name(
+      config, differs=bool(differs), flip_post_process=flip_post_process,
+      max_frames_per_sequence=max_frames_per_sequence), differs)
+  write = jax.process_index() == 0
+  if write:
+    out.mkdir(parents=True, exist_ok=True)  # An unwritable workdir fails before any prediction.
   networks = networks or objectives.make_networks(config)
   if state is None:
     optimizer = train.make_optimizer(config)
@@ -126,13 +215,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
                    "flip_post_process": flip_post_process,
                    "max_frames_per_sequence": max_frames_per_sequence}
-  gts, preds, moving, per_sequence = [], [], [], {}
+  if differs:
+    results["differs_from_run"] = differs
+  gts, preds, moving, per_sequence, poses_seen = [], [], [], {}, False
   pose_ates, pose_rmses, k_errors, trajectories = [], [], [], {}
   for seq in sequences:
     n = seq.num_frames if max_frames_per_sequence is None else min(seq.num_frames,
                                                                    max_frames_per_sequence)
     extras = [seq.load_extras(i) for i in range(n)] if seq.load_extras else None
     has_depth = bool(extras) and "depth" in extras[0]
+    poses_seen = poses_seen or (bool(extras) and "world_from_camera" in extras[0])
     has_poses = bool(extras) and "world_from_camera" in extras[0] and n >= 2
     depth, relative, first_window = _predict_sequence(
         predictor, config, seq, n, depth=has_depth, motion=has_poses,
@@ -182,10 +274,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   if pose_ates:
     results["pose"] = {"ate_5frame": float(np.mean(pose_ates)),
                        "ate_5frame_rmse": float(np.mean(pose_rmses))}
-  out = pathlib.Path(workdir) / "eval"
-  write = jax.process_index() == 0
-  if write:
-    out.mkdir(parents=True, exist_ok=True)
+  skipped = {}
+  if not gts:
+    skipped["depth"] = f"no ground truth depth in {_where(config)}"
+  if not trajectories:
+    skipped["pose"] = (f"no ground truth poses in {_where(config)}" if not poses_seen else
+                       "fewer than 2 frames per sequence")
+  if skipped:
+    results["skipped"] = skipped
   if trajectories:
     results["trajectory"] = evaluation.trajectory_report(trajectories)
     taken: set = set()
@@ -203,11 +299,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   if k_errors:
     err = np.mean(k_errors, axis=0)
     results["intrinsics_relative_error"] = dict(zip(("fx", "fy", "cx", "cy"), map(float, err)))
-  name = "metrics_flip.json" if flip_post_process else "metrics.json"
   if write:
-    (out / name).write_text(json.dumps(results, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
   print(format_table(results), flush=True)
-  logging.info("evaluation written to %s", out / name)
+  if write:
+    print(f"Evaluation written to {out / 'metrics.json'}.", flush=True)
   return results
 
 
@@ -220,6 +316,8 @@ def format_table(results: dict) -> str:
   """A plain-text table of an evaluation's figures."""
   pp = ", flip post-processing" if results.get("flip_post_process") else ""
   lines = [f"Evaluation of {results.get('recipe')} on {results.get('data')} (step {results.get('step')}{pp})"]
+  lines += [f"{reason}: {family} metrics skipped"
+            for family, reason in results.get("skipped", {}).items()]
   if "depth" in results:
     dm = results["depth"]
     keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")

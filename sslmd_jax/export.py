@@ -22,6 +22,7 @@ would need a resize with dynamic output shape, which neither format offers).
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 from typing import Callable, Sequence
@@ -144,13 +145,17 @@ def export_main(workdir: PathLike, output: PathLike, *, fmt: str = "jax") -> pat
   Raises:
     ValueError: for an unknown `fmt`.
     FileNotFoundError: for a workdir without `config.json` or checkpoints.
+    OSError: naming the path when `output` is a folder or its folder cannot be
+      created (before the run is loaded).
   """
   if fmt not in FORMATS:
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-  predictor = inference.Predictor.from_workdir(workdir)
   output = pathlib.Path(output)
+  if output.is_dir():
+    raise IsADirectoryError(errno.EISDIR, "is a folder", str(output))
+  output.parent.mkdir(parents=True, exist_ok=True)  # An unwritable output fails before tracing.
+  predictor = inference.Predictor.from_workdir(workdir)
   if fmt == "jax":
-    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(bytes(export_jax(predictor).serialize()))
   else:
     export_onnx(predictor, output)

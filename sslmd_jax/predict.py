@@ -300,6 +300,7 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
   Raises:
     DataError: naming the path for unreadable or unsupported input.
     FileNotFoundError: for a workdir without `config.json` or checkpoints.
+    OSError: naming the path when `output_dir` cannot be created (before the run is loaded).
   """
   input_path, output_dir = pathlib.Path(input_path), pathlib.Path(output_dir)
   if not input_path.exists():
@@ -308,7 +309,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
       video_folder.IMAGE_SUFFIXES + video_folder.VIDEO_SUFFIXES):
     raise base.DataError(f"{input_path}: expected an image ({', '.join(video_folder.IMAGE_SUFFIXES)}), "
                          f"a video ({', '.join(video_folder.VIDEO_SUFFIXES)}) or a folder")
-  inputs = _inputs(input_path, output_dir)  # Bad input fails before the run is loaded.
+  inputs = _inputs(input_path, output_dir)  # Bad input fails before the run is loaded,
+  output_dir.mkdir(parents=True, exist_ok=True)  # and an unwritable output too.
   predictor = predictor or inference.Predictor.from_workdir(workdir)
   summaries = [predict_sequence(predictor, item.sequence, item.names, item.output_dir,
                                 flip_post_process=flip_post_process, scale=scale,

@@ -76,7 +76,12 @@ def test_evaluate_scores_whole_chained_sequences_and_plots_them(recipe, tmp_path
   assert on_disk["pose"]["ate_5frame"] > 0
   table = evaluate_run.format_table(results)
   assert "full trajectory" in table and "t_err / r_err n/a" in table
+  # Video folders have no ground-truth depth: said in the table and recorded.
+  assert on_disk["skipped"] == {"depth": f"no ground truth depth in video_folder:{data}"}
+  assert f"no ground truth depth in video_folder:{data}: depth metrics skipped" in table
   # An explicit cut is recorded, and applied.
   cut = evaluate_run.evaluate(config, run, state=state, networks=networks, max_frames_per_sequence=5)
-  assert json.loads((run / "eval" / "metrics.json").read_text())["max_frames_per_sequence"] == 5
+  assert json.loads((run / "eval" / "video_folder-videos-max5" / "metrics.json").read_text()
+                    )["max_frames_per_sequence"] == 5
+  assert json.loads((run / "eval" / "metrics.json").read_text()) == on_disk  # Not overwritten.
   assert {e["num_frames"] for e in cut["trajectory"]["per_sequence"].values()} == {5}

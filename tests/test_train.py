@@ -469,9 +469,9 @@ def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path
   plain = evaluate_run.evaluate(config, tmp_path, state=state, networks=networks)
   flipped = evaluate_run.evaluate(config, tmp_path, state=state, networks=networks, flip_post_process=True)
   on_disk = {name: json.loads((tmp_path / "eval" / name).read_text())
-             for name in ("metrics.json", "metrics_flip.json")}
+             for name in ("metrics.json", "synthetic-test-flip/metrics.json")}
   assert on_disk["metrics.json"] == json.loads(json.dumps(plain))  # not overwritten by the flip run
-  assert on_disk["metrics_flip.json"]["flip_post_process"] is True
+  assert on_disk["synthetic-test-flip/metrics.json"]["flip_post_process"] is True
   assert on_disk["metrics.json"]["flip_post_process"] is False
   assert flipped["pose"] == plain["pose"]
   # A random network is not mirror-symmetric, so averaging with the mirror changes the depth.
