@@ -141,7 +141,7 @@ _EXPECTED_BY_ERRNO = {
     errno.EROFS: "a path on a writable file system",
     errno.ENOTDIR: "folders on the way to it, not files",
     errno.EISDIR: "a file, not a folder",
-    errno.EEXIST: "a path that does not exist yet",
+    errno.EEXIST: "a folder there, not a file",
     errno.ENOSPC: "free space on its disk",
 }
 

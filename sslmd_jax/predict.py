@@ -304,7 +304,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
   """
   input_path, output_dir = pathlib.Path(input_path), pathlib.Path(output_dir)
   if not input_path.exists():
-    raise base.DataError(f"{input_path}: no such file or directory")
+    raise base.DataError(f"{input_path}: no such file or directory, expected an image, a video, "
+                         "a frames folder or a folder of those")
   if input_path.is_file() and input_path.suffix.lower() not in (
       video_folder.IMAGE_SUFFIXES + video_folder.VIDEO_SUFFIXES):
     raise base.DataError(f"{input_path}: expected an image ({', '.join(video_folder.IMAGE_SUFFIXES)}), "

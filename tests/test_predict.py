@@ -23,6 +23,7 @@ from sslmd_jax.data import base
 from sslmd_jax.data import odometry
 from sslmd_jax.data import video_folder
 from tests.train_utils import micro_config
+from tests.train_utils import save_run
 
 HEIGHT, WIDTH = 50, 70  # Input size, different from the model's 64x96.
 
@@ -40,22 +41,8 @@ def build_trained_workdir() -> pathlib.Path:
   checkpoint whose `state` item `train.restore_state` reads. `test_notebook.py`
   covers the trained path end to end.
   """
-  import jax.numpy as jnp
-  import orbax.checkpoint as ocp
-  from sslmd_jax import objectives
-  from sslmd_jax import train
   workdir = pathlib.Path(tempfile.mkdtemp(prefix="sslmd_predict_")) / "run"
-  config = micro_config("monodepth2")
-  networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config))
-  state = state.replace(step=jnp.asarray(STEP, jnp.int32))
-  workdir.mkdir(parents=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-  manager = train.checkpoint_manager(workdir, config)
-  manager.save(STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
-  manager.wait_until_finished()
-  manager.close()
-  return workdir
+  return save_run(workdir, micro_config("monodepth2"), STEP)
 
 
 def _frames(n: int, seed: int = 0) -> np.ndarray:

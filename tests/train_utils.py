@@ -45,6 +45,34 @@ def micro_config(name: str, data_dir=None):
   return c
 
 
+def save_run(workdir, config, step: int) -> pathlib.Path:
+  """A run directory as training leaves it, without training: `config.json` and the initial
+  state saved as the checkpoint of `step` the way `train.train_and_evaluate` saves it."""
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  from sslmd_jax import objectives
+  from sslmd_jax import train
+  workdir = pathlib.Path(workdir)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config))
+  state = state.replace(step=jnp.asarray(step, jnp.int32))
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  manager = train.checkpoint_manager(workdir, config)
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  manager.wait_until_finished()
+  manager.close()
+  return workdir
+
+
+def run_cli(*args: str, timeout: int = 600, **env) -> subprocess.CompletedProcess:
+  """`python -m sslmd_jax.cli args...` on one CPU device, compiled cheaply; any exit code."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **env,
+         "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+  return subprocess.run([sys.executable, "-W", "ignore", "-m", "sslmd_jax.cli", *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def synthetic_batch(config, seed: int = 0) -> dict:
   """A global batch of the pipeline's contract from the synthetic renderer (no TFDS, no grain)."""
   from sslmd_jax.data import pipeline
