@@ -29,3 +29,33 @@ def test_a_missing_or_damaged_config_json_is_named(tmp_path):
   (tmp_path / "config.json").write_text('[1, 2]')
   with pytest.raises(ValueError, match=r"config.json: expected a JSON object"):
     run_config.config_from_workdir(tmp_path)
+
+
+def test_overrides_are_parsed_by_the_fields_type_as_config_flags_does():
+  config = run_config.default_config()
+  run_config.apply_overrides(config, {
+      "data.stereo": "True", "loss.automask": "0", "data.frame_offsets": "(0,-2,2)",
+      "model.decoder_channels": "8,8,16,16,32", "data.height": "128",
+      "optim.learning_rate": "1e-3", "data.name": "video_folder"})
+  assert config.data.stereo is True and config.loss.automask is False
+  assert config.data.frame_offsets == (0, -2, 2) and config.model.decoder_channels == (8, 8, 16, 16, 32)
+  assert config.data.height == 128 and config.optim.learning_rate == 1e-3
+  assert config.data.name == "video_folder"
+  assert run_config.parse_value("[1, 'a']", None) == [1, "a"]  # A None field: a literal,
+  assert run_config.parse_value("some/path", None) == "some/path"  # else the string.
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.nme", "x", r"^config\.data\.nme: no such field, expected a field of config\.data "
+                      r"\(did you mean config\.data\.name\?\)"),
+    ("data.stereo", "maybe", r"^config\.data\.stereo: found 'maybe', expected a boolean"),
+    ("data.height", "tall", r"^config\.data\.height: found 'tall', expected an integer"),
+    ("data.frame_offsets", "(0,0.5)", r"^config\.data\.frame_offsets: found '\(0,0\.5\)', "
+                                      r"expected a tuple of int"),
+    ("data", "{}", r"^config\.data: found '\{\}' for a group of fields"),
+    ("data.height.x", "1", r"^config\.data\.height\.x: config\.data\.height is a field"),
+])
+def test_an_unknown_field_or_a_wrong_type_is_one_line_naming_the_field(key, value, message):
+  with pytest.raises(run_config.ConfigError, match=message) as info:
+    run_config.apply_overrides(run_config.default_config(), {key: value})
+  assert "\n" not in str(info.value)
