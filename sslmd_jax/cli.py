@@ -110,7 +110,7 @@ def _flag_line(name: str) -> str:
   flag = flags.FLAGS[name]
   default = "" if flag.default in (None, False) else f" (default: {flag.default})"
   spelling = f"--[no]{name}" if flag.boolean else f"--{name}"
-  return f"  {spelling:<16} {flag.help}{default}"
+  return f"  {spelling:<20} {flag.help}{default}"
 
 
 def command_help(command: str) -> str:

@@ -85,3 +85,14 @@ def test_evaluate_scores_whole_chained_sequences_and_plots_them(recipe, tmp_path
                     )["max_frames_per_sequence"] == 5
   assert json.loads((run / "eval" / "metrics.json").read_text()) == on_disk  # Not overwritten.
   assert {e["num_frames"] for e in cut["trajectory"]["per_sequence"].values()} == {5}
+
+
+@pytest.mark.parametrize("recipe", train_utils.RECIPES)
+@pytest.mark.parametrize("variant", ["", "tiny"])
+def test_a_runs_own_config_is_its_default_evaluation(recipe, variant, tmp_path):
+  """Training's evaluation (its in-memory config) writes eval/metrics.json, not a side folder."""
+  config = train_utils.load_config(recipe, variant)
+  (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  assert evaluate_run.differences_from_run(config, tmp_path) == {}
+  config.data.path = "/elsewhere"
+  assert evaluate_run.differences_from_run(config, tmp_path) == {"data.path": "/elsewhere"}
