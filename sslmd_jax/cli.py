@@ -5,7 +5,10 @@
       Without --config: the default recipe (Monodepth2) on the synthetic world.
       Without --workdir: ./runs/<recipe>. A run that collapses (constant depth, no predicted
       motion) is rolled back and retried at a lower learning rate (sslmd_jax/health.py); one
-      still collapsed after config.run.max_recoveries retries exits with code 3.
+      still collapsed after config.run.max_recoveries retries exits with code 3. SIGTERM saves a
+      checkpoint and exits with code 143 (rerun the same command to resume); other errors exit
+      with 1. A start refused (a config that differs from DIR's checkpoints, bad data) writes
+      nothing.
   sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
       prints a table and writes DIR/eval/metrics.json (with --flip, flip post-processing of the
@@ -115,15 +118,19 @@ def main(argv):
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.recipe)
     try:
-      train.train_and_evaluate(config, workdir)
+      result = train.train_and_evaluate(config, workdir)
     except objectives.ConfigError as e:
       raise app.UsageError(str(e)) from None
-    except (DataError, train.NonFiniteLossError, FileNotFoundError) as e:
+    except (DataError, train.NonFiniteLossError, train.ConfigMismatchError, train.CheckpointError,
+            FileNotFoundError) as e:
       sys.exit(f"error: {e}")
     except health.TrainingCollapsedError as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(health.COLLAPSE_EXIT_CODE)
+    if result.preempted:
+      sys.exit(train.PREEMPTED_EXIT_CODE)
   elif command in ("predict", "export"):
+    from sslmd_jax import train
     if not _WORKDIR.value or not _OUTPUT.value:
       raise app.UsageError(f"sslmd {command} needs --workdir=DIR and --output=PATH.")
     try:
@@ -137,16 +144,20 @@ def main(argv):
       else:
         from sslmd_jax import export
         export.export_main(_WORKDIR.value, _OUTPUT.value, fmt=_FORMAT.value)
-    except (DataError, FileNotFoundError, ImportError) as e:
+    except (DataError, FileNotFoundError, ImportError, train.CheckpointError) as e:
       sys.exit(f"error: {e}")
   else:
     from sslmd_jax import evaluate_run
+    from sslmd_jax import train
     if not _WORKDIR.value:
       raise app.UsageError("sslmd eval needs --workdir=DIR (a training run's directory).")
     workdir = pathlib.Path(_WORKDIR.value)
     config = _merge_overrides(_config_from_workdir(workdir))
-    evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value,
-                          max_frames_per_sequence=_MAX_FRAMES.value)
+    try:
+      evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value,
+                            max_frames_per_sequence=_MAX_FRAMES.value)
+    except (FileNotFoundError, train.CheckpointError) as e:
+      sys.exit(f"error: {e}")
 
 
 def run():
