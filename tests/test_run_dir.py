@@ -7,11 +7,8 @@ tests that train compile a step.
 """
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -136,40 +133,10 @@ def test_a_failed_first_start_leaves_no_workdir(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-_CLI_CONFIG = """
-import sys
-sys.path.insert(0, {repo!r})
-from tests import train_utils
-
-
-def get_config():
-  c = train_utils.micro_config("monodepth2", {data!r})
-  c.optim.num_steps = {steps}
-  c.run.checkpoint_every = 2
-  c.run.evaluate = False
-  return c
-"""
-
-
-def cli_train(tmp_path, data, workdir, *flags, steps=4, popen=False):
-  """`sslmd train` (as `python -m sslmd_jax.cli`) on the micro Monodepth2 config."""
-  config_file = tmp_path / "micro_config.py"
-  config_file.write_text(_CLI_CONFIG.format(repo=str(train_utils.REPO), data=str(data),
-                                            steps=steps))
-  args = [sys.executable, "-m", "sslmd_jax.cli", "train", f"--config={config_file}",
-          f"--workdir={workdir}", *flags]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")  # XLA_FLAGS from conftest
-  if popen:
-    return subprocess.Popen(args, env=env, cwd=train_utils.REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-  return subprocess.run(args, env=env, cwd=train_utils.REPO, capture_output=True, text=True,
-                        timeout=300, check=False)
-
-
 def test_cli_refuses_a_changed_model_in_one_line(saved_run, tmp_path, synthetic_dir):  # noqa: F811
   workdir = _copy(saved_run, tmp_path)
   before = _snapshot(workdir)
-  result = cli_train(tmp_path, synthetic_dir, workdir, "--config.model.base_width=32")
+  result = train_utils.cli_train(tmp_path, synthetic_dir, workdir, "--config.model.base_width=32")
   assert result.returncode == 1, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1].startswith(
       f"error: {workdir} holds checkpoints trained with another config: model.base_width 4 -> 32")
