@@ -4,6 +4,8 @@ A run directory keeps the config it was trained with (`config.json`, written by
 `train.train_and_evaluate`). Fields added to `configs/default.py` after the run was made are
 absent there; `config_from_workdir` fills them with their defaults, so `sslmd eval`,
 `sslmd predict`, `sslmd export` and `Predictor.from_workdir` load runs of older versions.
+`config_changes` lists the fields in which a new config differs from a run's (the trainer refuses
+to resume a run with a config that differs where it matters, `train.check_resumable`).
 """
 
 from __future__ import annotations

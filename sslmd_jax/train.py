@@ -522,7 +522,9 @@ def save_checkpoint(manager, state: TrainState, iterator, step: int) -> None:
 def _reason(error: BaseException, limit: int = 300) -> str:
   """The first line of the exception that started `error` (tensorstore and grain wrap the
   informative one), at most `limit` characters."""
-  while (error.__cause__ or error.__context__) is not None:
+  for _ in range(16):  # A bound, not a walk that a cyclic chain could keep going.
+    if (error.__cause__ or error.__context__) is None:
+      break
     error = error.__cause__ or error.__context__
   lines = str(error).strip().splitlines()
   line = lines[0].rstrip(".") if lines else type(error).__name__

@@ -29,3 +29,15 @@ def test_a_missing_or_damaged_config_json_is_named(tmp_path):
   (tmp_path / "config.json").write_text('[1, 2]')
   with pytest.raises(ValueError, match=r"config.json: expected a JSON object"):
     run_config.config_from_workdir(tmp_path)
+
+
+def test_config_changes_names_the_fields_that_differ_outside_those_that_may(tmp_path):
+  config = train_utils.load_config("monodepth2", "tiny")
+  (tmp_path / "config.json").write_text(config.to_json_best_effort())  # Tuples become lists.
+  stored = run_config.config_from_workdir(tmp_path)
+  assert run_config.config_changes(stored, config) == []
+  config.model.decoder_channels = (1, 2, 3, 4, 5)
+  config.optim.num_steps = 7
+  config.run.log_every = 3
+  assert run_config.config_changes(stored, config, may_change=("optim.num_steps", "run")) == [
+      ("model.decoder_channels", (8, 16, 32, 64, 128), (1, 2, 3, 4, 5))]
