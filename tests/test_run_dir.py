@@ -10,7 +10,6 @@ import json
 import pathlib
 import shutil
 
-import jax
 import jax.numpy as jnp
 import pytest
 
