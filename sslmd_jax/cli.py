@@ -5,7 +5,10 @@
       Without --config: the default recipe (Monodepth2) on the synthetic world.
       Without --workdir: ./runs/<recipe>. A run that collapses (constant depth, no predicted
       motion) is rolled back and retried at a lower learning rate (sslmd_jax/health.py); one
-      still collapsed after config.run.max_recoveries retries exits with code 3.
+      still collapsed after config.run.max_recoveries retries exits with code 3. SIGTERM saves a
+      checkpoint and exits with code 143 (rerun the same command to resume); other errors exit
+      with 1. A start refused (a config that differs from DIR's checkpoints, bad data) writes
+      nothing.
   sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
       prints a table and writes DIR/eval/metrics.json; any other evaluation (other data,
@@ -168,7 +171,9 @@ def error_line(error: BaseException) -> tuple[str, int] | None:
     expected = _EXPECTED_BY_ERRNO.get(error.errno, "a path this command can use")
     return (f"error: {error.filename}: {error.strerror[0].lower()}{error.strerror[1:]}, "
             f"expected {expected}", RUNTIME_EXIT_CODE)
-  if isinstance(error, (DataError, OSError, ImportError, FloatingPointError)):
+  trainer = sys.modules.get("sslmd_jax.train")
+  run_errors = (trainer.ConfigMismatchError, trainer.CheckpointError) if trainer else ()
+  if isinstance(error, (DataError, OSError, ImportError, FloatingPointError, *run_errors)):
     return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE  # FloatingPointError: a NaN loss.
   return None
 
@@ -305,7 +310,9 @@ def _check_usage(command: str, args: list[str], overrides: dict[str, str]) -> No
 def _train(overrides: dict[str, str]) -> None:
   from sslmd_jax import train
   config = _train_config(overrides)
-  train.train_and_evaluate(config, _WORKDIR.value or os.path.join("runs", config.recipe))
+  result = train.train_and_evaluate(config, _WORKDIR.value or os.path.join("runs", config.recipe))
+  if result.preempted:  # The checkpoint is saved and the resume line printed.
+    sys.exit(train.PREEMPTED_EXIT_CODE)
 
 
 def _eval(overrides: dict[str, str]) -> None:

@@ -9,6 +9,8 @@ absent there; `config_from_workdir` fills them with their defaults, so `sslmd ev
 `apply_overrides` sets `--config.FIELD=VALUE` overrides on either, parsing each
 value by the type of the field it replaces, as `ml_collections.config_flags`
 does: every `sslmd` command that takes a config uses these two.
+`config_changes` lists the fields in which a new config differs from a run's (the trainer refuses
+to resume a run with a config that differs where it matters, `train.check_resumable`).
 """
 
 from __future__ import annotations
@@ -202,3 +204,35 @@ def config_from_workdir(workdir: str | os.PathLike) -> ml_collections.ConfigDict
   config.unlock()
   _merge(config, values, "")
   return config
+
+
+def flat_fields(config: ml_collections.ConfigDict) -> dict[str, object]:
+  """Every leaf field of `config` by dotted name (`'model.base_width'`), lists as tuples."""
+  def flatten(values: dict, prefix: str) -> dict[str, object]:
+    out = {}
+    for key, value in values.items():
+      if isinstance(value, dict):
+        out.update(flatten(value, f"{prefix}{key}."))
+      else:
+        out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return out
+  return flatten(config.to_dict(), "")
+
+
+def config_changes(stored: ml_collections.ConfigDict, new: ml_collections.ConfigDict, *,
+                   may_change: tuple[str, ...] = ()) -> list[tuple[str, object, object]]:
+  """The fields whose values differ between a run's `stored` config and a `new` one.
+
+  Args:
+    stored: the run's config (`config_from_workdir`).
+    new: the config of a new start in the same workdir.
+    may_change: fields (`'optim.num_steps'`) or whole sections (`'run'`) left out.
+
+  Returns:
+    `(field, stored value, new value)` sorted by field; fields that `new` lacks (removed from
+    the defaults since the run was made) are not compared.
+  """
+  old, now = flat_fields(stored), flat_fields(new)
+  free = lambda name: any(name == f or name.startswith(f + ".") for f in may_change)
+  return [(name, old.get(name), value) for name, value in sorted(now.items())
+          if not free(name) and old.get(name) != value]

@@ -430,10 +430,84 @@ def pipeline_options(config: ml_collections.ConfigDict, *, train: bool = True,
 # --------------------------------------------------------------------------- checkpoints
 
 
+class CheckpointError(RuntimeError):
+  """None of a workdir's checkpoints restores; the message names the workdir and each reason."""
+
+
+class ConfigMismatchError(ValueError):
+  """A start whose config differs from the checkpoints' run where a resume cannot follow it;
+  the message names each field with its stored and new values."""
+
+
+# The fields a resumed run may change: how long it trains, how it logs, checkpoints, recovers and
+# evaluates, and where its data lives or its encoders came from. Every other field shapes the
+# checkpoint's parameters (networks, input size) or what they mean (recipe, losses, optimiser,
+# data and its order), so changing it needs a new workdir.
+RESUMABLE_CHANGES = ("optim.num_steps", "run", "model.pretrained", "data.path",
+                     "data.synthetic_generation_workers", "data.test_split_file",
+                     "data.test_sequences", "data.synthetic_test_split",
+                     "data.synthetic_odometry_sequences", "data.synthetic_odometry_frames")
+# Where training moves the newest checkpoints that do not restore (`restore_checkpoint`).
+BROKEN_CHECKPOINTS = "broken_checkpoints"
+
+
+def saved_steps(workdir: str | os.PathLike) -> list[int]:
+  """The steps of `workdir/checkpoints`' finished checkpoints, oldest first (reads the folder only).
+
+  Orbax writes a step into `N.orbax-checkpoint-tmp*` and renames it to `N` when complete, so a
+  save that was killed leaves no step.
+  """
+  root = pathlib.Path(workdir) / "checkpoints"
+  if not root.is_dir():
+    return []
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
+  """Checks, reading only, that `config` can continue the checkpoints in `workdir`.
+
+  A workdir without checkpoints accepts any config. With checkpoints, `config` may differ from
+  the run's `config.json` only in `RESUMABLE_CHANGES` (say, a larger `optim.num_steps` to extend
+  the run). Without a readable `config.json` the restore itself checks the parameters' shapes.
+
+  Raises:
+    ConfigMismatchError: naming each other field that differs, with both values, in one line.
+  """
+  from sslmd_jax import run_config  # Local: reads configs/default.py.
+  workdir = pathlib.Path(workdir)
+  if not saved_steps(workdir) or not (workdir / "config.json").is_file():
+    return
+  try:
+    stored = run_config.config_from_workdir(workdir)
+  except ValueError as e:
+    logging.warning("%s; the restore checks the checkpoints' shapes instead", e)
+    return
+  changes = run_config.config_changes(stored, config, may_change=RESUMABLE_CHANGES)
+  if changes:
+    fields = "; ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changes)
+    raise ConfigMismatchError(
+        f"{workdir} holds checkpoints trained with another config: {fields} (the run's values are "
+        f"in {workdir / 'config.json'}). A resumed run may change only how long it trains and how "
+        "it logs, checkpoints and evaluates; to train with these values, start a new run with "
+        "another --workdir.")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
+  """Writes `workdir/config.json` atomically (a kill leaves the old file or the new one)."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  tmp = workdir / "config.json.tmp"
+  tmp.write_text(config.to_json_best_effort(indent=2) + "\n")
+  os.replace(tmp, workdir / "config.json")
+
+
 def checkpoint_manager(workdir: str | os.PathLike, config) -> ocp.CheckpointManager:
-  """Orbax manager of `workdir/checkpoints` (state + data-iterator state), async saves."""
+  """Orbax manager of `workdir/checkpoints` (state + data-iterator state) for training: async
+  saves, the newest `config.run.keep_checkpoints` kept, and the temporary folders of saves that
+  were killed (`N.orbax-checkpoint-tmp*`) removed when it opens."""
   options = ocp.CheckpointManagerOptions(max_to_keep=config.run.keep_checkpoints, create=True,
-                                         enable_async_checkpointing=True)
+                                         enable_async_checkpointing=True,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=options)
 
@@ -445,26 +519,119 @@ def save_checkpoint(manager, state: TrainState, iterator, step: int) -> None:
       data=grain.checkpoint.CheckpointSave(iterator)), force=True)
 
 
+def _reason(error: BaseException, limit: int = 300) -> str:
+  """The first line of the exception that started `error` (tensorstore and grain wrap the
+  informative one), at most `limit` characters."""
+  for _ in range(16):  # A bound, not a walk that a cyclic chain could keep going.
+    if (error.__cause__ or error.__context__) is None:
+      break
+    error = error.__cause__ or error.__context__
+  lines = str(error).strip().splitlines()
+  line = lines[0].rstrip(".") if lines else type(error).__name__
+  return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _restore_newest(manager, args: ocp.args.Composite) -> tuple[int, Any, list[int]]:
+  """Restores `args`' items from the newest checkpoint that restores them all.
+
+  Each step that fails (a truncated or missing file, a missing data-iterator state) is skipped
+  with one warning line naming the step and the reason.
+
+  Returns:
+    `(step, restored items, the newer steps skipped)`.
+
+  Raises:
+    FileNotFoundError: no checkpoint at all.
+    CheckpointError: none restores (naming the workdir and each step's reason).
+  """
+  root = pathlib.Path(manager.directory)
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    raise FileNotFoundError(f"{root.parent}: no checkpoint under {root}")
+  failures = []
+  for step in steps:
+    try:
+      return step, manager.restore(step, args=args), [s for s, _ in failures]
+    except Exception as e:  # pylint: disable=broad-except  # Damage shows as any error type.
+      failures.append((step, _reason(e)))
+      logging.warning("checkpoint step %d in %s does not restore, skipped: %s", step, root,
+                      failures[-1][1])
+  raise CheckpointError(
+      f"{root.parent}: no checkpoint restores (" +
+      "; ".join(f"step {s}: {r}" for s, r in failures) + "). If the run's config.json was "
+      "edited, restore it; otherwise start a new run with another --workdir.")
+
+
+def _set_aside(manager, steps: list[int]) -> None:
+  """Moves the step folders `steps` to `workdir/broken_checkpoints/` (kept for inspection, out of
+  Orbax's way: the run saves those steps again) and says so in the log."""
+  root = pathlib.Path(manager.directory)
+  if jax.process_index() == 0:
+    aside = root.parent / BROKEN_CHECKPOINTS
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      target, n = aside / str(step), 1
+      while target.exists():
+        n += 1
+        target = aside / f"{step}-{n}"
+      os.replace(root / str(step), target)
+      logging.warning("moved checkpoint step %d, which does not restore, to %s", step, target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("sslmd_set_aside_broken_checkpoints")
+  manager.reload()
+
+
 def restore_checkpoint(manager, state: TrainState, iterator) -> TrainState:
-  """Restores the newest checkpoint into (an abstract copy of) `state` and `iterator`."""
+  """Restores the newest checkpoint whose state and data-iterator state both restore, into (an
+  abstract copy of) `state` and into `iterator`; for training.
+
+  Newer checkpoints that do not restore are skipped (one warning line each) and moved to
+  `workdir/broken_checkpoints/`, so that the run can save those steps again.
+
+  Raises:
+    FileNotFoundError: the manager holds no checkpoint.
+    CheckpointError: none restores.
+  """
   import grain
-  step = manager.latest_step()
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored = manager.restore(step, args=ocp.args.Composite(
+  _, restored, skipped = _restore_newest(manager, ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract),
       data=grain.checkpoint.CheckpointRestore(iterator)))
+  if skipped:
+    _set_aside(manager, skipped)
   return restored["state"]
 
 
 def restore_state(workdir: str | os.PathLike, config, state: TrainState) -> TrainState:
-  """The newest checkpoint's state (no data iterator), for evaluation and inference."""
-  manager = checkpoint_manager(workdir, config)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{workdir}: no checkpoint under {workdir}/checkpoints")
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  manager.close()
+  """The state (no data iterator) of the newest checkpoint whose state restores, for evaluation
+  and inference.
+
+  Reads only: newer checkpoints that do not restore are skipped with one warning line each and
+  left as they are, and nothing is created, cleaned or deleted (a training run may be writing).
+
+  Args:
+    workdir: a run directory.
+    config: its config (unused; kept for the callers).
+    state: a `TrainState` (or its `jax.eval_shape`) of the run's structure.
+
+  Raises:
+    FileNotFoundError: `workdir/checkpoints` holds no checkpoint.
+    CheckpointError: none restores.
+  """
+  del config
+  root = pathlib.Path(workdir).absolute() / "checkpoints"
+  if not saved_steps(workdir):
+    raise FileNotFoundError(f"{workdir}: no checkpoint under {root}")
+  options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
+                                         save_root_metadata=False)
+  manager = ocp.CheckpointManager(root, options=options)
+  try:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    _, restored, _ = _restore_newest(
+        manager, ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  finally:
+    manager.close()
   return restored["state"]
 
 
@@ -495,6 +662,11 @@ class _Preemption:
     return False
 
 
+# `sslmd train`'s exit code after SIGTERM (128 + SIGTERM, as a shell reports a process the signal
+# ended): the checkpoint is saved and rerunning the same command resumes. 0 is a finished run.
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+
+
 @dataclasses.dataclass
 class TrainResult:
   """What a run returns: final step, whether it was preempted, last metrics, evaluation."""
@@ -511,8 +683,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   step), TensorBoard events under `tensorboard/`, and Orbax checkpoints under
   `checkpoints/` (parameters, batch statistics, optimiser state, step and the
   data iterator's state). SIGTERM saves a checkpoint and returns with
-  `preempted=True`. A non-finite loss raises `NonFiniteLossError` naming the
-  step and the term, leaving the last good checkpoint as it was.
+  `preempted=True` (`sslmd train` then exits with `PREEMPTED_EXIT_CODE`). A non-finite loss
+  raises `NonFiniteLossError` naming the step and the term, leaving the last good checkpoint as
+  it was.
+
+  A start writes nothing before it is known to be valid: the config is checked
+  (`objectives.validate_config`, and `check_resumable` against a workdir with checkpoints), the
+  data read and the state built and restored first; only then is `config.json` written. A start
+  that fails before leaves the workdir as it was (a new one is not created). The restore skips
+  checkpoints that do not restore (`restore_checkpoint`). Every exit, error or not, waits for
+  pending saves.
 
   Collapse (`sslmd_jax.health`): the run's health is checked at every log step and
   before every checkpoint, so only healthy states are saved. A failed check rolls the
@@ -520,14 +700,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
   recorded in `recoveries.json`; after `config.run.max_recoveries` of them a further failure
   raises `health.TrainingCollapsedError`.
+
+  Raises:
+    objectives.ConfigError, ConfigMismatchError: the config, before anything is written.
+    data.base.DataError: bad data (before anything is written, or mid-run).
+    CheckpointError: the workdir's checkpoints exist but none restores.
+    NonFiniteLossError, health.TrainingCollapsedError: the run broke (module docstrings).
   """
   from sslmd_jax import summaries  # Local: tensorboardX only for runs.
   objectives.validate_config(config)
   workdir = pathlib.Path(workdir)
+  check_resumable(config, workdir)
   is_main = jax.process_index() == 0
-  if is_main:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   sequences = sources.load_sequences(config, "train")  # Bad data fails here, before compiling.
   mesh = make_mesh()
   if config.data.batch_size % (mesh.size * config.optim.microbatches):
@@ -540,25 +724,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   networks = objectives.make_networks(config)
   loader = pipeline_lib.make_data_loader(sequences, pipeline_options(config))
-  manager = checkpoint_manager(workdir, config)
   recoveries = health.read_recoveries(workdir)
-  run = _start(config, networks, mesh, manager, loader, recoveries)
-  if manager.latest_step() is not None:
-    logging.info("resumed from %s at step %d", workdir / "checkpoints", run.step)
-    print(f"Resuming {workdir} from step {run.step}.", flush=True)
-
-  num_steps = config.optim.num_steps
-  writer = summaries.SummaryWriter(workdir, enabled=is_main, start_step=run.step)
-  progress = summaries.Progress(num_steps, run.step, config.data.batch_size,
-                                mode=config.run.progress)
+  manager = checkpoint_manager(workdir, config) if saved_steps(workdir) else None
+  writer = progress = None
   try:
+    run = _start(config, networks, mesh, manager, loader, recoveries)
+    if is_main:
+      write_config(config, workdir)  # The start is valid: the workdir records it from now on.
+    manager = manager or checkpoint_manager(workdir, config)
+    if run.restored:
+      logging.info("resumed from %s at step %d", workdir / "checkpoints", run.step)
+      print(f"Resuming {workdir} from step {run.step}.", flush=True)
+    writer = summaries.SummaryWriter(workdir, enabled=is_main, start_step=run.step)
+    progress = summaries.Progress(config.optim.num_steps, run.step, config.data.batch_size,
+                                  mode=config.run.progress)
     step, preempted, metrics_host, recoveries, run = _loop(
         config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress)
-  finally:  # Every exit, error or not, waits for pending saves and closes the logs.
-    manager.wait_until_finished()
-    manager.close()
-    progress.close()
-    writer.close()
+  except BaseException:
+    _finish(manager, writer, progress, failing=True)
+    raise
+  _finish(manager, writer, progress, failing=False)
   if preempted:
     print(f"Preempted (SIGTERM) at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
           "rerun the same command to resume.", flush=True)
@@ -572,6 +757,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   print(f"Done: {step} steps ({health_line}). Outputs in {workdir}: config.json, metrics.jsonl, "
         f"tensorboard/, checkpoints/{', eval/metrics.json' if evaluation else ''}.", flush=True)
   return TrainResult(step, False, metrics_host, evaluation)
+
+
+def _finish(manager, *logs, failing: bool) -> None:
+  """Waits for the pending saves, closes `manager` and the `logs` (None: not opened yet).
+
+  `failing`: an error is on its way out; a save that failed too is then one warning line rather
+  than a second traceback.
+  """
+  try:
+    if manager is not None:
+      manager.wait_until_finished()
+      manager.close()
+  except Exception as e:  # pylint: disable=broad-except
+    if not failing:
+      raise
+    logging.warning("a pending checkpoint save failed too: %s", _reason(e))
+  finally:
+    for log in logs:
+      if log is not None:
+        log.close()
 
 
 def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress):
@@ -623,28 +828,32 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
 
 @dataclasses.dataclass
 class _Run:
-  """What the loop continues from: the state at `step`, its data iterator, the jitted step."""
+  """What the loop continues from: the state at `step`, its data iterator, the jitted step, and
+  whether the state came from a checkpoint."""
   state: TrainState
   iterator: Any
   step_fn: JittedTrainStep
   step: int
+  restored: bool = False
   compiled: bool = False
 
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   """The newest checkpoint's state and data position (or the initial ones), under the learning
   rate, regulariser weights and seed of the newest recovery (`health.with_recoveries`), with its
-  jitted step."""
+  jitted step. `manager`: None for a workdir without checkpoints (nothing to restore)."""
   attempt = health.with_recoveries(config, recoveries)
   optimizer = make_optimizer(attempt)
   state = create_train_state(attempt, networks, optimizer)
   iterator = iter(loader)
-  if manager.latest_step() is not None:
+  restored = manager is not None and manager.latest_step() is not None
+  if restored:
     state = restore_checkpoint(manager, state, iterator)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = jax.device_put(state, replicated)
   step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
-  return _Run(state=state, iterator=iterator, step_fn=step_fn, step=int(state.step))
+  return _Run(state=state, iterator=iterator, step_fn=step_fn, step=int(state.step),
+              restored=restored)
 
 
 def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:
@@ -656,8 +865,8 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
     lr = health.with_recoveries(config, recoveries).optim.learning_rate
     raise health.TrainingCollapsedError(
         f"training collapsed at step {step}: {problem}, after {len(recoveries)} recoveries "
-        f"(learning rate now {lr:.3g}; config.run.max_recoveries={config.run.max_recoveries}). "
-        f"The newest healthy checkpoint is step {restored} in {workdir / 'checkpoints'}. "
+        f"(learning rate now {lr:.3g}; config.run.max_recoveries={config.run.max_recoveries}); "
+        f"{_last_checkpoint(manager, workdir, 'healthy')}. "
         "Check that the frames move (a camera that stands still teaches nothing) and that "
         "consecutive frames overlap; try a smaller config.optim.learning_rate.")
   factor = config.run.recovery_factor ** (len(recoveries) + 1)
@@ -677,8 +886,15 @@ def _raise_non_finite(metrics, step, manager, workdir):
   """Stops the run on a non-finite step, naming the terms, after pending saves finish."""
   bad = {k: float(v) for k, v in jax.device_get(metrics).items() if not math.isfinite(float(v))}
   manager.wait_until_finished()
-  last = manager.latest_step()
-  where = (f"the last good checkpoint (step {last}) in {workdir / 'checkpoints'} is intact"
-           if last is not None else "no checkpoint had been written yet")
   raise NonFiniteLossError(
-      f"non-finite loss at step {step}: {bad or {'gradients': 'non-finite'}}; {where}.")
+      f"non-finite loss at step {step}: {bad or {'gradients': 'non-finite'}}; "
+      f"{_last_checkpoint(manager, workdir, 'good')}.")
+
+
+def _last_checkpoint(manager, workdir, quality: str) -> str:
+  """`'the last <quality> checkpoint is step N in WORKDIR/checkpoints'`, or `'no checkpoint was
+  saved yet'`."""
+  last = manager.latest_step()
+  if last is None:
+    return "no checkpoint was saved yet"
+  return f"the last {quality} checkpoint is step {last} in {workdir / 'checkpoints'}"

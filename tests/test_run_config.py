@@ -59,3 +59,15 @@ def test_an_unknown_field_or_a_wrong_type_is_one_line_naming_the_field(key, valu
   with pytest.raises(run_config.ConfigError, match=message) as info:
     run_config.apply_overrides(run_config.default_config(), {key: value})
   assert "\n" not in str(info.value)
+
+
+def test_config_changes_names_the_fields_that_differ_outside_those_that_may(tmp_path):
+  config = train_utils.load_config("monodepth2", "tiny")
+  (tmp_path / "config.json").write_text(config.to_json_best_effort())  # Tuples become lists.
+  stored = run_config.config_from_workdir(tmp_path)
+  assert run_config.config_changes(stored, config) == []
+  config.model.decoder_channels = (1, 2, 3, 4, 5)
+  config.optim.num_steps = 7
+  config.run.log_every = 3
+  assert run_config.config_changes(stored, config, may_change=("optim.num_steps", "run")) == [
+      ("model.decoder_channels", (8, 16, 32, 64, 128), (1, 2, 3, 4, 5))]

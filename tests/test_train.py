@@ -440,24 +440,27 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, synthetic_dir):
   assert int(a.step) == int(b.step) == 6
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
-  lines = [json.loads(l) for l in (straight / "metrics.jsonl").read_text().splitlines()]
-  assert [l["step"] for l in lines] == list(range(1, 7))
+  for run in (straight, killed):  # Steps logged after the kill's checkpoint are logged once.
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == list(range(1, 7))
   assert (straight / "config.json").exists()
   assert list((straight / "tensorboard").iterdir())
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_dir):
+def test_sigterm_saves_a_checkpoint_and_exits_with_the_preempted_code(tmp_path, synthetic_dir):
   workdir = tmp_path / "preempted"
-  proc = _launch(workdir, synthetic_dir, 400)
+  proc = train_utils.cli_train(tmp_path, synthetic_dir, workdir, steps=400, popen=True)
   _wait_for_checkpoint(workdir, 2, proc)
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=300)[0]
-  assert proc.returncode == 0, out
-  match = re.search(r"Preempted \(SIGTERM\) at step (\d+)", out)
+  assert proc.returncode == train.PREEMPTED_EXIT_CODE == 143, out
+  match = re.search(r"Preempted \(SIGTERM\) at step (\d+): checkpoint saved in .*; rerun the same "
+                    r"command to resume", out)
   assert match, out
   step = int(match.group(1))
   assert 2 <= step < 400
-  assert (workdir / "checkpoints" / str(step)).is_dir()
+  assert train.saved_steps(workdir)[-1] == step
+  assert "Traceback" not in out
 
 
 def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path, synthetic_dir):
@@ -568,7 +571,7 @@ def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic
   monkeypatch.setattr(health, "DEPTH_COLLAPSE_SPREAD", 1e9)  # Every check fails.
   with pytest.raises(health.TrainingCollapsedError,
                      match=r"collapsed at step 1: the predicted depth is constant .* after 2 "
-                           r"recoveries .* newest healthy checkpoint is step 0"):
+                           r"recoveries .*; no checkpoint was saved yet\. "):
     train.train_and_evaluate(config, tmp_path / "run")
   recoveries = health.read_recoveries(tmp_path / "run")
   assert [r.factor for r in recoveries] == [0.5, 0.25]

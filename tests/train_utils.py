@@ -97,3 +97,38 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
                           capture_output=True, text=True, timeout=timeout, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
+
+
+_CLI_CONFIG = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests import train_utils
+
+
+def get_config():
+  c = train_utils.micro_config("monodepth2", {data!r})
+  c.optim.num_steps = {steps}
+  c.run.checkpoint_every = 2
+  c.run.evaluate = False
+  return c
+"""
+
+
+def cli_train(tmp_path, data, workdir, *flags, steps=4, popen=False):
+  """`sslmd train` (as `python -m sslmd_jax.cli`) of the micro Monodepth2 config on `data` (a
+  synthetic TFDS folder), checkpointing every 2 steps; `flags`: more command-line flags.
+
+  Returns the finished `subprocess.CompletedProcess`, or with `popen` the running `Popen` (output
+  and errors together on its stdout).
+  """
+  config_file = tmp_path / "micro_config.py"
+  config_file.write_text(_CLI_CONFIG.format(repo=str(REPO), data=str(data),
+                                            steps=steps))
+  args = [sys.executable, "-m", "sslmd_jax.cli", "train", f"--config={config_file}",
+          f"--workdir={workdir}", *flags]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")  # XLA_FLAGS from conftest
+  if popen:
+    return subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+  return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True,
+                        timeout=300, check=False)

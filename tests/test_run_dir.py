@@ -1,0 +1,232 @@
+"""A run directory nothing can damage (issue 25): refused starts write nothing, restores fall back
+past broken checkpoints, error exits wait for pending saves.
+
+Most tests start from `saved_run`: a micro Monodepth2 workdir as training leaves it (config.json,
+checkpoints 2 and 4 with state and data-iterator state), saved without training so that only the
+tests that train compile a step.
+"""
+
+import json
+import pathlib
+import shutil
+
+import jax.numpy as jnp
+import pytest
+
+from sslmd_jax import inference
+from sslmd_jax import objectives
+from sslmd_jax import train
+from sslmd_jax.data import base
+from sslmd_jax.data import pipeline
+from sslmd_jax.data import sources
+from tests import train_utils
+from tests.test_train import synthetic_dir  # noqa: F401  (a fixture)
+
+STEPS = (2, 4)  # The checkpoints of `saved_run`.
+
+
+def _config(data):
+  config = train_utils.micro_config("monodepth2", data)
+  config.optim.num_steps = 4
+  config.run.checkpoint_every = 2
+  config.run.evaluate = False
+  return config
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory, synthetic_dir):  # noqa: F811
+  """A workdir with config.json and checkpoints `STEPS`, each after two batches of the iterator."""
+  workdir = tmp_path_factory.mktemp("saved") / "run"
+  config = _config(synthetic_dir)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config))
+  iterator = iter(pipeline.make_data_loader(sources.load_sequences(config, "train"),
+                                            train.pipeline_options(config)))
+  train.write_config(config, workdir)
+  manager = train.checkpoint_manager(workdir, config)
+  for step in STEPS:
+    next(iterator), next(iterator)
+    train.save_checkpoint(manager, state.replace(step=jnp.asarray(step, jnp.int32)), iterator, step)
+  manager.wait_until_finished()
+  manager.close()
+  return workdir
+
+
+def _copy(saved_run, tmp_path) -> pathlib.Path:
+  return pathlib.Path(shutil.copytree(saved_run, tmp_path / "run"))
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+  """Every path under `folder` with its size and modification time."""
+  return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(folder.rglob("*"))}
+
+
+def _truncate_an_array(step_dir: pathlib.Path) -> None:
+  """Cuts the largest array file of a checkpoint's state in half (a disk that filled up)."""
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
+  largest = max(files, key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:largest.stat().st_size // 2])
+
+
+DAMAGE = {
+    "truncated_array": _truncate_an_array,
+    "no_state_metadata": lambda step_dir: (step_dir / "state" / "_METADATA").unlink(),
+}
+
+
+class _CountingStep:
+  """Stands in for the jitted train step where the test is about the run, not the step: adds one
+  to the step and reports healthy metrics, without compiling anything."""
+
+  def compile(self, state, batch):
+    del state, batch
+    return {}
+
+  def __call__(self, state, batch):
+    del batch
+    metrics = {"loss": 0.1, "finite": 1.0, "depth_spread": 0.3, "translation_to_depth": 0.05}
+    return state.replace(step=state.step + 1), {k: jnp.float32(v) for k, v in metrics.items()}
+
+
+@pytest.fixture
+def counting_step(monkeypatch):
+  monkeypatch.setattr(train, "jit_train_step", lambda step, mesh, state: _CountingStep())
+
+
+def _killed_save(workdir: pathlib.Path) -> pathlib.Path:
+  """The temporary folder a save killed midway leaves."""
+  tmp = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1712345678"
+  (tmp / "state").mkdir(parents=True)
+  (tmp / "state" / "half_written").write_bytes(b"\0" * 100)
+  return tmp
+
+
+# ----------------------------------------------------------------------------- refused starts
+
+
+def test_a_start_that_changes_the_networks_fails_naming_the_fields_and_writes_nothing(
+    saved_run, tmp_path, synthetic_dir):  # noqa: F811
+  workdir = _copy(saved_run, tmp_path)
+  before = _snapshot(workdir)
+  config = _config(synthetic_dir)
+  config.model.base_width = 8
+  config.data.height = 128
+  config.optim.num_steps = 40  # Extending the run is allowed: not named.
+  config.run.log_every = 5
+  with pytest.raises(train.ConfigMismatchError) as info:
+    train.train_and_evaluate(config, workdir)
+  message = str(info.value)
+  assert "data.height 64 -> 128; model.base_width 4 -> 8 (" in message
+  assert "num_steps" not in message and "log_every" not in message
+  assert "another --workdir" in message and "\n" not in message
+  assert _snapshot(workdir) == before  # config.json untouched: predict and eval still load it.
+  assert inference.Predictor.from_workdir(workdir).step == STEPS[-1]
+
+
+def test_a_failed_first_start_leaves_no_workdir(tmp_path):
+  config = _config("")
+  config.data.name, config.data.path = "video_folder", str(tmp_path / "no_such_frames")
+  with pytest.raises(base.DataError, match="no_such_frames"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_a_changed_model_in_one_line(saved_run, tmp_path, synthetic_dir):  # noqa: F811
+  workdir = _copy(saved_run, tmp_path)
+  before = _snapshot(workdir)
+  result = train_utils.cli_train(tmp_path, synthetic_dir, workdir, "--config.model.base_width=32")
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"error: {workdir} holds checkpoints trained with another config: model.base_width 4 -> 32")
+  assert "Traceback" not in result.stderr
+  assert _snapshot(workdir) == before
+
+
+# ----------------------------------------------------------------------------- broken checkpoints
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_predict_and_eval_fall_back_past_a_broken_checkpoint_and_change_nothing(
+    saved_run, tmp_path, caplog, damage):
+  workdir = _copy(saved_run, tmp_path)
+  DAMAGE[damage](workdir / "checkpoints" / "4")
+  _killed_save(workdir)
+  before = _snapshot(workdir)
+  predictor = inference.Predictor.from_workdir(workdir)  # predict, export; eval: restore_state
+  assert predictor.step == 2
+  warnings = [r.getMessage() for r in caplog.records if "does not restore" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].startswith("checkpoint step 4 in ")
+  assert "\n" not in warnings[0]
+  assert _snapshot(workdir) == before  # Nothing moved, cleaned or created.
+
+
+def test_predict_uses_a_checkpoint_whose_state_is_whole_without_its_data_iterator(
+    saved_run, tmp_path):
+  workdir = _copy(saved_run, tmp_path)
+  (workdir / "checkpoints" / "4" / "data" / "process_0-of-1.json").unlink()
+  assert inference.Predictor.from_workdir(workdir).step == 4
+
+
+def test_no_checkpoint_that_restores_is_one_error_naming_the_workdir(saved_run, tmp_path):
+  workdir = _copy(saved_run, tmp_path)
+  for step in STEPS:
+    _truncate_an_array(workdir / "checkpoints" / str(step))
+  with pytest.raises(train.CheckpointError,
+                     match=rf"^{workdir}: no checkpoint restores \(step 4: .*; step 2: .*\)"):
+    inference.Predictor.from_workdir(workdir)
+
+
+def test_training_falls_back_past_a_broken_checkpoint_and_saves_its_step_again(
+    saved_run, tmp_path, synthetic_dir, capsys, caplog, counting_step):  # noqa: F811
+  workdir = _copy(saved_run, tmp_path)
+  (workdir / "checkpoints" / "4" / "data" / "process_0-of-1.json").unlink()  # State is whole.
+  tmp = _killed_save(workdir)
+  # A run killed (-9) after logging step 5 but before saving it: steps beyond the checkpoint.
+  (workdir / "metrics.jsonl").write_text(
+      "".join(json.dumps({"step": s, "loss": -s}) + "\n" for s in range(1, 6)))
+  config = _config(synthetic_dir)
+  config.optim.num_steps = 6  # Extends the run.
+  result = train.train_and_evaluate(config, workdir)
+  assert result.step == 6 and not result.preempted
+  assert f"Resuming {workdir} from step 2." in capsys.readouterr().out
+  skipped = [r.getMessage() for r in caplog.records if "does not restore" in r.getMessage()]
+  assert skipped[0].startswith("checkpoint step 4 in ") and "process_0-of-1.json" in skipped[0]
+  assert (workdir / "broken_checkpoints" / "4" / "state").is_dir()
+  assert train.saved_steps(workdir) == [4, 6]
+  assert not tmp.exists()
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+  assert [r["loss"] for r in rows[:2]] == [-1, -2]  # Kept: logged before the checkpoint.
+  assert json.loads((workdir / "config.json").read_text())["optim"]["num_steps"] == 6
+  assert inference.Predictor.from_workdir(workdir).step == 6
+
+
+# ----------------------------------------------------------------------------- error exits
+
+
+def test_a_data_error_mid_run_waits_for_the_pending_save(
+    tmp_path, synthetic_dir, monkeypatch, counting_step):  # noqa: F811
+  """A frame that fails to decode right after a save started: the save completes, then the
+  error leaves."""
+  saved = []
+  real_save, real_batch = train.save_checkpoint, pipeline.global_batch
+
+  def save(manager, state, iterator, step):
+    real_save(manager, state, iterator, step)
+    saved.append(step)
+
+  def batch(local, mesh):
+    if saved:
+      raise base.DataError("frame_000007.png: corrupt or unreadable image")
+    return real_batch(local, mesh)
+
+  monkeypatch.setattr(train, "save_checkpoint", save)
+  monkeypatch.setattr(pipeline, "global_batch", batch)
+  workdir = tmp_path / "run"
+  with pytest.raises(base.DataError, match="frame_000007.png"):
+    train.train_and_evaluate(_config(synthetic_dir), workdir)
+  assert saved == [2]
+  assert [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name] == []
+  assert train.saved_steps(workdir) == [2]
+  assert inference.Predictor.from_workdir(workdir).step == 2
