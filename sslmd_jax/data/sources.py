@@ -107,9 +107,11 @@ def source_sequences(config: ml_collections.ConfigDict, split: str) -> list[Fram
     sequences = video_folder.video_folder_sequences(root, min_frames=min_frames)
   elif d.name == "prepared":
     from sslmd_jax.data import prepared  # Imports tfds: only when used.
-    root = _existing(d.path, "data.path")
+    if not d.path:
+      _existing(d.path, "data.path")
+    # A missing path is named with its interrupted prepare when there was one (not `_existing`).
     # The train split must be stored at the training size; the test split is served as stored.
-    sequences = prepared.prepared_sequences(root, split, height=d.height, width=d.width,
+    sequences = prepared.prepared_sequences(d.path, split, height=d.height, width=d.width,
                                             stereo=bool(d.stereo), min_frames=min_frames)
   else:
     raise DataError(f"config.data.name={d.name!r}: expected one of 'synthetic', 'kitti_raw', "
