@@ -1,6 +1,7 @@
 """`sslmd prepare` and the `prepared` source (issue 26): stored frames, ground truth, safety, training."""
 
 import json
+import sys
 
 import numpy as np
 from PIL import Image
@@ -125,6 +126,7 @@ def test_kitti_raw_keeps_its_splits_stereo_partners_and_lidar_depth(tmp_path):
   read = _config("prepared", tmp_path / "out", (fake.H, fake.W))
   read.data.stereo = True
   config.data.stereo = True
+  assert sources.source_name(read) == "kitti_raw"  # Evaluation applies the Garg crop.
   for split in ("train", "test"):
     direct = sources.source_sequences(config, split)
     stored = sources.source_sequences(read, split)
@@ -140,6 +142,7 @@ def test_kitti_raw_keeps_its_splits_stereo_partners_and_lidar_depth(tmp_path):
           np.testing.assert_array_equal(b.load_extras(i)["depth"], a.load_extras(i)["depth"])
   (one,) = sources.source_sequences(read, "test")
   assert one.num_frames == 1 and one.load_extras(0)["depth"][2, 4, 0] == pytest.approx(10.5)
+  assert "tensorflow" not in sys.modules  # TFDS writes and reads array_record without it.
 
 
 def test_depth_points_survive_a_downscale():

@@ -42,6 +42,15 @@ def snippet_span(frame_offsets) -> int:
   return max(frame_offsets) - min(frame_offsets) + 1
 
 
+def source_name(config: ml_collections.ConfigDict) -> str:
+  """The source the data comes from: `config.data.name`, or for 'prepared' the name it was
+  prepared from (its `prepared.json`), e.g. for KITTI raw's Garg crop in evaluation."""
+  if config.data.name != "prepared":
+    return config.data.name
+  from sslmd_jax.data import prepared
+  return str(prepared.read_metadata(os.path.expanduser(config.data.path))["source"]["name"])
+
+
 def load_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameSequence]:
   """The sequences of `config.data` for `split` ('train' or 'test'), unknown intrinsics treated.
 
