@@ -12,12 +12,13 @@ from sslmd_jax.data import pipeline, prepared, sources, transforms
 from sslmd_jax.data.base import DataError
 from tests import train_utils
 
-SOURCE_SIZE, STORED_SIZE = (50, 90), (32, 64)
+# Downscales by 2.25 and 3.1: the pipeline's resize reduces by whole blocks first, unlike PIL's.
+SOURCE_SIZE, STORED_SIZE = (72, 200), (32, 64)
 INTRINSICS = "60 62 44.5 24.5\n"
 
 
 def _video_folder(folder, n=6):
-  """`n` random 50 x 90 frames with `intrinsics.txt` and `poses.txt` (1 m forward per frame)."""
+  """`n` random 72 x 200 frames with `intrinsics.txt` and `poses.txt` (1 m forward per frame)."""
   folder.mkdir(parents=True)
   rng = np.random.default_rng(0)
   for i in range(n):
@@ -60,8 +61,8 @@ def test_video_folder_frames_are_the_sources_resized_once_with_intrinsics_and_po
         source.load_frame(i), box=box, out_height=STORED_SIZE[0], out_width=STORED_SIZE[1]))
     np.testing.assert_array_equal(stored.load_extras(i)["world_from_camera"],
                                   source.load_extras(i)["world_from_camera"])
-  # fx' = fx · 64 / 90, cx' = (cx + 0.5) · 64 / 90 - 0.5 (pixel centres), likewise y.
-  sx, sy = 64 / 90, 32 / 50
+  # fx' = fx · 64 / 200, cx' = (cx + 0.5) · 64 / 200 - 0.5 (pixel centres), likewise y.
+  sx, sy = 64 / 200, 32 / 72
   np.testing.assert_allclose(stored.intrinsics, [[60 * sx, 0, 45 * sx - 0.5],
                                                  [0, 62 * sy, 25 * sy - 0.5], [0, 0, 1]],
                              rtol=1e-6)
@@ -192,6 +193,9 @@ def test_the_command_writes_progress_and_reruns_as_a_no_op(tmp_path):
   assert "frames/s" in first.stdout and prepared.is_complete(tmp_path / "out")
   again = train_utils.run_cli(*args)
   assert again.returncode == 0 and "already prepared" in again.stdout
+  usage = train_utils.run_cli("prepare", "--help")
+  assert usage.returncode == 0 and "--output" in usage.stdout
+  assert "--config.data.name=prepared" in usage.stdout
   missing = train_utils.run_cli("prepare", f"--config.data.path={folder}")
   assert missing.returncode == 2 and "error: --output: missing" in missing.stderr
 
