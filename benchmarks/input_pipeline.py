@@ -60,7 +60,8 @@ _SOURCES = flags.DEFINE_list(
     "sources", ["memory", "synthetic_tfds", "synthetic_tfds_images", "kitti_odometry",
                 "video_folder", "prepared"], "Sources to measure.")
 
-_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_DATA = _REPO.parent / "shared" / "data"
 
 
 class _Frames:
@@ -117,14 +118,14 @@ def odometry_sequences() -> list[FrameSequence] | None:
 def prepared_sequences() -> list[FrameSequence] | None:
   """The KITTI odometry clip prepared at 192 x 640 (once), read as `data.name = 'prepared'`."""
   try:
-    from configs import default  # pylint: disable=g-import-not-at-top
+    from sslmd_jax import run_config  # pylint: disable=g-import-not-at-top
     from sslmd_jax.data import prepared, sources  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
   root = _DATA / "kitti_odometry"
   if not root.is_dir():
     return None
-  config = default.get_config()
+  config = run_config.load_config_file(str(_REPO / "configs" / "default.py"))
   config.data.name, config.data.path = "kitti_odometry", str(root)
   config.data.sequences = config.data.test_sequences = "06"
   config.data.camera = 0
