@@ -22,7 +22,12 @@ Sources measured (all served at 192 x 640, three-frame snippets `(0, -1, 1)`):
     1226 x 370 grey), read from disk through `sslmd_jax.data.odometry` (adds decoding),
     when that data and module are present;
   * `video_folder`: a folder of 375 x 1242 JPEG frames (written once to
-    `--video_dir` from the `memory` frames) read through `sslmd_jax.data.video_folder`.
+    `--video_dir` from the `memory` frames) read through `sslmd_jax.data.video_folder`;
+  * `prepared`: the `kitti_odometry` clip prepared once at 192 x 640 into
+    `--prepared_dir` (`sslmd_jax.data.prepared.prepare`, what `sslmd prepare` runs)
+    and read through the `prepared` source without ground truth (`extra_keys=()`,
+    what training reads): frames are raw bytes at the output size, so serving one
+    is a copy (and a flip), with no decode and no resampling.
 """
 
 from __future__ import annotations
@@ -48,11 +53,15 @@ _SYNTHETIC_DIR = flags.DEFINE_string(
     "TFDS data dir of the synthetic source (generated there on first use); empty to skip.")
 _VIDEO_DIR = flags.DEFINE_string(
     "video_dir", "/tmp/sslmd_benchmark_video", "Frames folder of the video_folder source.")
+_PREPARED_DIR = flags.DEFINE_string(
+    "prepared_dir", "/tmp/sslmd_benchmark_prepared/kitti_odometry_06_192x640",
+    "Output of the prepared source (prepared there from kitti_odometry on first use).")
 _SOURCES = flags.DEFINE_list(
     "sources", ["memory", "synthetic_tfds", "synthetic_tfds_images", "kitti_odometry",
-                "video_folder"], "Sources to measure.")
+                "video_folder", "prepared"], "Sources to measure.")
 
-_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_DATA = _REPO.parent / "shared" / "data"
 
 
 class _Frames:
@@ -106,6 +115,26 @@ def odometry_sequences() -> list[FrameSequence] | None:
   return odometry.kitti_odometry_sequences(root, ("06",), with_poses=True)
 
 
+def prepared_sequences() -> list[FrameSequence] | None:
+  """The KITTI odometry clip prepared at 192 x 640 (once), read as `data.name = 'prepared'`."""
+  try:
+    from sslmd_jax import run_config  # pylint: disable=g-import-not-at-top
+    from sslmd_jax.data import prepared, sources  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  root = _DATA / "kitti_odometry"
+  if not root.is_dir():
+    return None
+  config = run_config.load_config_file(str(_REPO / "configs" / "default.py"))
+  config.data.name, config.data.path = "kitti_odometry", str(root)
+  config.data.sequences = config.data.test_sequences = "06"
+  config.data.camera = 0
+  config.data.height, config.data.width = 192, 640
+  prepared.prepare(config, _PREPARED_DIR.value)
+  config.data.name, config.data.path = "prepared", _PREPARED_DIR.value
+  return sources.load_sequences(config, "train")
+
+
 def video_folder_sequences() -> list[FrameSequence] | None:
   try:
     from sslmd_jax.data import video_folder  # pylint: disable=g-import-not-at-top
@@ -122,7 +151,7 @@ def video_folder_sequences() -> list[FrameSequence] | None:
 
 
 def measure(name: str, sequences: list[FrameSequence], workers: int) -> dict:
-  only_images = {"extra_keys": ()} if name == "synthetic_tfds_images" else {}
+  only_images = {"extra_keys": ()} if name in ("synthetic_tfds_images", "prepared") else {}
   options = pipeline.PipelineOptions(
       frame_offsets=(0, -1, 1), height=192, width=640, batch_size=_BATCH_SIZE.value, seed=0,
       shuffle=True, random_scale_crop=_SCALE_CROP.value or None, worker_count=workers,
@@ -155,7 +184,7 @@ def main(argv):
   del argv
   makers = {"memory": memory_sequences, "synthetic_tfds": synthetic_sequences,
             "synthetic_tfds_images": synthetic_sequences, "kitti_odometry": odometry_sequences,
-            "video_folder": video_folder_sequences}
+            "video_folder": video_folder_sequences, "prepared": prepared_sequences}
   for name in _SOURCES.value:
     sequences = makers[name]()
     if sequences is None:

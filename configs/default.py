@@ -27,8 +27,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
   # ------------------------------------------------------------------ data
   c.data = d = ml_collections.ConfigDict()
-  d.name = "synthetic"  # 'synthetic' | 'kitti_raw' | 'kitti_odometry' | 'video_folder'.
-  d.path = ""  # Data root: TFDS data dir (synthetic; '' = ~/tensorflow_datasets), KITTI raw root, odometry root, or video folder.
+  d.name = "synthetic"  # 'synthetic' | 'kitti_raw' | 'kitti_odometry' | 'video_folder' | 'prepared' (a data set written by `sslmd prepare`, stored at height x width: docs/data.md).
+  d.path = ""  # Data root: TFDS data dir (synthetic; '' = ~/tensorflow_datasets), KITTI raw root, odometry root, video folder, or prepared data set (sslmd prepare's --output).
   d.train_split_file = ""  # kitti_raw: split file of training frames ('<date>/<drive> <frame> <l|r>' lines).
   d.test_split_file = ""  # kitti_raw: split file of the Eigen test frames (ground truth from LiDAR).
   d.sequences = "00,01,02,03,04,05,06,07,08"  # kitti_odometry: comma-separated sequence ids for training.

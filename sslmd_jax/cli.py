@@ -19,8 +19,13 @@
       sequences OUT/poses.txt in KITTI format plus trajectory.png).
   sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]
       Serialized jax.export artifact of depth inference (symbolic batch), or ONNX.
+  sslmd prepare [--config=FILE] --output=DIR [--config.data.FIELD=VALUE ...]
+      Converts the source of config.data (train and test splits, ground truth included) once
+      into a TFDS array_record data set of frames resized to config.data.height x width
+      (`sslmd_jax.data.prepared`); train on it with --config.data.name=prepared
+      --config.data.path=DIR. Written to DIR.incomplete and renamed when complete.
 
-Config overrides (`--config.FIELD=VALUE`, train and eval) are parsed by
+Config overrides (`--config.FIELD=VALUE`, train, eval and prepare) are parsed by
 `run_config.apply_overrides` by the type of the field they replace, and the
 merged config is checked by `objectives.validate_config` before anything runs.
 
@@ -58,7 +63,7 @@ _CONFIG = flags.DEFINE_string(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, events, checkpoints).")
 _INPUT = flags.DEFINE_string("input", None, "An image, a frames folder, a video, or a folder of those.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (created); export: the "
-                              "artifact's file.")
+                              "artifact's file; prepare: the data set's folder (must not exist).")
 _FLIP = flags.DEFINE_bool("flip", False, "Flip post-processing of the depth (average with the "
                           "mirrored image's).")
 _MAX_FRAMES = flags.DEFINE_integer(
@@ -94,6 +99,19 @@ COMMANDS = {
     "export": ("write the depth network as a jax.export artifact or ONNX",
                "sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]",
                ("workdir", "output", "format"), None),
+    "prepare": ("convert a source once into a data set of training-size frames (TFDS "
+                "array_record)",
+                "sslmd prepare [--config=FILE[:VARIANT]] --output=DIR [--config.data.FIELD=VALUE ...]",
+                ("config", "output"),
+                "chooses what to read and at which size: --config.data.name (synthetic, "
+                "kitti_raw, kitti_odometry, video_folder), --config.data.path, the source's own "
+                "fields (split files, sequences, camera) and --config.data.height/width, the "
+                "stored size, which training on it must use. Both splits are stored with their "
+                "ground truth (depth, poses, moving masks, stereo partners where the source has "
+                "them); a test split equal to the train split (video folders) is stored once. "
+                "Train on it with --config.data.name=prepared --config.data.path=DIR (docs/data.md). "
+                "DIR is written as DIR.incomplete and renamed when complete; a complete DIR is "
+                "left alone"),
 }
 
 
@@ -293,17 +311,17 @@ def _check_usage(command: str, args: list[str], overrides: dict[str, str]) -> No
     key = next(iter(overrides))
     raise app.UsageError(f"--config.{key}: sslmd {command} reads the run's config.json, expected "
                          "no --config overrides")
-  if _CONFIG.value and command != "train":
+  if _CONFIG.value and command not in ("train", "prepare"):
     raise app.UsageError(f"--config={_CONFIG.value}: sslmd {command} reads the run's config.json, "
                          "expected only --config.FIELD=VALUE overrides")
-  if command in ("predict", "export") and not _OUTPUT.value:
-    raise app.UsageError(f"--output: missing, expected {'a folder' if command == 'predict' else 'a file'}"
+  if command in ("predict", "export", "prepare") and not _OUTPUT.value:
+    raise app.UsageError(f"--output: missing, expected {'a file' if command == 'export' else 'a folder'}"
                          f" (sslmd {command} --help)")
   if command == "predict" and not _INPUT.value:
     raise app.UsageError("--input: missing, expected an image, a frames folder or a video")
   if command == "predict" and not _SCALE.value > 0:
     raise app.UsageError(f"--scale={_SCALE.value}: expected a positive factor")
-  if command != "train":
+  if command not in ("train", "prepare"):
     _workdir(command)
 
 
@@ -339,6 +357,14 @@ def _export() -> None:
   export.export_main(workdir, _OUTPUT.value, fmt=_FORMAT.value)
 
 
+def _prepare(overrides: dict[str, str]) -> None:
+  import tensorflow_datasets as tfds
+  from sslmd_jax.data import prepared
+  config = _train_config(overrides)
+  tfds.disable_progress_bar()  # prepare prints its own progress lines.
+  prepared.prepare(config, _OUTPUT.value)
+
+
 class _QuietLibraries:
   """Drops the INFO chatter of orbax, tfds and grain (their warnings and errors still show)."""
 
@@ -372,12 +398,14 @@ def main(argv: list[str], overrides: dict[str, str] | None = None) -> None:
     _eval(overrides)
   elif command == "predict":
     _predict()
+  elif command == "prepare":
+    _prepare(overrides)
   else:
     _export()
 
 
 def run():
-  """Console-script entry point: `sslmd train|eval|predict|export ...` (module docstring)."""
+  """Console-script entry point: `sslmd train|eval|predict|export|prepare ...` (module docstring)."""
   text = _help_requested(sys.argv)
   if text is not None:
     print(text)

@@ -211,7 +211,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   state = jax.device_get(state)
   predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
   sequences = sources.load_sequences(config, "test")
-  garg = config.data.name == "kitti_raw"
+  garg = sources.source_name(config) == "kitti_raw"  # Prepared KITTI raw too.
   results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
                    "flip_post_process": flip_post_process,
                    "max_frames_per_sequence": max_frames_per_sequence}

@@ -55,7 +55,7 @@ from sslmd_jax.run_config import ConfigError  # Re-exported: objectives.ConfigEr
 
 DEPTH_NETS = ("resnet", "dispnet")
 POSE_NETS = ("resnet", "posexp", "motion_field")
-DATASETS = ("synthetic", "kitti_raw", "kitti_odometry", "video_folder")
+DATASETS = ("synthetic", "kitti_raw", "kitti_odometry", "video_folder", "prepared")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +145,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if m.layer_norm_ramp_steps <= 0 or m.motion_burn_in_steps <= 0:
     raise ConfigError("config.model.layer_norm_ramp_steps and motion_burn_in_steps must be "
                       f"positive, got {m.layer_norm_ramp_steps} and {m.motion_burn_in_steps}.")
-  if d.stereo and d.name != "kitti_raw":
-    raise ConfigError(f"config.data.stereo=True needs a stereo source (kitti_raw), got "
+  if d.stereo and d.name not in ("kitti_raw", "prepared"):
+    raise ConfigError(f"config.data.stereo=True needs a stereo source (kitti_raw, or prepared "
+                      f"from kitti_raw), got "
                       f"data.name={d.name!r}.")
   if o.num_steps <= 0:
     raise ConfigError(f"config.optim.num_steps={o.num_steps}: expected a positive integer.")

@@ -254,34 +254,3 @@ def test_kitti_raw_bad_inputs_named(tmp_path):
   (root / DATE / "calib_velo_to_cam.txt").write_text("R: 1 0 0\n")
   with pytest.raises(DataError, match=r"calib_velo_to_cam\.txt: 'R' has 3 numbers, expected 9"):
     kitti.kitti_raw_sequences(root, _one_line(tmp_path, 2, drive=2))
-
-
-def test_tfds_builder_writes_and_reads_without_tensorflow(tmp_path):
-  import sys
-
-  import tensorflow_datasets as tfds
-
-  from sslmd_jax.data import kitti_tfds
-
-  root = _fake_raw(tmp_path / "raw", frames_per_drive=(5, 3))
-  train = tmp_path / "train.txt"
-  train.write_text(f"{_drive(1)} 1 l\n{_drive(1)} 2 l\n{_drive(2)} 1 r\n")
-  test = _one_line(tmp_path, 3)
-  config = kitti_tfds.KittiRawConfig(
-      name="tiny", split_files={"train": str(train), "test": str(test)}, frame_offsets=(-1, 0, 1),
-      with_depth=True)
-  builder = kitti_tfds.SslmdKittiRaw(config=config, data_dir=str(tmp_path / "tfds"), file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
-  assert "tensorflow" not in sys.modules
-  direct = kitti.kitti_raw_sequences(root, train, frame_offsets=(-1, 0, 1), with_depth=True)
-  from_tfds = kitti_tfds.kitti_tfds_sequences(builder.as_data_source(split="train"))
-  assert [(s.name, s.num_frames) for s in from_tfds] == [(s.name, s.num_frames) for s in direct]
-  for a, b in zip(direct, from_tfds):
-    np.testing.assert_allclose(b.intrinsics, a.intrinsics)
-    np.testing.assert_allclose(b.stereo[1], a.stereo[1])
-    for i in range(a.num_frames):
-      np.testing.assert_array_equal(b.load_frame(i), a.load_frame(i))
-      np.testing.assert_array_equal(b.stereo[0](i), a.stereo[0](i))
-      np.testing.assert_array_equal(b.load_extras(i)["depth"], a.load_extras(i)["depth"])
-  (one,) = kitti_tfds.kitti_tfds_sequences(builder.as_data_source(split="test"))
-  assert one.num_frames == 3 and one.load_extras(1)["depth"][2, 4, 0] == pytest.approx(10.5)

@@ -1,7 +1,8 @@
 """From `config.data` to `FrameSequence`s: the one place that knows every data source by name.
 
 `load_sequences(config, split)` reads the source named by `config.data.name`
-('synthetic', 'kitti_raw', 'kitti_odometry', 'video_folder') for a split
+('synthetic', 'kitti_raw', 'kitti_odometry', 'video_folder', or 'prepared': a data
+set written by `sslmd prepare`, `sslmd_jax.data.prepared`) for a split
 ('train' or 'test'; for the synthetic world, `config.data.synthetic_test_split`
 = 'odometry' makes 'test' the long block-loop drives), checks it up front (missing paths, sequences shorter than
 the snippet) and logs what it found. Everything downstream (the grain pipeline,
@@ -41,8 +42,32 @@ def snippet_span(frame_offsets) -> int:
   return max(frame_offsets) - min(frame_offsets) + 1
 
 
+def source_name(config: ml_collections.ConfigDict) -> str:
+  """The source the data comes from: `config.data.name`, or for 'prepared' the name it was
+  prepared from (its `prepared.json`), e.g. for KITTI raw's Garg crop in evaluation."""
+  if config.data.name != "prepared":
+    return config.data.name
+  from sslmd_jax.data import prepared
+  return str(prepared.read_metadata(os.path.expanduser(config.data.path))["source"]["name"])
+
+
 def load_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameSequence]:
-  """The sequences of `config.data` for `split` ('train' or 'test').
+  """The sequences of `config.data` for `split` ('train' or 'test'), unknown intrinsics treated.
+
+  `source_sequences`, then each sequence without intrinsics gets
+  `config.data.default_focal`'s camera or a log line saying what stands in.
+
+  Raises:
+    DataError: as `source_sequences`.
+  """
+  sequences = [_with_intrinsics(s, config) for s in source_sequences(config, split)]
+  logging.info("data: %s %s: %d sequences, %d frames", config.data.name, split, len(sequences),
+               sum(s.num_frames for s in sequences))
+  return sequences
+
+
+def source_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameSequence]:
+  """The sequences of `config.data` for `split` as the source gives them (intrinsics may be None).
 
   Raises:
     DataError: naming the config field or file, for a missing path, an empty
@@ -89,14 +114,19 @@ def load_sequences(config: ml_collections.ConfigDict, split: str) -> list[FrameS
     from sslmd_jax.data import video_folder
     root = _existing(d.path, "data.path")
     sequences = video_folder.video_folder_sequences(root, min_frames=min_frames)
+  elif d.name == "prepared":
+    from sslmd_jax.data import prepared  # Imports tfds: only when used.
+    if not d.path:
+      _existing(d.path, "data.path")
+    # A missing path is named with its interrupted prepare when there was one (not `_existing`).
+    # The train split must be stored at the training size; the test split is served as stored.
+    sequences = prepared.prepared_sequences(d.path, split, height=d.height, width=d.width,
+                                            stereo=bool(d.stereo), min_frames=min_frames)
   else:
     raise DataError(f"config.data.name={d.name!r}: expected one of 'synthetic', 'kitti_raw', "
-                    "'kitti_odometry', 'video_folder'.")
+                    "'kitti_odometry', 'video_folder', 'prepared'.")
   if not sequences:
     raise DataError(f"config.data ({d.name}, {d.path!r}) gave no {split} sequences.")
-  sequences = [_with_intrinsics(s, config) for s in sequences]
-  logging.info("data: %s %s: %d sequences, %d frames", d.name, split, len(sequences),
-               sum(s.num_frames for s in sequences))
   return sequences
 
 
