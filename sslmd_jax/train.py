@@ -449,6 +449,8 @@ RESUMABLE_CHANGES = ("optim.num_steps", "run", "model.pretrained", "data.path",
                      "data.synthetic_odometry_sequences", "data.synthetic_odometry_frames")
 # Where training moves the newest checkpoints that do not restore (`restore_checkpoint`).
 BROKEN_CHECKPOINTS = "broken_checkpoints"
+# Where a checkpoint goes that the run collapsed from twice (`_recover`).
+UNHEALTHY_CHECKPOINTS = "unhealthy_checkpoints"
 
 
 def saved_steps(workdir: str | os.PathLike) -> list[int]:
@@ -562,12 +564,13 @@ def _restore_newest(manager, args: ocp.args.Composite) -> tuple[int, Any, list[i
       "edited, restore it; otherwise start a new run with another --workdir.")
 
 
-def _set_aside(manager, steps: list[int]) -> None:
-  """Moves the step folders `steps` to `workdir/broken_checkpoints/` (kept for inspection, out of
+def _set_aside(manager, steps: list[int], folder: str = BROKEN_CHECKPOINTS,
+               why: str = "does not restore") -> None:
+  """Moves the step folders `steps` to `workdir/<folder>/` (kept for inspection, out of
   Orbax's way: the run saves those steps again) and says so in the log."""
   root = pathlib.Path(manager.directory)
   if jax.process_index() == 0:
-    aside = root.parent / BROKEN_CHECKPOINTS
+    aside = root.parent / folder
     aside.mkdir(exist_ok=True)
     for step in steps:
       target, n = aside / str(step), 1
@@ -575,7 +578,7 @@ def _set_aside(manager, steps: list[int]) -> None:
         n += 1
         target = aside / f"{step}-{n}"
       os.replace(root / str(step), target)
-      logging.warning("moved checkpoint step %d, which does not restore, to %s", step, target)
+      logging.warning("moved checkpoint step %d, which %s, to %s", step, why, target)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("sslmd_set_aside_broken_checkpoints")
@@ -858,9 +861,19 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
 
 def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:
   """Records a recovery from `problem` at `step` (returns the new list), or raises
-  `health.TrainingCollapsedError` when `config.run.max_recoveries` are used up."""
+  `health.TrainingCollapsedError` when `config.run.max_recoveries` are used up.
+
+  The run goes back to the newest checkpoint; when the previous recovery went back to that
+  same checkpoint, it is moved to `workdir/unhealthy_checkpoints/` first and the run goes
+  back to the one before it (or to its initial state).
+  """
   manager.wait_until_finished()
   restored = manager.latest_step() or 0
+  if recoveries and recoveries[-1].restored_step == restored and restored > 0:
+    # Healthy by the checks but on its way to the same collapse: go back further.
+    _set_aside(manager, [restored], UNHEALTHY_CHECKPOINTS,
+               "the run collapsed again after going back to it")
+    restored = manager.latest_step() or 0
   if len(recoveries) >= config.run.max_recoveries:
     lr = health.with_recoveries(config, recoveries).optim.learning_rate
     raise health.TrainingCollapsedError(

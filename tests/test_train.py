@@ -561,6 +561,26 @@ def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
   assert int(_params(tmp_path / "run", synthetic_dir).step) == 6
 
 
+def test_a_second_collapse_from_the_same_checkpoint_goes_back_further(tmp_path, synthetic_dir,
+                                                                      monkeypatch):
+  from sslmd_jax import health
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 6
+  config.optim.decay_steps = 100
+  config.run.evaluate = False
+  config.run.checkpoint_every = 2
+  config.run.keep_checkpoints = 3
+  _collapse_at_checks(monkeypatch, 5, 6)  # Step 5 collapses, and again after going back to 4.
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  assert result.step == 6
+  recoveries = health.read_recoveries(tmp_path / "run")
+  assert [(r.step, r.restored_step, r.factor) for r in recoveries] == [(5, 4, 0.5), (5, 2, 0.25)]
+  assert (tmp_path / "run" / train.UNHEALTHY_CHECKPOINTS / "4").is_dir()  # Kept, out of the way.
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+  assert int(_params(tmp_path / "run", synthetic_dir).step) == 6
+
+
 def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic_dir, monkeypatch):
   from sslmd_jax import health
   config = train_utils.micro_config("monodepth2", synthetic_dir)
