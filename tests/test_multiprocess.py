@@ -100,22 +100,35 @@ def _last_logged(workdir) -> dict:
   return json.loads((pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()[-1])
 
 
+def _gap(a, b, start) -> float:
+  """|a - b| / |a - start| over all the leaves of the trees: how far apart two runs ended,
+  relative to how far training moved them."""
+  apart = sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2)
+              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  moved = sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2)
+              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(start)))
+  return float(np.sqrt(apart / moved))
+
+
 def _assert_same_run(a, b, data):
-  """Same step, loss, parameters and BatchNorm statistics, up to the order of float32 sums.
+  """Same step and loss, and parameters and BatchNorm statistics equal up to the order of
+  float32 sums.
 
   Tolerance: the 8 snippets sit on other devices in the two runs, so per-device partial sums
-  and the all-reduce add in another order (float32: ~1e-7 relative per addition). Six Adam steps
-  at the micro config's rate move each weight by at most ~6e-4, and Adam divides by the gradient's
-  RMS, so a relative gradient difference of 1e-5 shows as at most ~1e-8 in a weight: atol 1e-6
-  leaves room, while one step's different batch changes the weights by ~1e-4 (10^2 x the bound).
+  and the all-reduce add in another order (float32: ~1e-7 relative per addition). Adam divides
+  each gradient by its RMS, which for a weight whose gradient is ~0 turns that noise into an
+  update of up to the learning rate: single weights then differ by up to ~lr (5e-4), so they are
+  compared as a whole, relative to how far training moved them. Measured: 7e-4 for the
+  parameters and 5e-6 for the statistics (bounds 1e-2 and 1e-4: 15x and 20x that), against 1
+  for a run whose steps did not happen at all.
   """
+  config = _config(data)
+  start = train.create_train_state(config, objectives.make_networks(config),
+                                   train.make_optimizer(config))
   x, y = _state(a, data), _state(b, data)
   assert int(x.step) == int(y.step) == STEPS
-  for tree in ("params", "batch_stats"):
-    for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(getattr(x, tree)),
-                            jax.tree.leaves(getattr(y, tree))):
-      np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6,
-                                 err_msg=f"{tree}{jax.tree_util.keystr(path)}")
+  assert _gap(x.params, y.params, start.params) < 1e-2
+  assert _gap(x.batch_stats, y.batch_stats, start.batch_stats) < 1e-4
   la, lb = _last_logged(a), _last_logged(b)
   assert la["step"] == lb["step"] == STEPS
   assert la["loss"] == pytest.approx(lb["loss"], rel=1e-5)
