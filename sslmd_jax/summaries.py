@@ -157,10 +157,10 @@ class Progress:
   """Progress of a run: a bar on a terminal, periodic plain lines otherwise, nothing with
   `mode='off'` (processes other than 0).
 
-  Shows step, the last logged loss, images/s (the average since this process's first step after
-  the compilation; not the current rate) and the time left. It reads no device value: the train
-  loop queues steps ahead of the devices between log steps, where it waits for them, so the rate
-  is exact at log steps and may run ahead between them.
+  Shows step, the last logged loss, images/s (the average since the run's first synced step, a
+  log or checkpoint step after the compilation; not the current rate) and the time left. It reads
+  no device value: the train loop queues steps ahead of the devices and waits for them only at
+  synced steps, so the rate counts between those (exact at each of them, running ahead between).
   """
 
   def __init__(self, num_steps: int, start_step: int, batch_size: int, *, mode: str = "auto",
@@ -168,7 +168,7 @@ class Progress:
     self.num_steps = num_steps
     self.batch_size = batch_size
     self.start = start_step
-    self._t0 = None  # Time the first step after the compilation was queued.
+    self._t0 = None  # Time of the first synced step.
     self._s0 = start_step
     self._last_line = 0.0
     self._line_every = line_every_s
@@ -181,13 +181,14 @@ class Progress:
     self._rate = 0.0
     self._eta = float("nan")
 
-  def update(self, step: int, loss: float | None) -> None:
-    """Step `step` is queued; `loss`: the last logged one (None before the first log step)."""
+  def update(self, step: int, loss: float | None, *, synced: bool = True) -> None:
+    """Step `step` is queued; `loss`: the last logged one (None before the first log step);
+    `synced`: the devices have finished it (the loop waited for them at this step)."""
     now = time.perf_counter()
-    if self._t0 is None:  # Rates count from when this step was queued, after the compilation.
-      self._t0, self._s0 = now, step - 1
-    done = step - self._s0
-    elapsed = now - self._t0
+    if self._t0 is None and synced:  # Rates count from here: compilation and warm-up are over.
+      self._t0, self._s0 = now, step
+    done = step - self._s0 if self._t0 is not None else 0
+    elapsed = now - self._t0 if self._t0 is not None else 0.0
     if done > 0 and elapsed > 0:
       self._rate = done * self.batch_size / elapsed
       self._eta = (self.num_steps - step) * elapsed / done

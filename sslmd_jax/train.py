@@ -850,7 +850,7 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
           _raise_non_finite(watched, checked, step, manager, workdir)
         checked = step
         metrics_host = {k: float(v) for k, v in metrics_host.items()}
-      progress.update(step, metrics_host.get("loss"))
+      progress.update(step, metrics_host.get("loss"), synced=log_now or save_now)
       if log_now or save_now:
         metrics_host.update(progress.rates())
         if log_now:
