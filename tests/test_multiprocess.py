@@ -235,3 +235,23 @@ def test_each_process_reads_only_its_own_shard_of_snippets(monkeypatch):
   assert len(first) == len(second) == 8
   for targets, read in ((first, read_first), (second, read_second)):
     assert read == {t + d for t in targets for d in (-1, 0, 1)}  # Its snippets' frames only.
+
+
+@pytest.mark.parametrize("command, address, n, i, named", [
+    ("train", "127.0.0.1:1234", None, 0, "--num_processes: missing"),
+    ("eval", None, 2, 1, "--coordinator_address: missing"),
+    ("train", "localhost", 2, 0, "--coordinator_address=localhost: expected HOST:PORT"),
+    ("train", "127.0.0.1:1234", 2, 2, "--process_id=2: expected 0 to num_processes - 1 = 1"),
+    ("predict", "127.0.0.1:1234", 2, 0, "--coordinator_address: sslmd predict runs in one"),
+])
+def test_process_flags_are_checked_before_jax_starts(command, address, n, i, named):
+  from absl import app
+  from sslmd_jax import cli
+  with pytest.raises(app.UsageError, match=named):
+    cli.check_process_flags(command, address, n, i)
+  cli.check_process_flags("train", "127.0.0.1:1234", 2, 1)  # All three, in range: accepted.
+
+
+def test_gloo_collectives_are_chosen_for_cpu_only_platforms():
+  from sslmd_jax import cli
+  assert cli.cpu_only("cpu") and not cli.cpu_only("cuda,cpu") and not cli.cpu_only("tpu")
