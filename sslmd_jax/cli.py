@@ -36,17 +36,25 @@ loss), 3 for a training run that stayed collapsed (`health.COLLAPSE_EXIT_CODE`).
 `--verbose` or the environment variable `SSLMD_TRACEBACK=1` prints the traceback
 too. Any other exception (a bug) keeps its traceback.
 
-Multi-host (Cloud TPU pods, multi-node GPU): pass --distributed to call
-`jax.distributed.initialize()` before anything touches the devices.
+Several processes (`train` and `eval`): `--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I` in each process start JAX's multi-controller runtime
+(`jax.distributed.initialize`) with process I of N, process 0 serving the coordinator at
+HOST:PORT; on CPU the processes' collectives go through gloo. `--distributed` alone lets JAX
+detect the cluster (Cloud TPU pods, SLURM, Open MPI). A process that has not joined the others
+within --initialization_timeout seconds exits with code 1 and one error line naming the
+coordinator. Only process 0 writes the run's files. WORKSPACE.md has the commands.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import importlib.util
 import os
 import pathlib
 import sys
+import threading
+import time
 import traceback
 
 from absl import app
@@ -74,21 +82,33 @@ _POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "Also write a PLY point c
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
                             "jax.export artifact or ONNX (needs the onnx extra).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize() (multi-host runs).")
+                                 "Call jax.distributed.initialize() with the cluster it "
+                                 "detects (Cloud TPU pods, SLURM, Open MPI).")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, which serves JAX's coordinator there "
+    "(with --num_processes and --process_id: one run over several processes).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes of the run.",
+                                      lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to "
+                                   "num_processes - 1 (0 serves the coordinator).", lower_bound=0)
+_INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout", 300, "Seconds to wait for every process to join the coordinator "
+    "before exiting with an error.", lower_bound=1)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Print the traceback of an error as well as its "
                              "one-line message (also: environment variable SSLMD_TRACEBACK=1).")
 
 COMMON_FLAGS = ("distributed", "verbose")
+PROCESS_FLAGS = ("coordinator_address", "num_processes", "process_id", "initialization_timeout")
 # command: (one-line summary, usage, flags, what --config.FIELD=VALUE does for it)
 COMMANDS = {
     "train": ("train a recipe in a run directory (resuming it), then evaluate it",
               "sslmd train [--config=FILE[:VARIANT]] [--workdir=DIR] [--config.FIELD=VALUE ...]",
-              ("config", "workdir"),
+              ("config", "workdir", *PROCESS_FLAGS),
               "sets a field of the recipe's config (e.g. --config.optim.num_steps=500 "
               "--config.data.frame_offsets='(0,-1,1)')"),
     "eval": ("evaluate a run's newest checkpoint on its test split or other data",
              "sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.FIELD=VALUE ...]",
-             ("workdir", "flip", "max_frames"),
+             ("workdir", "flip", "max_frames", *PROCESS_FLAGS),
              "overrides a field of the run's config.json, usually the data to evaluate on "
              "(--config.data.name=video_folder --config.data.path=DIR); results of other data "
              "go to DIR/eval/<data>-<split>/, not over DIR/eval/metrics.json"),
@@ -189,6 +209,8 @@ def error_line(error: BaseException) -> tuple[str, int] | None:
     expected = _EXPECTED_BY_ERRNO.get(error.errno, "a path this command can use")
     return (f"error: {error.filename}: {error.strerror[0].lower()}{error.strerror[1:]}, "
             f"expected {expected}", RUNTIME_EXIT_CODE)
+  if isinstance(error, DistributedError):
+    return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE
   trainer = sys.modules.get("sslmd_jax.train")
   run_errors = (trainer.ConfigMismatchError, trainer.CheckpointError) if trainer else ()
   if isinstance(error, (DataError, OSError, ImportError, FloatingPointError, *run_errors)):
@@ -218,6 +240,115 @@ def _exit_on_known_errors(function):
       sys.exit(line[1])
 
   return wrapped
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class DistributedError(RuntimeError):
+  """JAX's multi-controller runtime did not start; the message names the coordinator."""
+
+
+def check_process_flags(command: str, address: str | None, num_processes: int | None,
+                        process_id: int | None) -> None:
+  """Usage errors of `--coordinator_address`, `--num_processes` and `--process_id`.
+
+  They go together (all three or none), with `train` and `eval` only, and `process_id` must be
+  below `num_processes`.
+
+  Raises:
+    app.UsageError: naming the flag.
+  """
+  given = {"coordinator_address": address, "num_processes": num_processes,
+           "process_id": process_id}
+  if all(v is None for v in given.values()):
+    return
+  if command not in ("train", "eval"):
+    name = next(k for k, v in given.items() if v is not None)
+    raise app.UsageError(f"--{name}: sslmd {command} runs in one process, expected it only with "
+                         "sslmd train or sslmd eval")
+  missing = [f"--{k}" for k, v in given.items() if v is None]
+  if missing:
+    raise app.UsageError(f"{', '.join(missing)}: missing, expected --coordinator_address, "
+                         "--num_processes and --process_id together (or --distributed alone to "
+                         "detect the cluster)")
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    raise app.UsageError(f"--coordinator_address={address}: expected HOST:PORT")
+  if process_id >= num_processes:
+    raise app.UsageError(f"--process_id={process_id}: expected 0 to num_processes - 1 = "
+                         f"{num_processes - 1}")
+
+
+def cpu_only(platforms: str | None = None) -> bool:
+  """Whether JAX will run on CPU only: `platforms` (default: `$JAX_PLATFORMS`) names only `cpu`,
+  or names nothing and no accelerator plugin (CUDA, ROCm, TPU) is installed.
+
+  Decided without starting JAX's backends, which `jax.distributed.initialize` must precede.
+  """
+  platforms = os.environ.get("JAX_PLATFORMS", "") if platforms is None else platforms
+  named = {p.strip().lower() for p in platforms.split(",") if p.strip()}
+  if named:
+    return named == {"cpu"}
+  plugins = ("jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+             "libtpu")
+  return not any(importlib.util.find_spec(name) for name in plugins)
+
+
+def _coordinator_name(address: str | None) -> str:
+  return f"the coordinator at {address}" if address else "the detected cluster's coordinator"
+
+
+def _watchdog(address: str | None, num_processes: int | None, process_id: int | None,
+              timeout_s: int) -> threading.Timer:
+  """A started timer that, unless cancelled within `timeout_s`, prints one error line naming the
+  coordinator and ends the process with `RUNTIME_EXIT_CODE`.
+
+  JAX's client aborts the process from C++ (a fatal log and a stack dump, no Python exception)
+  when it cannot join the coordinator in time; the timer fires first.
+  """
+  who = "" if process_id is None else f" (process {process_id} of {num_processes})"
+  line = (f"error: --coordinator_address={address or '(detected)'}: {_coordinator_name(address)} "
+          f"did not gather all the processes within {timeout_s} s{who}, expected process 0 "
+          "serving it there and every process started with the same --num_processes")
+
+  def fire():
+    print(line, file=sys.stderr, flush=True)
+    os._exit(RUNTIME_EXIT_CODE)  # pylint: disable=protected-access
+
+  timer = threading.Timer(timeout_s, fire)
+  timer.daemon = True
+  timer.start()
+  return timer
+
+
+def initialize_processes(*, address: str | None, num_processes: int | None,
+                         process_id: int | None, timeout_s: int) -> None:
+  """`jax.distributed.initialize` with these arguments (all None: the cluster's own, detected),
+  with gloo collectives on CPU, failing within `timeout_s` seconds (`_watchdog`).
+
+  Raises:
+    DistributedError: JAX refused the arguments or found no cluster (naming the coordinator).
+  """
+  import jax
+  if cpu_only(jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  timer = _watchdog(address, num_processes, process_id, timeout_s)
+  start = time.monotonic()
+  try:
+    # JAX's own deadline comes later than the watchdog's, so that the watchdog speaks first.
+    jax.distributed.initialize(coordinator_address=address, num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=timeout_s + 30)
+  except Exception as e:  # pylint: disable=broad-except  # ValueError, RuntimeError, XLA errors.
+    expected = ("expected a Cloud TPU pod, a SLURM or Open MPI job, or --coordinator_address, "
+                "--num_processes and --process_id" if address is None else
+                "expected process 0 serving the coordinator there")
+    raise DistributedError(f"--coordinator_address={address or '(detected)'}: JAX's distributed "
+                           f"runtime did not start with {_coordinator_name(address)}: "
+                           f"{_one_line(e)}; {expected}") from e
+  finally:
+    timer.cancel()
+  logging.info("joined %s in %.1f s", _coordinator_name(address), time.monotonic() - start)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -323,6 +454,8 @@ def _check_usage(command: str, args: list[str], overrides: dict[str, str]) -> No
     raise app.UsageError(f"--scale={_SCALE.value}: expected a positive factor")
   if command not in ("train", "prepare"):
     _workdir(command)
+  check_process_flags(command, _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                      _PROCESS_ID.value)
 
 
 def _train(overrides: dict[str, str]) -> None:
@@ -392,8 +525,9 @@ def main(argv: list[str], overrides: dict[str, str] | None = None) -> None:
   command = argv[1]
   _check_usage(command, argv[2:], overrides)
   import jax
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+  if _DISTRIBUTED.value or _COORDINATOR_ADDRESS.value:
+    initialize_processes(address=_COORDINATOR_ADDRESS.value, num_processes=_NUM_PROCESSES.value,
+                         process_id=_PROCESS_ID.value, timeout_s=_INITIALIZATION_TIMEOUT.value)
   logging.info("JAX %s, %d devices (%s), process %d of %d", jax.__version__, jax.device_count(),
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
   if command == "train":

@@ -102,43 +102,65 @@ def colorize(values: np.ndarray, *, cmap: str = "magma", robust: bool = True) ->
 
 
 def image_summaries(state, batch, networks, config, max_images: int = 2) -> dict[str, np.ndarray]:
-  """Disparity, auto-mask, explainability, self-discovered mask and motion field of a batch."""
-  fn = _jitted_aux(networks, config)
-  aux = jax.device_get(fn(state.params, state.batch_stats, batch, state.step))
-  t = objectives.target_index(config)
-  images = np.asarray(jax.device_get(objectives.as_float_images(batch["images"][:max_images, t])))
-  out = {"input": (np.clip(images, 0, 1) * 255).astype(np.uint8),
-         "disparity": colorize(np.asarray(aux["disp"])[:max_images, ..., 0])}
+  """Disparity, auto-mask, explainability, self-discovered mask and motion field of a batch.
+
+  Every process calls it (the networks run on the batch's devices); the first `max_images`
+  samples are gathered onto every device inside the jitted call, so each process can read them
+  whatever devices and processes the batch spans.
+  """
+  fn = _jitted_aux(networks, config, max_images, _replicated_like(batch["images"]))
+  images, aux = jax.device_get(fn(state.params, state.batch_stats, batch, state.step))
+  out = {"input": (np.clip(np.asarray(images), 0, 1) * 255).astype(np.uint8),
+         "disparity": colorize(np.asarray(aux["disp"])[..., 0])}
   for name in ("automask", "explainability", "self_discovered_mask", "occlusion_mask"):
     if name in aux:
-      out[name] = colorize(np.asarray(aux[name])[:max_images], cmap="gray", robust=False)
+      out[name] = colorize(np.asarray(aux[name]), cmap="gray", robust=False)
   if "motion_field" in aux:
-    field = np.linalg.norm(np.asarray(aux["motion_field"])[:max_images], axis=-1)
+    field = np.linalg.norm(np.asarray(aux["motion_field"]), axis=-1)
     out["motion_field"] = colorize(field, cmap="viridis", robust=False)
   return out
 
 
+def _replicated_like(array) -> jax.sharding.Sharding | None:
+  """A sharding replicated over the devices of `array`'s mesh, or None (no mesh: leave it to jit)."""
+  sharding = getattr(array, "sharding", None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return None
+
+
+_SUMMARY_KEYS = ("disp", "automask", "explainability", "self_discovered_mask", "occlusion_mask",
+                 "motion_field")
 _AUX_CACHE: dict = {}
 
 
-def _jitted_aux(networks, config):
-  key = (id(networks), config.to_json_best_effort())
+def _jitted_aux(networks, config, max_images: int, replicated):
+  """`fn(params, batch_stats, batch, step) -> (target images, aux)` of the first `max_images`
+  samples, replicated on `replicated` (None: wherever jit puts them)."""
+  key = (id(networks), config.to_json_best_effort(), max_images, replicated)
   if key not in _AUX_CACHE:
+    t = objectives.target_index(config)
+
     def aux_fn(params, batch_stats, batch, step):
       _, (_, aux, _) = objectives.compute_loss(params, batch_stats, batch, networks=networks,
                                                config=config, step=step,
                                                key=jax.random.PRNGKey(0), train=False)
-      return aux
+      images = objectives.as_float_images(batch["images"][:max_images, t])
+      return images, {k: aux[k][:max_images] for k in _SUMMARY_KEYS if k in aux}
+
     _AUX_CACHE.clear()
-    _AUX_CACHE[key] = jax.jit(aux_fn)
+    _AUX_CACHE[key] = jax.jit(aux_fn, out_shardings=replicated)
   return _AUX_CACHE[key]
 
 
 class Progress:
-  """Progress of a run: a bar on a terminal, periodic plain lines otherwise.
+  """Progress of a run: a bar on a terminal, periodic plain lines otherwise, nothing with
+  `mode='off'` (processes other than 0).
 
-  Shows step, loss, images/s (the average since this process's first step, which
-  compiles and is excluded; not the current rate) and the time left.
+  Shows step, the last logged loss, images/s (the average since the run's first synced step, a
+  log or checkpoint step after the compilation; not the current rate) and the time left. It reads
+  no device value: the train loop queues steps ahead of the devices and waits for them only at
+  synced steps, so the rate counts between those (exact at each of them, running ahead between).
   """
 
   def __init__(self, num_steps: int, start_step: int, batch_size: int, *, mode: str = "auto",
@@ -146,10 +168,11 @@ class Progress:
     self.num_steps = num_steps
     self.batch_size = batch_size
     self.start = start_step
-    self._t0 = None  # Time after the first (compiling) step.
+    self._t0 = None  # Time of the first synced step.
     self._s0 = start_step
     self._last_line = 0.0
     self._line_every = line_every_s
+    self._quiet = mode == "off"
     use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
     self._bar = None
     if use_bar:
@@ -158,26 +181,30 @@ class Progress:
     self._rate = 0.0
     self._eta = float("nan")
 
-  def update(self, step: int, metrics) -> None:
+  def update(self, step: int, loss: float | None, *, synced: bool = True) -> None:
+    """Step `step` is queued; `loss`: the last logged one (None before the first log step);
+    `synced`: the devices have finished it (the loop waited for them at this step)."""
     now = time.perf_counter()
-    if self._t0 is None:  # The first step compiled: rates count from its end.
+    if self._t0 is None and synced:  # Rates count from here: compilation and warm-up are over.
       self._t0, self._s0 = now, step
-    elif self._bar is None and now - self._last_line < self._line_every and step < self.num_steps:
-      return
-    loss = float(metrics["loss"])
-    done = step - self._s0
-    elapsed = now - self._t0
+    done = step - self._s0 if self._t0 is not None else 0
+    elapsed = now - self._t0 if self._t0 is not None else 0.0
     if done > 0 and elapsed > 0:
       self._rate = done * self.batch_size / elapsed
       self._eta = (self.num_steps - step) * elapsed / done
+    if self._quiet:
+      return
+    if self._bar is None and now - self._last_line < self._line_every and step < self.num_steps:
+      return
+    shown = "?" if loss is None else f"{loss:.4f}"
     if self._bar is not None:
       self._bar.n = step
-      self._bar.set_postfix_str(f"loss {loss:.4f} | {self._rate:.2f} img/s", refresh=False)
+      self._bar.set_postfix_str(f"loss {shown} | {self._rate:.2f} img/s", refresh=False)
       self._bar.refresh()
     else:
       self._last_line = now
       eta = "?" if not np.isfinite(self._eta) else time.strftime("%H:%M:%S", time.gmtime(self._eta))
-      print(f"step {step}/{self.num_steps}  loss {loss:.4f}  {self._rate:.2f} img/s  "
+      print(f"step {step}/{self.num_steps}  loss {shown}  {self._rate:.2f} img/s  "
             f"time left {eta}", flush=True)
 
   def rewind(self, step: int) -> None:

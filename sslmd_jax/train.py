@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -59,6 +60,25 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D mesh named `'data'` over `devices` (default: every device of every process)."""
   devices = np.asarray(jax.devices() if devices is None else devices)
   return jax.sharding.Mesh(devices.reshape(-1), ("data",))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+  """`tree`'s arrays replicated on every device of `mesh`, in every process.
+
+  Each process holds the whole of `tree` (the same values everywhere: an initial state built from
+  the same seed); arrays already replicated on `mesh` are kept as they are. Unlike
+  `jax.device_put`, this builds each process's own shards from its host copy, so it works when
+  `mesh` spans processes (a device_put there is a cross-host transfer, which JAX refuses).
+  """
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def put(x):
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+      return x
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -590,7 +610,9 @@ def restore_checkpoint(manager, state: TrainState, iterator) -> TrainState:
   abstract copy of) `state` and into `iterator`; for training.
 
   Newer checkpoints that do not restore are skipped (one warning line each) and moved to
-  `workdir/broken_checkpoints/`, so that the run can save those steps again.
+  `workdir/broken_checkpoints/`, so that the run can save those steps again. The arrays are
+  restored straight into `state`'s shardings (replicated on the run's mesh: `replicate`), so a
+  checkpoint of any number of processes resumes in any other.
 
   Raises:
     FileNotFoundError: the manager holds no checkpoint.
@@ -606,17 +628,24 @@ def restore_checkpoint(manager, state: TrainState, iterator) -> TrainState:
   return restored["state"]
 
 
-def restore_state(workdir: str | os.PathLike, config, state: TrainState) -> TrainState:
+def restore_state(workdir: str | os.PathLike, config, state: TrainState,
+                  sharding: jax.sharding.Sharding | None = None) -> TrainState:
   """The state (no data iterator) of the newest checkpoint whose state restores, for evaluation
   and inference.
 
   Reads only: newer checkpoints that do not restore are skipped with one warning line each and
   left as they are, and nothing is created, cleaned or deleted (a training run may be writing).
 
+  The arrays are restored into `sharding`, whatever the number of processes and devices that
+  wrote them: by default, whole onto this process's first device, so that one process loads a
+  checkpoint of a run over several (Orbax would otherwise rebuild the writers' shardings and
+  refuse a topology it cannot see).
+
   Args:
     workdir: a run directory.
     config: its config (unused; kept for the callers).
     state: a `TrainState` (or its `jax.eval_shape`) of the run's structure.
+    sharding: where the restored arrays go (default: this process's first device).
 
   Raises:
     FileNotFoundError: `workdir/checkpoints` holds no checkpoint.
@@ -629,8 +658,10 @@ def restore_state(workdir: str | os.PathLike, config, state: TrainState) -> Trai
   options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
                                          save_root_metadata=False)
   manager = ocp.CheckpointManager(root, options=options)
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                            state)
     _, restored, _ = _restore_newest(
         manager, ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   finally:
@@ -737,10 +768,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     manager = manager or checkpoint_manager(workdir, config)
     if run.restored:
       logging.info("resumed from %s at step %d", workdir / "checkpoints", run.step)
-      print(f"Resuming {workdir} from step {run.step}.", flush=True)
+      _say(f"Resuming {workdir} from step {run.step}.")
     writer = summaries.SummaryWriter(workdir, enabled=is_main, start_step=run.step)
     progress = summaries.Progress(config.optim.num_steps, run.step, config.data.batch_size,
-                                  mode=config.run.progress)
+                                  mode=config.run.progress if is_main else "off")
     step, preempted, metrics_host, recoveries, run = _loop(
         config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress)
   except BaseException:
@@ -748,8 +779,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     raise
   _finish(manager, writer, progress, failing=False)
   if preempted:
-    print(f"Preempted (SIGTERM) at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
-          "rerun the same command to resume.", flush=True)
+    _say(f"Preempted (SIGTERM) at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
+         "rerun the same command to resume.")
     return TrainResult(step, True, metrics_host, None)
   evaluation = None
   if config.run.evaluate:
@@ -757,9 +788,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     evaluation = evaluate_run.evaluate(config, workdir, state=run.state, networks=networks)
   health_line = (f"depth_spread {metrics_host.get('depth_spread', float('nan')):.3f}, "
                  f"{len(recoveries)} recover{'y' if len(recoveries) == 1 else 'ies'}")
-  print(f"Done: {step} steps ({health_line}). Outputs in {workdir}: config.json, metrics.jsonl, "
-        f"tensorboard/, checkpoints/{', eval/metrics.json' if evaluation else ''}.", flush=True)
+  _say(f"Done: {step} steps ({health_line}). Outputs in {workdir}: config.json, metrics.jsonl, "
+       f"tensorboard/, checkpoints/{', eval/metrics.json' if evaluation else ''}.")
   return TrainResult(step, False, metrics_host, evaluation)
+
+
+def _say(line: str) -> None:
+  """Prints `line` on process 0's terminal (the other processes' stay quiet)."""
+  if jax.process_index() == 0:
+    print(line, flush=True)
 
 
 def _finish(manager, *logs, failing: bool) -> None:
@@ -785,12 +822,17 @@ def _finish(manager, *logs, failing: bool) -> None:
 def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress):
   """The steps from `run.step` to `config.optim.num_steps` (`train_and_evaluate`).
 
+  Device values reach the host only on log and checkpoint steps (and image summaries): between
+  them the host queues steps without waiting, and non-finite steps are counted on the devices
+  (`watch_finite`) and checked at the next log or checkpoint step.
+
   Returns `(step, preempted, last logged metrics, recoveries, run)`.
   """
   from sslmd_jax import summaries  # Local: tensorboardX only for runs.
   num_steps = config.optim.num_steps
   metrics_host: dict = {}
   previous_check = None
+  watch, checked = None, run.step
   with _Preemption() as preemption:
     step = run.step
     while step < num_steps:
@@ -800,14 +842,19 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
         run.compiled = True
       run.state, metrics = run.step_fn(run.state, batch)
       step += 1
-      if not bool(metrics["finite"]):  # One scalar to the host per step: the non-finite guard.
-        _raise_non_finite(metrics, step, manager, workdir)
-      progress.update(step, metrics)
+      watch = watch_finite(no_non_finite(metrics, mesh) if watch is None else watch, metrics,
+                           run.state.step)
       log_now = step % config.run.log_every == 0 or step == num_steps
       save_now = (step % config.run.checkpoint_every == 0 or step == num_steps
                   or preemption.requested)
+      if log_now or save_now:  # The host waits for the devices here only.
+        metrics_host, watched = jax.device_get((metrics, watch))
+        if int(watched["count"]):
+          _raise_non_finite(watched, checked, step, manager, workdir)
+        checked = step
+        metrics_host = {k: float(v) for k, v in metrics_host.items()}
+      progress.update(step, metrics_host.get("loss"), synced=log_now or save_now)
       if log_now or save_now:
-        metrics_host = {k: float(v) for k, v in jax.device_get(metrics).items()}
         metrics_host.update(progress.rates())
         if log_now:
           writer.scalars(step, metrics_host)
@@ -816,7 +863,7 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
         if problem:
           recoveries = _recover(config, workdir, manager, recoveries, step, problem)
           run = _start(config, networks, mesh, manager, loader, recoveries)
-          step, previous_check = run.step, None
+          step, previous_check, checked = run.step, None, run.step
           writer.rewind(step)
           progress.rewind(step)
           continue
@@ -827,6 +874,39 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
       if preemption.requested:
         return step, True, metrics_host, recoveries, run
   return step, False, metrics_host, recoveries, run
+
+
+def no_non_finite(metrics: dict, mesh: jax.sharding.Mesh) -> dict:
+  """`watch_finite`'s record before any step: no non-finite step, zero metrics shaped like
+  `metrics`, replicated on `mesh` (built on the host: no device value is read)."""
+  zeros = {k: np.zeros(v.shape, v.dtype) for k, v in metrics.items()}
+  return replicate({"count": np.int32(0), "first": np.int32(0), "metrics": zeros}, mesh)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def watch_finite(watch: dict, metrics: dict, step: jax.Array) -> dict:
+  """Adds one train step to the device-side record of non-finite steps.
+
+  The train step keeps the state of a step whose loss or gradients are not finite
+  (`make_train_step`, `metrics['finite'] = 0`), so the run can go on until the host next looks
+  (a log or checkpoint step) and report then what this record holds.
+
+  Args:
+    watch: `{'count': int32 [] non-finite steps so far, 'first': int32 [] the state's step
+      after the first of them, 'metrics': that step's metrics}` (`no_non_finite` to start);
+      donated.
+    metrics: the step's metrics (with `finite`).
+    step: int32 [], the state's step after it.
+
+  Returns:
+    The updated record.
+  """
+  bad = metrics["finite"] == 0
+  first = bad & (watch["count"] == 0)
+  return {"count": watch["count"] + bad.astype(jnp.int32),
+          "first": jnp.where(first, step, watch["first"]),
+          "metrics": jax.tree.map(lambda new, old: jnp.where(first, new, old), metrics,
+                                  watch["metrics"])}
 
 
 @dataclasses.dataclass
@@ -847,16 +927,14 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   jitted step. `manager`: None for a workdir without checkpoints (nothing to restore)."""
   attempt = health.with_recoveries(config, recoveries)
   optimizer = make_optimizer(attempt)
-  state = create_train_state(attempt, networks, optimizer)
+  state = replicate(create_train_state(attempt, networks, optimizer), mesh)
   iterator = iter(loader)
   restored = manager is not None and manager.latest_step() is not None
   if restored:
     state = restore_checkpoint(manager, state, iterator)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = jax.device_put(state, replicated)
   step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
-  return _Run(state=state, iterator=iterator, step_fn=step_fn, step=int(state.step),
-              restored=restored)
+  return _Run(state=state, iterator=iterator, step_fn=step_fn,
+              step=int(jax.device_get(state.step)), restored=restored)
 
 
 def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:
@@ -895,12 +973,16 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
   return recoveries
 
 
-def _raise_non_finite(metrics, step, manager, workdir):
-  """Stops the run on a non-finite step, naming the terms, after pending saves finish."""
-  bad = {k: float(v) for k, v in jax.device_get(metrics).items() if not math.isfinite(float(v))}
+def _raise_non_finite(watched: dict, checked: int, step: int, manager, workdir):
+  """Stops the run after a non-finite step, naming the first one's terms and the range of
+  steps checked (`watch_finite`'s record on the host), after pending saves finish."""
+  values = {k: float(v) for k, v in watched["metrics"].items()}
+  bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+  first, count = int(watched["first"]), int(watched["count"])
   manager.wait_until_finished()
   raise NonFiniteLossError(
-      f"non-finite loss at step {step}: {bad or {'gradients': 'non-finite'}}; "
+      f"non-finite loss at step {first}: {bad or {'gradients': 'non-finite'}}; {count} of steps "
+      f"{checked + 1}-{step} were non-finite (each left the state as it was); "
       f"{_last_checkpoint(manager, workdir, 'good')}.")
 
 

@@ -502,6 +502,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
   bad_step = int(re.search(r"step (\d+)", str(info.value)).group(1))
   assert bad_step >= 2
   assert re.search(r"'(photometric|smoothness|loss|grad_norm)': nan", str(info.value))
+  # Checked at every step here (checkpoint_every=1): the range is that one step.
+  assert f"1 of steps {bad_step}-{bad_step} were non-finite" in str(info.value)
   saved = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").glob("[0-9]*"))
   assert saved and saved[-1] == bad_step - 1  # nothing written for the step that broke
   good = _params(tmp_path / "nan", synthetic_dir)

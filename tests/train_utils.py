@@ -114,9 +114,10 @@ def get_config():
 """
 
 
-def cli_train(tmp_path, data, workdir, *flags, steps=4, popen=False):
+def cli_train(tmp_path, data, workdir, *flags, steps=4, popen=False, env=None):
   """`sslmd train` (as `python -m sslmd_jax.cli`) of the micro Monodepth2 config on `data` (a
-  synthetic TFDS folder), checkpointing every 2 steps; `flags`: more command-line flags.
+  synthetic TFDS folder), checkpointing every 2 steps; `flags`: more command-line flags; `env`:
+  more environment variables.
 
   Returns the finished `subprocess.CompletedProcess`, or with `popen` the running `Popen` (output
   and errors together on its stdout).
@@ -126,8 +127,8 @@ def cli_train(tmp_path, data, workdir, *flags, steps=4, popen=False):
                                             steps=steps))
   args = [sys.executable, "-m", "sslmd_jax.cli", "train", f"--config={config_file}",
           f"--workdir={workdir}", *flags]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")  # XLA_FLAGS from conftest
-  if popen:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **(env or {}))
+  if popen:  # XLA_FLAGS from conftest unless `env` has them.
     return subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
   return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True,
