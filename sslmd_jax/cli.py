@@ -9,14 +9,17 @@
       checkpoint and exits with code 143 (rerun the same command to resume); other errors exit
       with 1. A start refused (a config that differs from DIR's checkpoints, bad data) writes
       nothing.
-  sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.x=value ...]
+  sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--camera_height=H] [--config.data.x=value ...]
       Evaluates DIR's newest checkpoint on the data set of its config.json (or the one given),
       prints a table and writes DIR/eval/metrics.json; any other evaluation (other data,
       --flip, --max_frames) writes DIR/eval/<data>-<split>[-flip][-max<N>]/metrics.json
       (`evaluate_run.evaluation_name`), and a trajectory plot per sequence with poses beside it.
-  sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] [--point_cloud]
+      --camera_height adds metric figures without ground-truth scaling (`metric` in metrics.json).
+  sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S | --camera_height=H]
+                [--point_cloud]
       Depth of one image, a frames folder or a video (per frame <name>_depth.npy / .png, and for
-      sequences OUT/poses.txt in KITTI format plus trajectory.png).
+      sequences OUT/poses.txt in KITTI format plus trajectory.png). --camera_height recovers the
+      metric scale from the road plane (`metric_scale`; OUT/scale.json).
   sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]
       Serialized jax.export artifact of depth inference (symbolic batch), or ONNX.
   sslmd prepare [--config=FILE] --output=DIR [--config.data.FIELD=VALUE ...]
@@ -78,6 +81,11 @@ _MAX_FRAMES = flags.DEFINE_integer(
     "max_frames", None, "Evaluate only the first N frames of each test sequence "
     "(recorded in metrics.json); default: whole sequences.", lower_bound=1)
 _SCALE = flags.DEFINE_float("scale", 1.0, "Metric scale factor for depth, point clouds and poses.")
+_CAMERA_HEIGHT = flags.DEFINE_float(
+    "camera_height", None, "Metres from the camera down to the road (KITTI: 1.65): predict "
+    "recovers the metric scale from the ground plane of the predicted depth (instead of "
+    "--scale; written to OUT/scale.json); eval adds depth and ATE figures in metres without "
+    "ground-truth scaling.")
 _POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "Also write a PLY point cloud per frame.")
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
                             "jax.export artifact or ONNX (needs the onnx extra).")
@@ -107,15 +115,17 @@ COMMANDS = {
               "sets a field of the recipe's config (e.g. --config.optim.num_steps=500 "
               "--config.data.frame_offsets='(0,-1,1)')"),
     "eval": ("evaluate a run's newest checkpoint on its test split or other data",
-             "sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--config.data.FIELD=VALUE ...]",
-             ("workdir", "flip", "max_frames", *PROCESS_FLAGS),
+             "sslmd eval --workdir=DIR [--flip] [--max_frames=N] [--camera_height=H] "
+             "[--config.data.FIELD=VALUE ...]",
+             ("workdir", "flip", "max_frames", "camera_height", *PROCESS_FLAGS),
              "overrides a field of the run's config.json, usually the data to evaluate on "
              "(--config.data.name=video_folder --config.data.path=DIR); results of other data "
              "go to DIR/eval/<data>-<split>/, not over DIR/eval/metrics.json"),
     "predict": ("write depth (and, for sequences, poses) of images, frame folders or videos",
-                "sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S] "
-                "[--point_cloud]",
-                ("workdir", "input", "output", "flip", "scale", "point_cloud"), None),
+                "sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] "
+                "[--scale=S | --camera_height=H] [--point_cloud]",
+                ("workdir", "input", "output", "flip", "scale", "camera_height", "point_cloud"),
+                None),
     "export": ("write the depth network as a jax.export artifact or ONNX",
                "sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]",
                ("workdir", "output", "format"), None),
@@ -452,10 +462,27 @@ def _check_usage(command: str, args: list[str], overrides: dict[str, str]) -> No
     raise app.UsageError("--input: missing, expected an image, a frames folder or a video")
   if command == "predict" and not _SCALE.value > 0:
     raise app.UsageError(f"--scale={_SCALE.value}: expected a positive factor")
+  _check_camera_height(command)
   if command not in ("train", "prepare"):
     _workdir(command)
   check_process_flags(command, _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
                       _PROCESS_ID.value)
+
+
+def _check_camera_height(command: str) -> None:
+  """--camera_height: eval and predict only, positive, and not with --scale."""
+  height = _CAMERA_HEIGHT.value
+  if height is None:
+    return
+  if command not in ("eval", "predict"):
+    raise app.UsageError(f"--camera_height: sslmd {command} has no metric scale, expected it "
+                         "with sslmd predict or sslmd eval only")
+  if not height > 0:
+    raise app.UsageError(f"--camera_height={height}: expected the camera's height above the "
+                         "road in metres (> 0)")
+  if flags.FLAGS["scale"].present:
+    raise app.UsageError(f"--scale={_SCALE.value} --camera_height={height}: expected one of "
+                         "them (a known scale, or the scale recovered from the camera's height)")
 
 
 def _train(overrides: dict[str, str]) -> None:
@@ -472,7 +499,8 @@ def _eval(overrides: dict[str, str]) -> None:
   config = _run_config(workdir, overrides)
   _require_checkpoint(workdir)
   evaluate_run.evaluate(config, workdir, flip_post_process=_FLIP.value,
-                        max_frames_per_sequence=_MAX_FRAMES.value)
+                        max_frames_per_sequence=_MAX_FRAMES.value,
+                        camera_height=_CAMERA_HEIGHT.value)
 
 
 def _predict() -> None:
@@ -480,7 +508,8 @@ def _predict() -> None:
   workdir = _workdir("predict")
   _require_checkpoint(workdir)
   predict.predict_main(workdir, _INPUT.value, _OUTPUT.value, flip_post_process=_FLIP.value,
-                       scale=_SCALE.value, point_cloud=_POINT_CLOUD.value)
+                       scale=_SCALE.value, point_cloud=_POINT_CLOUD.value,
+                       camera_height=_CAMERA_HEIGHT.value)
 
 
 def _export() -> None:

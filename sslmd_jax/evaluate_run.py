@@ -27,6 +27,14 @@ fields, flip post-processing of the depth as in Monodepth2's "PP" rows, or
 that differ from the run's config under `differs_from_run`. A metric family the
 data has no ground truth for (depth, pose) is named under `skipped`, and the
 table says so.
+
+With `camera_height` (metres above the road), `metric` holds figures in metres
+without any ground-truth scaling: per sequence the scale recovered from the
+ground plane of the predicted depth (`metric_scale`), depth multiplied by it
+(AbsRel, δ1) and the chained trajectory with translations multiplied by it,
+aligned by a 6-DoF rigid fit only (ATE); and the scale's error against the
+truth, the median of the per-image median-scaling ratios (and, with poses, the
+trajectory's 7-DoF alignment scale).
 """
 
 from __future__ import annotations
@@ -41,9 +49,12 @@ import ml_collections
 import numpy as np
 
 from sslmd_jax import evaluation
+from sslmd_jax import geometry
 from sslmd_jax import inference
+from sslmd_jax import metric_scale
 from sslmd_jax import objectives
 from sslmd_jax import run_config
+from sslmd_jax.data import base
 from sslmd_jax.data import sources
 
 MAX_DEPTH = 80.0  # Eigen protocol cap (metres).
@@ -157,8 +168,97 @@ def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bo
           np.concatenate(motions).astype(np.float64) if motion else None, first_window)
 
 
+def _model_intrinsics(predictor, config, seq, first_window) -> np.ndarray:
+  """The camera matrix `[3, 3]` in pixels of the model's input size (where depth is predicted):
+  the sequence's, else the learned one, else the stand-in the data pipeline uses."""
+  h, w = config.data.height, config.data.width
+  if seq.intrinsics is not None:
+    return np.asarray(geometry.scale_intrinsics(np.asarray(seq.intrinsics, np.float32),
+                                                w / seq.width, h / seq.height, pixel_centers=True))
+  if config.model.learn_intrinsics and first_window is not None and len(first_window) > 1:
+    return np.asarray(predictor.predict_intrinsics(first_window))
+  return base.default_intrinsics(h, w)
+
+
+def metric_figures(depth: np.ndarray, intrinsics: np.ndarray, camera_height: float, *, name: str,
+                   gt_depth=None, median_ratios=None, gt_poses=None, relative=None,
+                   garg_crop: bool = False) -> tuple[dict, np.ndarray | None]:
+  """Figures in metres of one sequence from its camera height, without ground-truth scaling.
+
+  Args:
+    depth: `[N, H, W]` predicted depth (network units).
+    intrinsics: `[3, 3]` in pixels of `depth`.
+    camera_height: metres from the camera down to the road.
+    name: the sequence, for the reason when it has no ground plane.
+    gt_depth: optional list of `[h, w]` true depth (metres) of the same frames.
+    median_ratios: float `[N]` per-image `median(gt) / median(pred)` of the unscaled depth
+      (`evaluation.evaluate_depth`): their median is the scale the truth gives.
+    gt_poses: optional `[N, 4, 4]` true `world_from_camera` starting at the identity.
+    relative: `[N-1, 4, 4]` predicted `camera_{i+1}_from_camera_i` (network units).
+    garg_crop: as for `evaluation.evaluate_depth`.
+
+  Returns:
+    `(figures, scaled depth [N, H, W] or None)`: `figures` holds the `ScaleReport` fields
+    (`scale`, `scale_spread`, `num_valid_frames`, `num_frames`), and with depth truth
+    `abs_rel`, `a1` and `scale_ratio_to_truth` (recovered / median of `median_ratios`), with
+    poses `ate` (RMSE of positions after a 6-DoF fit, metres) and
+    `trajectory_scale_ratio_to_truth` (recovered / the 7-DoF alignment's scale); or only
+    `reason` when the sequence has no ground plane.
+  """
+  try:
+    report = metric_scale.scale_from_camera_height(depth, intrinsics, camera_height, name=name)
+  except metric_scale.NoGroundPlaneError as e:
+    return {"reason": str(e)}, None
+  figures = report.to_json()
+  del figures["frame_scales"], figures["camera_height"]
+  scaled = np.asarray(depth) * report.scale
+  if gt_depth is not None:
+    metrics = evaluation.depth_metrics(gt_depth, list(scaled), median_scaling=False,
+                                       garg_crop=garg_crop, max_depth=MAX_DEPTH)
+    figures.update(abs_rel=metrics["abs_rel"], a1=metrics["a1"],
+                   scale_ratio_to_truth=report.scale / float(np.median(median_ratios)))
+  if gt_poses is not None and relative is not None:
+    unscaled = evaluation.chain_relative_poses(relative)
+    metric = unscaled.copy()
+    metric[:, :3, 3] *= report.scale
+    aligned, _ = evaluation.align_trajectory(gt_poses, metric, alignment="6dof")
+    _, truth = evaluation.align_trajectory(gt_poses, unscaled, alignment="7dof")
+    figures["ate"] = float(np.sqrt(np.mean(np.sum(
+        (aligned[:, :3, 3] - gt_poses[:, :3, 3]) ** 2, axis=-1))))
+    figures["trajectory_scale_ratio_to_truth"] = report.scale / truth if truth > 0 else None
+  return figures, scaled
+
+
+def _metric_summary(camera_height: float, per_sequence: dict, gts: list, scaled: list,
+                    garg_crop: bool) -> dict:
+  """`metric` of metrics.json: pooled figures over the sequences that have a ground plane."""
+  valid = [f for f in per_sequence.values() if "scale" in f]
+  out: dict = {"camera_height": camera_height}
+  if valid:
+    out.update(scale=float(np.median([f["scale"] for f in valid])),
+               scale_spread=float(np.median([f["scale_spread"] for f in valid])),
+               num_valid_frames=int(sum(f["num_valid_frames"] for f in valid)),
+               num_frames=int(sum(f["num_frames"] for f in per_sequence.values() if "num_frames" in f)))
+  if gts:
+    metrics = evaluation.depth_metrics(gts, scaled, median_scaling=False, garg_crop=garg_crop,
+                                       max_depth=MAX_DEPTH)
+    out.update(abs_rel=metrics["abs_rel"], a1=metrics["a1"],
+               scale_ratio_to_truth=float(np.median([f["scale_ratio_to_truth"] for f in valid
+                                                     if "scale_ratio_to_truth" in f])))
+  ates = [f["ate"] for f in valid if "ate" in f]
+  if ates:
+    out["ate"] = float(np.mean(ates))
+    ratios = [f["trajectory_scale_ratio_to_truth"] for f in valid
+              if f.get("trajectory_scale_ratio_to_truth") is not None]
+    if ratios:
+      out["trajectory_scale_ratio_to_truth"] = float(np.median(ratios))
+  out["per_sequence"] = per_sequence
+  return out
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks=None,
-             max_frames_per_sequence: int | None = None, flip_post_process: bool = False) -> dict:
+             max_frames_per_sequence: int | None = None, flip_post_process: bool = False,
+             camera_height: float | None = None) -> dict:
   """Evaluates `state` (or the workdir's newest checkpoint) on `config.data`'s test split.
 
   Args:
@@ -173,6 +273,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     flip_post_process: average each depth map with that of the mirrored image
       (`inference.flip_post_process_disparity`; Monodepth2's "PP" protocol). Pose
       and intrinsics are unaffected.
+    camera_height: metres from the camera down to the road: adds `metric` (module
+      docstring; `metric_figures`), sequences without a ground plane named with a reason.
 
   Returns:
     The results written: `step`, `data`, `recipe`, `flip_post_process`,
@@ -186,7 +288,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     `pose` (5-frame ATE, metres), `trajectory` (`evaluation.trajectory_report`
     of the whole chained sequences: `protocol`, `per_sequence` (each with its
     `plot` file name), `mean`, `pooled`; figures under `7dof` and `6dof`) and
-    `intrinsics_relative_error`.
+    `intrinsics_relative_error`; with `camera_height`, `metric` (`camera_height`,
+    `scale`, `scale_spread` (medians over sequences), `num_valid_frames`, `num_frames`,
+    `abs_rel`, `a1`, `scale_ratio_to_truth`, `ate` (mean over sequences),
+    `trajectory_scale_ratio_to_truth`, `per_sequence` from `metric_figures`).
 
   Raises:
     OSError: naming the path when the output folder cannot be created.
@@ -218,6 +323,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   if differs:
     results["differs_from_run"] = differs
   gts, preds, moving, per_sequence, poses_seen = [], [], [], {}, False
+  metric_sequences, metric_gts, metric_preds = {}, [], []
   pose_ates, pose_rmses, k_errors, trajectories = [], [], [], {}
   for seq in sequences:
     n = seq.num_frames if max_frames_per_sequence is None else min(seq.num_frames,
@@ -227,8 +333,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     poses_seen = poses_seen or (bool(extras) and "world_from_camera" in extras[0])
     has_poses = bool(extras) and "world_from_camera" in extras[0] and n >= 2
     depth, relative, first_window = _predict_sequence(
-        predictor, config, seq, n, depth=has_depth, motion=has_poses,
-        flip_post_process=flip_post_process)
+        predictor, config, seq, n, depth=has_depth or (camera_height is not None and has_poses),
+        motion=has_poses, flip_post_process=flip_post_process)
+    ratios = None
     if has_depth:
       gt = [e["depth"][..., 0] for e in extras]
       metrics, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg,
@@ -241,6 +348,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       preds += list(depth)
       if "moving_mask" in extras[0]:
         moving += [e["moving_mask"][..., 0] > 0.5 for e in extras]
+    if camera_height is not None and depth is not None:
+      key = seq.name if seq.name not in metric_sequences else f"{seq.name} ({len(metric_sequences)})"
+      gt_start = None
+      if has_poses:
+        gt_start = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
+        gt_start = evaluation.invert_rigid(gt_start[0]) @ gt_start
+      figures, scaled = metric_figures(
+          depth, _model_intrinsics(predictor, config, seq, first_window), camera_height,
+          name=seq.name, gt_depth=gt if has_depth else None, median_ratios=ratios,
+          gt_poses=gt_start, relative=relative, garg_crop=garg)
+      metric_sequences[key] = figures
+      if has_depth and scaled is not None:
+        metric_gts += gt
+        metric_preds += list(scaled)
     if has_poses:
       gt_poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
       if n >= 5:
@@ -271,6 +392,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
         results["depth"]["abs_rel_moving"] = evaluation.depth_metrics(
             [gts[i] for i in keep], [preds[i] for i in keep], garg_crop=garg, max_depth=MAX_DEPTH,
             mask=[moving[i] for i in keep])["abs_rel"]
+  if camera_height is not None:
+    results["metric"] = _metric_summary(camera_height, metric_sequences, metric_gts,
+                                        metric_preds, garg)
   if pose_ates:
     results["pose"] = {"ate_5frame": float(np.mean(pose_ates)),
                        "ate_5frame_rmse": float(np.mean(pose_rmses))}
@@ -354,7 +478,25 @@ def format_table(results: dict) -> str:
                      f"{e['path_length_m']:.1f} m)")
       if "reason" in e[tr["protocol"]["alignments"][0]]:
         lines.append(f"    t_err / r_err n/a: {e[tr['protocol']['alignments'][0]]['reason']}")
+  if "metric" in results:
+    lines += _metric_lines(results["metric"])
   if "intrinsics_relative_error" in results:
     e = results["intrinsics_relative_error"]
     lines.append("learned intrinsics relative error: " + ", ".join(f"{k} {v:.3f}" for k, v in e.items()))
   return "\n".join(lines)
+
+
+def _metric_lines(m: dict) -> list[str]:
+  """The table's lines of `metric` (figures in metres from the camera height)."""
+  lines = [f"metric (camera height {m['camera_height']:g} m, no ground-truth scaling):"]
+  if "scale" in m:
+    line = (f"  scale {m['scale']:.4g} (IQR/median {m['scale_spread']:.3f}, ground plane in "
+            f"{m['num_valid_frames']} of {m['num_frames']} frames)")
+    for key, label in (("abs_rel", "abs_rel"), ("a1", "a1"), ("ate", "ATE 6-DoF m"),
+                       ("scale_ratio_to_truth", "scale / truth"),
+                       ("trajectory_scale_ratio_to_truth", "scale / trajectory truth")):
+      if key in m:
+        line += f"  {label} {m[key]:.4f}"
+    lines.append(line)
+  lines += [f"  {name}: {f['reason']}" for name, f in m["per_sequence"].items() if "reason" in f]
+  return lines

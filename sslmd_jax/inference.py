@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from sslmd_jax import geometry
+from sslmd_jax import metric_scale
 from sslmd_jax import objectives
 from sslmd_jax import run_config
 
@@ -325,6 +326,30 @@ class Predictor:
     learned = [np.asarray(aux["intrinsics"])[:n]
                for n, (_, aux) in self._calls(self._motion, frames[:-1], frames[1:])]
     return np.concatenate(learned).mean(axis=0)
+
+  def metric_scale(self, frames, intrinsics, camera_height: float, *, name: str = "frames",
+                   flip_post_process: bool = False):
+    """Metres per network unit of `frames` `[N, h, w, 3]` from the camera's height above the road.
+
+    Predicts depth at the input size and fits the ground plane of each frame
+    (`metric_scale.scale_from_camera_height`: the median over frames, with its spread).
+
+    Args:
+      frames: `[N, h, w, 3]` RGB of one camera (uint8, or float in [0, 1]).
+      intrinsics: `[3, 3]` camera matrix in pixels of the `h x w` frames.
+      camera_height: metres from the camera centre down to the road.
+      name: what the frames are, for the error message.
+      flip_post_process: see `predict_depth`.
+
+    Returns:
+      A `metric_scale.ScaleReport`; multiply depth and translations by its `scale`.
+
+    Raises:
+      metric_scale.NoGroundPlaneError: when too few frames show a plausible road plane.
+    """
+    depth = self.predict_depth(frames, flip_post_process=flip_post_process, at_input_size=True)
+    return metric_scale.scale_from_camera_height(depth[..., 0], intrinsics, camera_height,
+                                                 name=name)
 
 
 def flip_post_process_disparity(disparity: jax.Array, flipped_disparity: jax.Array) -> jax.Array:

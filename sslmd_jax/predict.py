@@ -24,11 +24,20 @@ and per sequence of two frames or more `poses.txt` (the chained
 times `scale`) and `trajectory.png` (its x-z top view).
 
 Names: an image's file stem; a video's frames `<video stem>_<index:06d>`.
+
+With `camera_height` (metres above the road) instead of `scale`, the scale of
+each sequence is recovered from the ground plane of its predicted depth
+(`metric_scale`, a first pass over the frames), so that depth, point clouds
+and poses are in metres; `scale.json` beside the sequence's outputs records it
+(`metric_scale.ScaleReport.to_json`: scale, spread, frames with a ground plane)
+and one line is printed. A sequence without a plausible road plane is an error
+(`metric_scale.NoGroundPlaneError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 from typing import Iterator, Sequence
@@ -39,6 +48,7 @@ from PIL import Image
 
 from sslmd_jax import geometry
 from sslmd_jax import inference
+from sslmd_jax import metric_scale
 from sslmd_jax.data import base
 from sslmd_jax.data import odometry
 from sslmd_jax.data import video_folder
@@ -55,10 +65,12 @@ class PredictionSummary:
     output_dir: folder holding the sequence's files.
     names: per-frame output names (`<name>_depth.npy`, ...).
     poses: float64 `[N, 4, 4]` `world_from_camera` (None for a single frame).
+    scale_report: the scale recovered from the camera height (None when `scale` was given).
   """
   output_dir: pathlib.Path
   names: list[str]
   poses: np.ndarray | None
+  scale_report: metric_scale.ScaleReport | None = None
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -224,12 +236,36 @@ def _intrinsics(predictor: inference.Predictor, sequence: base.FrameSequence,
   return base.default_intrinsics(h, w)
 
 
+def sequence_scale(predictor: inference.Predictor, sequence: base.FrameSequence,
+                   camera_height: float, *, flip_post_process: bool = False
+                   ) -> metric_scale.ScaleReport:
+  """The metric scale of a sequence from its camera's height (`metric_scale`), chunk by chunk.
+
+  Depth is predicted at the input size, as `predict_sequence` writes it, with the
+  sequence's intrinsics (or the stand-in `_intrinsics` chooses).
+
+  Raises:
+    metric_scale.NoGroundPlaneError: naming the sequence when too few frames show a road plane.
+  """
+  scales, reasons, intrinsics = [], [], None
+  for start, frames in _chunks(sequence):
+    intrinsics = intrinsics if intrinsics is not None else _intrinsics(predictor, sequence, frames)
+    depth = predictor.predict_depth(frames, flip_post_process=flip_post_process,
+                                    at_input_size=True)[..., 0]
+    s, r = metric_scale.frame_scales(depth, intrinsics, camera_height, first_index=start)
+    scales.append(s)
+    reasons += r
+  return metric_scale.scale_report(np.concatenate(scales), reasons, camera_height,
+                                   name=sequence.name)
+
+
 # --------------------------------------------------------------------------- main
 
 
 def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequence,
                      names: Sequence[str], output_dir: PathLike, *, flip_post_process: bool = False,
-                     scale: float = 1.0, point_cloud: bool = False) -> PredictionSummary:
+                     scale: float = 1.0, point_cloud: bool = False,
+                     camera_height: float | None = None) -> PredictionSummary:
   """Predicts and writes depth (and poses for 2+ frames) of one sequence (module docstring).
 
   Args:
@@ -240,16 +276,30 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
     flip_post_process: see `Predictor.predict_depth`.
     scale: metric scale factor applied to depth, point clouds and translations.
     point_cloud: also write `<name>.ply` per frame.
+    camera_height: metres from the camera to the road; recovers `scale` from the ground
+      plane (`sequence_scale`) and writes `scale.json` (with `scale`, an error).
 
   Returns:
     A `PredictionSummary`.
+
+  Raises:
+    metric_scale.NoGroundPlaneError: with `camera_height`, for a sequence without a road plane.
   """
   if len(names) != sequence.num_frames:
     raise ValueError(f"{sequence.name}: {len(names)} names for {sequence.num_frames} frames")
   if not scale > 0:
     raise ValueError(f"scale must be positive, got {scale}")
+  if camera_height is not None and scale != 1.0:
+    raise ValueError(f"scale={scale} and camera_height={camera_height}: give one of them")
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
+  report = None
+  if camera_height is not None:
+    report = sequence_scale(predictor, sequence, camera_height,
+                            flip_post_process=flip_post_process)
+    scale = report.scale
+    (output_dir / "scale.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    print(f"{sequence.name}: {report.summary()}", flush=True)
   relative, previous, intrinsics = [], None, None
   for start, frames in _chunks(sequence):
     depth = predictor.predict_depth(frames, flip_post_process=flip_post_process,
@@ -276,12 +326,12 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
     odometry.write_kitti_poses(output_dir / "poses.txt", poses)
     plot_trajectory(output_dir / "trajectory.png", poses, title=pathlib.Path(sequence.name).name)
   logging.info("%s: wrote %d frame(s) to %s", sequence.name, sequence.num_frames, output_dir)
-  return PredictionSummary(output_dir, list(names), poses)
+  return PredictionSummary(output_dir, list(names), poses, report)
 
 
 def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, *,
                  flip_post_process: bool = False, scale: float = 1.0,
-                 point_cloud: bool = False,
+                 point_cloud: bool = False, camera_height: float | None = None,
                  predictor: inference.Predictor | None = None) -> list[PredictionSummary]:
   """`sslmd predict`: loads the run in `workdir` and predicts on `input_path` (module docstring).
 
@@ -292,6 +342,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
     flip_post_process: average with the mirrored image's prediction.
     scale: metric scale factor (depth and translations are multiplied by it).
     point_cloud: write a PLY point cloud per frame.
+    camera_height: metres from the camera to the road, instead of `scale`: each
+      sequence's scale is recovered from its ground plane (`scale.json` beside its outputs).
     predictor: an already loaded run to reuse (default: load `workdir`'s).
 
   Returns:
@@ -301,7 +353,13 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
     DataError: naming the path for unreadable or unsupported input.
     FileNotFoundError: for a workdir without `config.json` or checkpoints.
     OSError: naming the path when `output_dir` cannot be created (before the run is loaded).
+    metric_scale.NoGroundPlaneError: with `camera_height`, for a sequence without a road plane.
+    ValueError: for both `scale` and `camera_height`, or a non-positive one.
   """
+  if camera_height is not None and not camera_height > 0:
+    raise ValueError(f"camera_height must be positive (metres), got {camera_height}")
+  if camera_height is not None and scale != 1.0:
+    raise ValueError(f"scale={scale} and camera_height={camera_height}: give one of them")
   input_path, output_dir = pathlib.Path(input_path), pathlib.Path(output_dir)
   if not input_path.exists():
     raise base.DataError(f"{input_path}: no such file or directory, expected an image, a video, "
@@ -315,7 +373,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
   predictor = predictor or inference.Predictor.from_workdir(workdir)
   summaries = [predict_sequence(predictor, item.sequence, item.names, item.output_dir,
                                 flip_post_process=flip_post_process, scale=scale,
-                                point_cloud=point_cloud) for item in inputs]
+                                point_cloud=point_cloud, camera_height=camera_height)
+               for item in inputs]
   frames = sum(len(s.names) for s in summaries)
   print(f"Predicted {frames} frame(s) in {len(summaries)} sequence(s); outputs in {output_dir}.",
         flush=True)
