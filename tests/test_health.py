@@ -56,6 +56,14 @@ def test_no_translation_is_a_collapse_only_at_two_checks_in_a_row():
   assert health.health_problem({"depth_spread": 0.4}, {"depth_spread": 0.4}) is None
 
 
+def test_a_depth_run_to_its_maximum_over_part_of_the_image_is_no_translation():
+  # Logged by an SC-SfMLearner run whose depth ran away (AbsRel 2.9) and by healthy runs.
+  runaway = {"depth_spread": 1.6, "translation_to_depth": 5e-5}
+  assert "no translation" in health.health_problem(runaway, runaway)
+  slow_start = {"depth_spread": 0.2, "translation_to_depth": 3e-4}
+  assert health.health_problem(slow_start, slow_start) is None
+
+
 def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
   assert health.read_recoveries(tmp_path) == []
   config = train_utils.load_config("sc_sfmlearner", "tiny")
