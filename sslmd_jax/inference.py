@@ -218,7 +218,8 @@ class Predictor:
       # learned its own frame offset, so the motion is read from the +1 slot (or the -1
       # slot, whose target is the later frame, inverted).
       slot, invert = self._posexp_slot()
-      transform = motion_lib.posexp_motion(net, params, first, second, train=False).b_from_a[:, slot]
+      motion = motion_lib.posexp_motion(net, params, first, second, train=False)
+      transform = motion.b_from_a[:, slot]
       return (geometry.invert_transform(transform) if invert else transform), {}
     depths = jnp.stack([self._depth_fn(first), self._depth_fn(second)], axis=1)
     motion = motion_lib.motion_field_motion(net, params, jnp.stack([first, second], axis=1),

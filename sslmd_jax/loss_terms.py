@@ -116,7 +116,7 @@ def photometric_errors(warp: PairWarp, *, ssim_weight: float, clip_l1: bool,
   """Per-pixel photometric errors `[B, P, h, w]` of the warped and of the unwarped frames `b`.
 
   `pe = ssim_weight · SSIM + (1 − ssim_weight) · L1` (Godard et al. 2019 §3.1, eq. 1; L1 alone
-  with `ssim_weight=0`, Zhou et al. 2017 §3.1; clipped L1, Bian et al. 2019 §3.1).
+  with `ssim_weight=0`, Zhou et al. 2017 §3.1; clipped L1, Bian et al. 2019 §3).
 
   Returns:
     `(errors, identity_errors)`: `identity_errors`, `pe(I_b, I_a)` without warping (Godard et
@@ -178,7 +178,7 @@ def masked_reprojection_term(errors: jax.Array, weights: jax.Array, valid: jax.A
 def binary_automask(errors: jax.Array, identity_errors: jax.Array,
                     automask_on: jax.Array | None) -> jax.Array:
   """SC-SfMLearner's optional binary auto-mask `[warped error < identity error]` (Bian et al.
-  2021 §4, after Godard et al. 2019 §3.2); no gradient; all ones while `automask_on` is False."""
+  2021, after Godard et al. 2019 §3.2); no gradient; all ones while `automask_on` is False."""
   binary = jax.lax.stop_gradient((errors < identity_errors).astype(errors.dtype))
   if automask_on is None:
     return binary

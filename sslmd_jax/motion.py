@@ -105,7 +105,7 @@ def resnet_motion(net: nn.Module, params: Any, batch_stats: Mapping[str, Any] | 
   The network sees the two frames stacked on channels and predicts the motion from the first
   to the second. With `temporal_order` (Monodepth2) every pair is fed earlier frame first, so a
   pair whose `b` is earlier than `a` is fed `(b, a)` and the prediction, `a_from_b`, inverted;
-  without it (SC-SfMLearner, Bian et al. 2019 §3.1) pairs are fed as `(a, b)`.
+  without it (SC-SfMLearner, Bian et al. 2019 §3) pairs are fed as `(a, b)`.
 
   Args:
     net: `models.ResNetPoseNet` (`[B, H, W, 6]` → rotation, translation `[B, 1, 3]`).
