@@ -65,8 +65,8 @@ def get_config(variant: str = ""):
   c.optim.learning_rate = 2e-4
   c.optim.grad_clip_norm = 10.0
   c.optim.decay_factor = 1.0
-  c.model.layer_norm_ramp_steps = 10000  # SPEC §3: σ ramped over 10k steps.
-  c.model.motion_burn_in_steps = 20000  # SPEC §3: residual field burn-in over 20k steps.
+  c.model.layer_norm_ramp_steps = 10000  # Li et al. 2020: σ ramped over 10k steps.
+  c.model.motion_burn_in_steps = 20000  # Li et al. 2020: residual field burn-in over 20k steps.
   if variant == "tiny":
     # Short runs: the residual-field burn-in is scaled to the run length, so that the field
     # switches on at a quarter of the run. The noise ramp keeps the paper's 10k steps (σ stays

@@ -10,7 +10,7 @@ Key names expected (and what they map to):
   `layer{k}.{j}.bn{1,2,3}.*`, `layer{k}.{j}.downsample.0.weight` (1x1 conv),
   `layer{k}.{j}.downsample.1.*` (its BatchNorm). Ignored: `fc.*`, `*.num_batches_tracked`.
   For `num_input_images = n > 1` a 3-channel `conv1.weight` is tiled n times along its input
-  channels and divided by n (Monodepth2's multi-image initialisation, SPEC §3).
+  channels and divided by n (Monodepth2's multi-image initialisation, Godard et al. 2019 §3.3).
 * Monodepth2 checkpoint folder:
   - `encoder.pth` / `pose_encoder.pth`: the torchvision keys above prefixed `encoder.` (its
     `ResnetEncoder` wraps the torchvision model as `self.encoder`); `encoder.pth` also holds
@@ -195,7 +195,7 @@ def resnet_variables_from_torch(state_dict: StateDict, *, num_layers: int | None
     state_dict: torch key → array (see the module docstring for the names).
     num_layers: 18, 34, 50, or None to infer it from the keys.
     num_input_images: frames stacked on channels; a 3-channel `conv1.weight` is tiled and divided
-      by this number (SPEC §3 Monodepth2 pose encoder).
+      by this number (Monodepth2's pose encoder, Godard et al. 2019 §3.3).
     prefix: key prefix (Monodepth2: 'encoder.').
     source: file name for error messages.
     extra_ok: predicate for keys that may stay unused.
@@ -266,7 +266,7 @@ class Monodepth2Weights(NamedTuple):
     pose_variables: variables of `ResNetPoseNet(num_layers=pose_num_layers)`, or None when the
       folder has no `pose_encoder.pth` / `pose.pth`.
     height, width: the training resolution stored in `encoder.pth` (pixels).
-    use_stereo: whether it was trained with stereo (metric depth = 5.4 × prediction, SPEC §3).
+    use_stereo: whether it was trained with stereo (metric depth = 5.4 × prediction, Godard et al. 2019).
     num_layers, pose_num_layers: the ResNet depths found in the files.
   """
   depth_variables: dict

@@ -1,7 +1,7 @@
 """Camera geometry for view synthesis: projection, rotations, transforms, sampling, warps.
 
 Every function is pure and broadcasts over any leading dimensions `...`.
-Conventions (`../shared/SPEC.md` §1):
+Conventions (Zhou et al. 2017 §3.2, Godard et al. 2019 §3.1):
 
 * Camera frame: x right, y down, z forward (OpenCV/KITTI); units are metres
   for points, depths and translations; angles are radians.
@@ -83,7 +83,7 @@ def pixel_grid(height: int, width: int, dtype=jnp.float32) -> jax.Array:
 
 
 def backproject(depth: jax.Array, intrinsics: jax.Array) -> jax.Array:
-  """Lifts every pixel centre to a 3-D point in its camera frame (SPEC §1).
+  """Lifts every pixel centre to a 3-D point in its camera frame (Zhou et al. 2017 §3.2, eq. 2).
 
   `X(p) = D(p) · K⁻¹ [u, v, 1]ᵀ` for the pixel centre `p = (u, v)`.
 
@@ -104,7 +104,7 @@ def backproject(depth: jax.Array, intrinsics: jax.Array) -> jax.Array:
 
 
 def project(points: jax.Array, intrinsics: jax.Array, *, eps: float = PROJECTION_EPS) -> jax.Array:
-  """Projects camera-frame points to pixel coordinates (SPEC §1).
+  """Projects camera-frame points to pixel coordinates (Zhou et al. 2017 §3.2, eq. 2).
 
   `x ~ K X`, `(u, v) = x[:2] / max(x[2], eps)`. Points at or behind `z = eps`
   land far outside the image (or, with `x = 0`, on it): callers that sample
@@ -136,8 +136,8 @@ def transform_points(b_from_a: jax.Array, points_a: jax.Array) -> jax.Array:
 def scale_intrinsics(intrinsics: jax.Array, sx, sy, *, pixel_centers: bool = False) -> jax.Array:
   """Intrinsics of an image whose width is scaled by `sx` and height by `sy`.
 
-  With `pixel_centers=False` (the field's convention, SPEC §1 "intrinsics
-  pyramid", Monodepth2/SfMLearner) the first row is multiplied by `sx` and the
+  With `pixel_centers=False` (the field's convention: the intrinsics
+  pyramid of Monodepth2/SfMLearner) the first row is multiplied by `sx` and the
   second by `sy`: `fx, cx -> sx·fx, sx·cx`. With `pixel_centers=True` the
   principal point follows the exact pixel-centre mapping of a resampled image,
   `u' = (u + 0.5)·sx − 0.5`, i.e. `cx -> sx·cx + 0.5·(sx − 1)`; this is what a
@@ -164,7 +164,9 @@ def scale_intrinsics(intrinsics: jax.Array, sx, sy, *, pixel_centers: bool = Fal
 
 
 def intrinsics_pyramid(intrinsics: jax.Array, num_scales: int) -> jax.Array:
-  """Intrinsics at scales `0 … num_scales − 1`, scale `s` being `2^-s` times the size (SPEC §1).
+  """Intrinsics at scales `0 … num_scales − 1`, scale `s` being `2^-s` times the size.
+
+  fx, fy, cx, cy divided by 2^s, as Zhou et al. 2017 and Godard et al. 2019 do.
 
   Args:
     intrinsics: `[..., 3, 3]` in pixels of scale 0.
@@ -192,7 +194,7 @@ def _skew(v: jax.Array) -> jax.Array:
 
 
 def rotation_from_axis_angle(axis_angle: jax.Array) -> jax.Array:
-  """Rodrigues' formula: axis-angle vector → rotation matrix (Monodepth2, SPEC §1).
+  """Rodrigues' formula: axis-angle vector → rotation matrix (Godard et al. 2019 §3.3, axis-angle pose).
 
   `R = I + (sin θ/θ) [v]ₓ + ((1 − cos θ)/θ²) [v]ₓ²` with `θ = ‖v‖`; the
   coefficients switch to their Taylor series near `θ = 0`, so the value and
@@ -218,7 +220,7 @@ def rotation_from_axis_angle(axis_angle: jax.Array) -> jax.Array:
 
 
 def rotation_from_euler(angles: jax.Array) -> jax.Array:
-  """Euler angles `(rx, ry, rz)` → `R = Rx(rx) · Ry(ry) · Rz(rz)` (SfMLearner, SPEC §1).
+  """Euler angles `(rx, ry, rz)` → `R = Rx(rx) · Ry(ry) · Rz(rz)` (SfMLearner, Zhou et al. 2017 §3.4).
 
   Each factor is the right-handed rotation about one camera axis, e.g.
   `Rz = [[cos, −sin, 0], [sin, cos, 0], [0, 0, 1]]`; applied to a point, `Rz`
@@ -385,7 +387,7 @@ def _source_points(target_depth, intrinsics, rotation, translation):
 def transform_depth(target_depth: jax.Array, source_from_target: jax.Array,
                     intrinsics: jax.Array, *,
                     source_intrinsics: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """Expresses target depth in the source camera, and where each pixel lands there (SPEC §1).
+  """Expresses target depth in the source camera, and where each pixel lands there (Bian et al. 2019 §3.2).
 
   For every target pixel `p`: `X_s = source_from_target · D_t(p) K⁻¹ p̃`; the
   transformed depth is the z component of `X_s` and the landing position is
@@ -443,7 +445,7 @@ def _warp(source_image, transformed_depth, pixels, padding):
 def inverse_warp(source_image: jax.Array, target_depth: jax.Array, source_from_target: jax.Array,
                  intrinsics: jax.Array, *, padding: Padding = "border",
                  source_intrinsics: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """View synthesis: the source image resampled into the target view (SPEC §1).
+  """View synthesis: the source image resampled into the target view (Zhou et al. 2017 §3.2).
 
   `Î_t(p) = I_s(project(source_from_target · backproject(D_t)(p)))`, bilinear,
   pixel-centre convention (neither Monodepth2's align-corners sampling nor
@@ -496,7 +498,7 @@ def inverse_warp_with_motion_field(
 
 def disp_to_depth(sigmoid_output: jax.Array, min_depth: float = 0.1,
                   max_depth: float = 100.0) -> tuple[jax.Array, jax.Array]:
-  """Monodepth2's bounded disparity → depth (SPEC §1).
+  """Monodepth2's bounded disparity → depth (Godard et al. 2019 §3.3).
 
   `scaled_disp = 1/max_depth + (1/min_depth − 1/max_depth) · sigmoid_output`,
   `depth = 1 / scaled_disp`, so depth lies in `[min_depth, max_depth]` (in the

@@ -31,6 +31,7 @@ import numpy as np
 
 from sslmd_jax import geometry
 from sslmd_jax import metric_scale
+from sslmd_jax import motion as motion_lib
 from sslmd_jax import objectives
 from sslmd_jax import run_config
 
@@ -199,36 +200,34 @@ class Predictor:
   def _motion_fn(self, first, second):
     """`next_from_current` `[B, 4, 4]` for frames `first` → `second` (temporal order), and a dict.
 
-    The dict holds, for Li et al.'s motion-field network only, `intrinsics` `[B, 3, 3]` (learned,
-    or None) and `object_motion` `[B, H, W, 3]` (the residual translation field).
+    The motion is computed by the adapter training uses (`sslmd_jax.motion`) for the pair
+    `(first, second)` at offsets `(0, +1)`. The dict holds, for Li et al.'s motion-field
+    network only, `intrinsics` `[B, 3, 3]` (learned, or None) and `object_motion`
+    `[B, H, W, 3]` (the residual translation field).
     """
-    kind = self.networks.pose_kind
+    kind, net = self.networks.pose_kind, self.networks.pose
+    params, stats = self.params["pose"], self.batch_stats.get("pose")
+    pair, offsets = ((0, 1),), (0, 1)
     if kind == "resnet":
-      out, _ = self.networks.pose.apply(self._vars("pose"), jnp.concatenate([first, second], -1),
-                                        train=False)
-      return geometry.transform_from_pose(out["rotation"][:, 0], out["translation"][:, 0],
-                                          rotation_type=self.config.model.rotation), {}
+      motion, _ = motion_lib.resnet_motion(
+          net, params, stats, jnp.stack([first, second], axis=1), pair, offsets,
+          rotation=self.config.model.rotation, temporal_order=self.config.model.temporal_order,
+          train=False)
+      return motion.b_from_a[:, 0], {}
     if kind == "posexp":
       # `second` holds every source slot `[B, S-1, H, W, 3]` (`_posexp_inputs`); each slot
       # learned its own frame offset, so the motion is read from the +1 slot (or the -1
       # slot, whose target is the later frame, inverted).
       slot, invert = self._posexp_slot()
-      out, _ = self.networks.pose.apply(self._vars("pose"), first, second, train=False)
-      transform = geometry.transform_from_pose(out["rotation"][:, slot], out["translation"][:, slot],
-                                               rotation_type="euler")
+      motion = motion_lib.posexp_motion(net, params, first, second, train=False)
+      transform = motion.b_from_a[:, slot]
       return (geometry.invert_transform(transform) if invert else transform), {}
-    depth_a = self._depth_fn(first)
-    depth_b = self._depth_fn(second)
-    forward = jnp.ones(first.shape[:1]) if self.networks.pose.time_direction else None
-    out, aux = self.networks.pose.apply(self._vars("pose"),
-                                        jnp.concatenate([first, depth_a], -1),
-                                        jnp.concatenate([second, depth_b], -1), burn_in=1.0,
-                                        time_direction=forward, train=False)
-    rotation = geometry.rotation_from_euler(out["rotation"][:, 0])
-    transform = geometry.transform_from_pose(rotation, out["translation"][:, 0],
-                                             rotation_type="matrix")
-    return transform, {"intrinsics": aux.get("intrinsics"),
-                       "object_motion": aux["residual_translation"]}
+    depths = jnp.stack([self._depth_fn(first), self._depth_fn(second)], axis=1)
+    motion = motion_lib.motion_field_motion(net, params, jnp.stack([first, second], axis=1),
+                                            depths, pair, offsets, burn_in=1.0, train=False)
+    intrinsics = None if motion.intrinsics is None else motion.intrinsics[:, 0]
+    return motion.b_from_a[:, 0], {"intrinsics": intrinsics,
+                                   "object_motion": motion.residual_translation[:, 0]}
 
   def _prepare(self, images, name: str = "images") -> np.ndarray:
     """uint8 or float `[N, h, w, 3]` -> float32 in [0, 1] (resizing happens in the jitted functions)."""

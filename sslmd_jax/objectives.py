@@ -1,9 +1,14 @@
-"""The config-driven objective: which networks, which terms, which masks, which weights (SPEC §3).
+"""The config-driven objective: which networks, which terms, which masks, which weights.
 
-One function, `compute_loss`, turns a batch into the total loss of any of the
-four recipes and every term by name. It is the only module below the trainer
-that reads the config; `geometry` and `losses` know nothing of networks and
-configs.
+`compute_loss` turns a batch into the total loss of any of the four recipes
+(Zhou et al. 2017; Godard et al. 2019; Bian et al. 2019; Li et al. 2020 with
+Gordon et al. 2019) and every term by name, as a short composition:
+`predict_depths` → `predict_motion` (one adapter per motion network,
+`sslmd_jax.motion`, shared with `inference.Predictor`) → `photometric_terms`
+(per scale) → `smoothness_terms` → the motion-field regularisers
+(`sslmd_jax.loss_terms`, which reduces `sslmd_jax.losses`' per-pixel maps).
+This module is the only one below the trainer that reads the config;
+`motion`, `loss_terms`, `geometry` and `losses` take explicit arguments.
 
 Batch (from `sslmd_jax.data.pipeline`, per device after sharding):
   images            [B, S, H, W, 3] float32 in [0, 1] or uint8 (0–255), the un-jittered frames (losses)
@@ -40,7 +45,7 @@ Aggregation (documented choices where the papers' codes differ):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -49,9 +54,14 @@ import ml_collections
 
 from sslmd_jax import augment
 from sslmd_jax import geometry
+from sslmd_jax import loss_terms
 from sslmd_jax import losses
 from sslmd_jax import models
-from sslmd_jax.run_config import ConfigError  # Re-exported: objectives.ConfigError.
+from sslmd_jax import motion as motion_lib
+# Re-exported: objectives.ConfigError, objectives.downsample_area, ... as before the split.
+from sslmd_jax.loss_terms import downsample_area, upsample_bilinear  # noqa: F401
+from sslmd_jax.motion import pair_time_directions  # noqa: F401
+from sslmd_jax.run_config import ConfigError  # noqa: F401
 
 DEPTH_NETS = ("resnet", "dispnet")
 POSE_NETS = ("resnet", "posexp", "motion_field")
@@ -224,23 +234,6 @@ def init_variables(networks: Networks, config: ml_collections.ConfigDict,
 # --------------------------------------------------------------------------- helpers
 
 
-def downsample_area(images: jax.Array, factor: int) -> jax.Array:
-  """Area (box) downsampling of `[..., H, W, C]` by an integer factor dividing H and W."""
-  if factor == 1:
-    return images
-  *lead, h, w, c = images.shape
-  x = images.reshape(*lead, h // factor, factor, w // factor, factor, c)
-  return x.mean(axis=(-4, -2))
-
-
-def upsample_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
-  """Bilinear (half-pixel centres, no antialiasing) resize of `[..., h, w, C]` to `height x width`."""
-  if x.shape[-3:-1] == (height, width):
-    return x
-  return jax.image.resize(x, (*x.shape[:-3], height, width, x.shape[-1]), "bilinear",
-                          antialias=False)
-
-
 def as_float_images(images: jax.Array) -> jax.Array:
   """uint8 images (0–255) → float32 in [0, 1]; float images pass through as float32."""
   if images.dtype == jnp.uint8:
@@ -248,44 +241,289 @@ def as_float_images(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32)
 
 
-def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-  """Mean of `values` over pixels where `mask` > 0 (0 when the mask is empty); `[..., H, W]`."""
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+def snippet_pairs(num_frames: int, target: int, *, stereo: bool,
+                  both_directions: bool) -> motion_lib.Pairs:
+  """The pairs `(a, b)` of snippet slots whose frame `b` the loss warps into `a`'s view.
+
+  The forward pairs `(target, source)` for every source in slot order; `(target, -1)` for the
+  stereo partner (Godard et al. 2019 §3.1, stereo training); with `both_directions` the reverse
+  pairs `(source, target)` (Bian et al. 2019 §3.2; Li et al. 2020 §3).
+  """
+  sources = tuple(i for i in range(num_frames) if i != target)
+  pairs = [(target, s) for s in sources]
+  if stereo:
+    pairs.append((target, -1))
+  if both_directions:
+    pairs += [(s, target) for s in sources]
+  return tuple(pairs)
 
 
-def _per_pair_masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-  """`[B, P, H, W]` → `[P]`: each pair's mean over its masked pixels (whole batch)."""
-  return jax.vmap(_masked_mean, in_axes=(1, 1))(values, mask)
+def _pair_images(images: jax.Array, slots: tuple[int, ...], batch) -> jax.Array:
+  """Frames `b` of every pair, `[B, P, H, W, 3]` (the stereo partner for b = -1)."""
+  return jnp.stack([as_float_images(batch["stereo_images"]) if b == -1 else images[:, b]
+                    for b in slots], axis=1)
 
 
-def _gather_frames(x: jax.Array, indices: tuple[int, ...]) -> jax.Array:
-  """`[B, S, ...] -> [B, len(indices), ...]` with static indices."""
-  return jnp.stack([x[:, i] for i in indices], axis=1)
+def _with_stereo(transforms: jax.Array, pairs: motion_lib.Pairs,
+                 stereo_from_target: jax.Array) -> jax.Array:
+  """`[B, P, 4, 4]` `b_from_a`: the predicted transforms, and the stereo rig's for b = -1."""
+  out, j = [], 0
+  for _, b in pairs:
+    if b == -1:
+      out.append(stereo_from_target)
+    else:
+      out.append(transforms[:, j])
+      j += 1
+  return jnp.stack(out, axis=1)
 
 
-def pair_time_directions(pairs: tuple[tuple[int, int], ...],
-                         offsets: tuple[int, ...]) -> tuple[float, ...]:
-  """Per pair `(a, b)` of snippet slots: +1.0 where frame `b` is later than `a`, else −1.0.
+# --------------------------------------------------------------------------- networks' outputs
+
+
+class Depths(NamedTuple):
+  """The depth network's disparities of the snippet slots that need depth.
+
+  Attributes:
+    disp: per scale (finest first) `[B, n, h_s, w_s, 1]`, the `n` slots in `index` order.
+    smooth: per scale, what the smoothness term regularises (the sigmoid output for
+      Monodepth2's `disp_to_depth` head, as Godard et al. 2019 do; else `disp`).
+    index: slot → position along axis 1.
+  """
+  disp: list[jax.Array]
+  smooth: list[jax.Array]
+  index: dict[int, int]
+
+  def select(self, maps: jax.Array, slots: tuple[int, ...]) -> jax.Array:
+    """`[B, n, ...]` maps of this object's slots → `[B, len(slots), ...]` those of `slots`."""
+    return motion_lib.gather_frames(maps, tuple(self.index[f] for f in slots))
+
+
+def predict_depths(networks: Networks, params, batch_stats, frames: jax.Array,
+                   slots: tuple[int, ...], *, config: ml_collections.ConfigDict, step: jax.Array,
+                   key: jax.Array, train: bool) -> tuple[Depths, Any]:
+  """Disparities of the snippet slots `slots` of `frames` `[B, S, H, W, 3]`, and new BN statistics.
+
+  Randomized layer normalisation's noise (Gordon et al. 2019, "Randomized layer
+  normalization"; Li et al. 2020) grows as `σ · min(step / ramp, 1)²` in training.
+  """
+  m = config.model
+  bsz, _, height, width, _ = frames.shape
+  noise_stddev = 0.0
+  if m.norm == "randomized_layer" and train:
+    noise_stddev = m.layer_norm_noise * jnp.minimum(step / m.layer_norm_ramp_steps, 1.0) ** 2
+  images = motion_lib.gather_frames(frames, slots).reshape(-1, height, width, 3)
+  (out, aux), new_stats = motion_lib.apply_network(
+      networks.depth, params["depth"], batch_stats.get("depth"), images, train=train,
+      noise_stddev=noise_stddev, rngs={"noise": key})
+  n = len(slots)
+  disp = [x.reshape(bsz, n, *x.shape[1:]) for x in out["disp"]]
+  smooth = aux["raw"] if m.depth_head == "disp_to_depth" else out["disp"]
+  smooth = [x.reshape(bsz, n, *x.shape[1:]) for x in smooth]
+  return Depths(disp, smooth, {f: i for i, f in enumerate(slots)}), new_stats
+
+
+def predict_motion(networks: Networks, params, batch_stats, frames: jax.Array, depths: Depths,
+                   pairs: motion_lib.Pairs, batch: Mapping[str, jax.Array], *,
+                   config: ml_collections.ConfigDict, step: jax.Array,
+                   train: bool) -> tuple[motion_lib.Motion, Any]:
+  """The motion of every pair by the config's motion network (`sslmd_jax.motion` adapters).
 
   Args:
-    pairs: `(a, b)` slot indices into the snippet (warp `b` into `a`'s view).
-    offsets: each slot's frame offset in the video (`config.data.frame_offsets`).
+    frames: `[B, S, H, W, 3]` the network inputs.
+    depths: the depth of every slot (the motion-field network sees RGB-D).
+    pairs: from `snippet_pairs`; the stereo pair's motion is the rig's `stereo_from_target`.
+
+  Returns:
+    `(Motion, new pose BatchNorm statistics)`.
   """
-  return tuple(1.0 if offsets[b] > offsets[a] else -1.0 for a, b in pairs)
+  m, offsets = config.model, tuple(config.data.frame_offsets)
+  net_pairs = tuple(p for p in pairs if p[1] != -1)
+  stats = batch_stats.get("pose", {})
+  if networks.pose_kind == "resnet":
+    motion, stats = motion_lib.resnet_motion(
+        networks.pose, params["pose"], batch_stats.get("pose"), frames, net_pairs, offsets,
+        rotation=m.rotation, temporal_order=m.temporal_order, train=train)
+  elif networks.pose_kind == "posexp":
+    t = target_index(config)
+    sources = motion_lib.gather_frames(frames, tuple(b for _, b in net_pairs))
+    motion = motion_lib.posexp_motion(networks.pose, params["pose"], frames[:, t], sources,
+                                      train=train)
+  else:  # Li et al. 2020 §3: the residual field is burnt in over `motion_burn_in_steps`.
+    depth = loss_terms.upsample_bilinear(1.0 / depths.disp[0], *frames.shape[2:4])
+    burn_in = jnp.clip(2.0 * step / m.motion_burn_in_steps - 1.0, 0.0, 1.0)
+    motion = motion_lib.motion_field_motion(networks.pose, params["pose"], frames, depth,
+                                            net_pairs, offsets, burn_in=burn_in, train=train)
+  if len(net_pairs) < len(pairs):
+    motion = motion._replace(
+        b_from_a=_with_stereo(motion.b_from_a, pairs, batch["stereo_from_target"]))
+  return motion, stats
 
 
-def _pose_to_transform(rotation, translation, rotation_type):
-  return geometry.transform_from_pose(rotation, translation, rotation_type=rotation_type)
+# --------------------------------------------------------------------------- terms
+
+
+def _warp_at_scale(s: int, depths: Depths, motion: motion_lib.Motion, images_a: jax.Array,
+                   images_b: jax.Array, pairs: motion_lib.Pairs, intrinsics: jax.Array,
+                   lo: ml_collections.ConfigDict) -> tuple[loss_terms.PairWarp, jax.Array]:
+  """Scale `s`'s view synthesis of every pair, and that scale's disparities.
+
+  Monodepth2's full-resolution multi-scale (Godard et al. 2019 §3.2): each scale's disparity
+  upsampled to the input size; otherwise (Zhou et al. 2017 §3.3) images and intrinsics
+  area-downsampled to the scale.
+  """
+  height, width = images_a.shape[2:4]
+  full_res = lo.multiscale == "full_resolution"
+  factor = 1 if full_res else 2**s
+  disp = depths.disp[s]
+  if full_res:
+    disp = loss_terms.upsample_bilinear(disp, height, width)
+  k = intrinsics if factor == 1 else geometry.scale_intrinsics(intrinsics, 1 / factor, 1 / factor)
+  depth_a = 1.0 / depths.select(disp, tuple(a for a, _ in pairs))
+  warp = loss_terms.warp_pairs(loss_terms.downsample_area(images_a, factor),
+                               loss_terms.downsample_area(images_b, factor), depth_a, motion,
+                               k[:, None], padding=lo.padding)
+  return warp, disp
+
+
+def _reprojection_at_scale(s: int, warp: loss_terms.PairWarp, sampled_depth, motion,
+                           forward: tuple[int, ...], *, lo: ml_collections.ConfigDict,
+                           step: jax.Array, key: jax.Array) -> tuple[dict, dict]:
+  """Scale `s`'s photometric (and explainability, geometry-consistency) values, and its maps.
+
+  Monodepth2's per-pixel minimum (or its mean ablation) with auto-masking (Godard et al.
+  2019 §3.2), or the per-pair masked mean weighted by SfMLearner's explainability (Zhou et
+  al. 2017 §3.3) or SC-SfMLearner's self-discovered and binary auto-masks (Bian et al. 2019
+  §3.3). `sampled_depth()` gives frame `b`'s depth at the landing pixels when needed.
+  """
+  errors, identity = loss_terms.photometric_errors(warp, ssim_weight=lo.ssim_weight,
+                                                   clip_l1=lo.clip_l1, identity=lo.automask)
+  automask_on = (step >= lo.automask_start_step
+                 if lo.automask and lo.automask_start_step > 0 else None)
+  out, aux = {}, {}
+  weights = warp.valid
+  if lo.automask:
+    binary = loss_terms.binary_automask(errors, identity, automask_on)
+  if lo.geometry_consistency_weight > 0 or lo.self_discovered_mask:
+    diff = losses.depth_inconsistency(warp.transformed_depth, sampled_depth())
+    out["geometry_consistency"] = loss_terms.geometry_consistency(diff, warp.valid)
+    if lo.self_discovered_mask:
+      mask = losses.self_discovered_mask(diff)
+      errors = errors * mask
+      aux["self_discovered_mask"] = mask[:, 0]
+  plain_average = (lo.reprojection == "mean" and motion.explainability is None
+                   and not lo.self_discovered_mask and lo.geometry_consistency_weight == 0)
+  if lo.reprojection == "min" or (plain_average and lo.automask):
+    out["photometric"], aux["automask"] = loss_terms.min_reprojection_term(
+        errors, identity, forward, average=lo.reprojection == "mean",
+        noise_key=jax.random.fold_in(key, s) if lo.automask else None,
+        noise_scale=lo.automask_noise, automask_on=automask_on)
+    return out, aux
+  if motion.explainability is not None:
+    masks, out["explainability"] = loss_terms.explainability_term(
+        motion.explainability[s], *warp.valid.shape[-2:])
+    weights = weights * masks
+    aux["explainability"] = masks[:, 0]
+  if lo.automask:
+    weights = weights * binary
+    aux["automask"] = binary[:, 0]
+  out["photometric"] = loss_terms.masked_reprojection_term(errors, weights, warp.valid)
+  return out, aux
+
+
+def photometric_terms(depths: Depths, motion: motion_lib.Motion, images: jax.Array,
+                      pairs: motion_lib.Pairs, batch: Mapping[str, jax.Array],
+                      intrinsics: jax.Array, *, config: ml_collections.ConfigDict,
+                      step: jax.Array, key: jax.Array) -> tuple[dict, dict]:
+  """The weighted photometric term and those computed with it, averaged over scales.
+
+  Per scale: the occlusion-aware photometric loss with Li et al.'s cycle consistency (at
+  scale 0) when `loss.occlusion_aware`, else `_reprojection_at_scale`. Returns `(terms, aux)`:
+  `photometric` and, where the config has them, `explainability`, `geometry_consistency`,
+  `rotation_cycle`, `translation_cycle`; aux holds scale 0's masks of the first pair.
+  """
+  lo, t = config.loss, target_index(config)
+  images_a = motion_lib.gather_frames(images, tuple(a for a, _ in pairs))
+  images_b = _pair_images(images, tuple(b for _, b in pairs), batch)
+  forward = tuple(i for i, (a, _) in enumerate(pairs) if a == t)
+  per_scale, terms, aux = [], {}, {}
+  for s in range(lo.num_scales):
+    warp, disp = _warp_at_scale(s, depths, motion, images_a, images_b, pairs, intrinsics, lo)
+    sampled = lambda: loss_terms.sample_depth(  # noqa: E731  pylint: disable=cell-var-from-loop
+        1.0 / depths.select(disp, tuple(b for _, b in pairs)), warp, padding=lo.padding)
+    if lo.occlusion_aware:
+      value, occlusion = loss_terms.occlusion_aware_photometric(
+          warp, sampled(), rgb_weight=lo.li_rgb_weight, ssim_weight=lo.li_ssim_weight)
+      values, maps = {"photometric": value}, {"occlusion_mask": occlusion[:, 0]}
+      if s == 0:
+        cycle = loss_terms.cycle_consistency(
+            motion, warp.pixels, occlusion, pairs, t, rotation_weight=lo.rotation_cycle_weight,
+            translation_weight=lo.translation_cycle_weight)
+        terms.update({k: v * lo.term_scale for k, v in cycle.items()})
+    else:
+      values, maps = _reprojection_at_scale(s, warp, sampled, motion, forward, lo=lo, step=step,
+                                            key=key)
+    per_scale.append(values)
+    if s == 0:
+      aux.update(maps)
+  return {**terms, **_scale_means(per_scale, lo)}, aux
+
+
+def _scale_means(per_scale: list[dict], lo: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Weighted means over scales of the per-scale values (Godard et al. 2019 §3.2: the total is
+  averaged over scales), times `loss.term_scale`."""
+  num_scales = max(lo.num_scales, 1)
+  photo = [v["photometric"] for v in per_scale]
+  expl = [v["explainability"] for v in per_scale if "explainability" in v]
+  gc = [v["geometry_consistency"] for v in per_scale if "geometry_consistency" in v]
+  scale_weight = lo.term_scale
+  terms = {"photometric": scale_weight * lo.photometric_weight * sum(photo) / num_scales}
+  if expl:
+    terms["explainability"] = scale_weight * lo.explainability_weight * sum(expl) / num_scales
+  if gc and lo.geometry_consistency_weight > 0:
+    terms["geometry_consistency"] = (scale_weight * lo.geometry_consistency_weight
+                                     * sum(gc) / len(gc))
+  return terms
+
+
+def smoothness_terms(depths: Depths, images: jax.Array, pairs: motion_lib.Pairs, *,
+                     config: ml_collections.ConfigDict, step: jax.Array) -> dict[str, jax.Array]:
+  """Disparity smoothness of every frame `a`, `weight / 2^s` at scale `s`, averaged over scales.
+
+  Against the image area-downsampled to scale `s` (Godard et al. 2019 §3.1, eq. 3; Zhou et al.
+  2017 §3.3 for the second-order term); the weight optionally ramps in linearly over
+  `loss.smoothness_ramp_steps`. Returns `{'smoothness'}` (empty with no smoothness scales).
+  """
+  lo = config.loss
+  frames = tuple(sorted({a for a, _ in pairs}))
+  weight = lo.smoothness_weight
+  if lo.smoothness_ramp_steps > 0:
+    weight *= jnp.minimum(step / lo.smoothness_ramp_steps, 1.0)
+  values = []
+  for s in range(lo.smoothness_scales):
+    image = loss_terms.downsample_area(motion_lib.gather_frames(images, frames), 2**s)
+    value = loss_terms.smoothness_term(depths.select(depths.smooth[s], frames), image,
+                                       second_order=lo.smoothness == "second_order")
+    values.append(weight / 2**s * value)
+  return {"smoothness": lo.term_scale * sum(values) / len(values)} if values else {}
 
 
 # --------------------------------------------------------------------------- the loss
+
+# The order in which the terms are added up (float addition is not associative: a fixed order
+# keeps the total reproducible).
+TERMS = ("rotation_cycle", "translation_cycle", "motion_smoothness", "motion_sparsity",
+         "photometric", "smoothness", "explainability", "geometry_consistency")
 
 
 def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
                  batch: Mapping[str, jax.Array], *, networks: Networks,
                  config: ml_collections.ConfigDict, step: jax.Array, key: jax.Array,
                  train: bool = True) -> tuple[jax.Array, tuple[dict, dict, dict]]:
-  """Total loss of a batch under the recipe in `config` (SPEC §3).
+  """Total loss of a batch under the config (the module docstring's pairs and aggregation).
+
+  Depth of the frames that need it → motion of every pair (`sslmd_jax.motion`) → the
+  photometric terms per scale, smoothness and the motion-field regularisers
+  (`sslmd_jax.loss_terms`), each weighted; the total is their sum.
 
   Args:
     params: `{'depth': ..., 'pose': ...}` network parameters.
@@ -303,294 +541,42 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
     motion field, learned intrinsics) and `b_from_a` `[B, P, 4, 4]`, the predicted
     rigid motion of every pair `(a, b)` (forward pairs first, in source order).
   """
-  d, m, lo = config.data, config.model, config.loss
+  lo = config.loss
   images = as_float_images(batch["images"])
   net_images = (augment.color_jitter(images, batch["color_jitter"])
                 if "color_jitter" in batch else images)
-  bsz, num_frames, height, width, _ = images.shape
-  t = target_index(config)
-  sources = tuple(i for i in range(num_frames) if i != t)
-  offsets = tuple(d.frame_offsets)
-  intrinsics = batch["intrinsics"]
+  num_frames, t = images.shape[1], target_index(config)
+  pairs = snippet_pairs(num_frames, t, stereo=config.data.stereo,
+                        both_directions=lo.both_directions)
   noise_key, automask_key = jax.random.split(key)
   step_f = jnp.asarray(step, jnp.float32)
-
-  # Pairs (a, b): warp frame b into frame a's view. Frame indices into S; -1 is the stereo partner.
-  pairs = [(t, s) for s in sources]
-  if d.stereo:
-    pairs.append((t, -1))
-  if lo.both_directions:
-    pairs += [(s, t) for s in sources]
-  pairs = tuple(pairs)
-  forward = tuple(i for i, (a, _) in enumerate(pairs) if a == t)
-
-  # ---------------------------------------------------------------- depth
-  needs_all_depths = lo.both_directions or lo.geometry_consistency_weight > 0 or m.pose_net == "motion_field"
-  depth_frames = tuple(range(num_frames)) if needs_all_depths else (t,)
-  depth_in = _gather_frames(net_images, depth_frames).reshape(-1, height, width, 3)
-  noise_stddev = 0.0
-  if m.norm == "randomized_layer" and train:
-    noise_stddev = m.layer_norm_noise * jnp.minimum(step_f / m.layer_norm_ramp_steps, 1.0) ** 2
-  depth_vars = {"params": params["depth"]}
-  mutable = False
-  if batch_stats.get("depth"):
-    depth_vars["batch_stats"] = batch_stats["depth"]
-    mutable = ["batch_stats"] if train else False
-  result = networks.depth.apply(depth_vars, depth_in, train=train, noise_stddev=noise_stddev,
-                                rngs={"noise": noise_key}, mutable=mutable)
-  (depth_out, depth_aux), new_depth_vars = result if mutable else (result, {})
-  n_depth = len(depth_frames)
-  # Per scale: disparities [B, n_depth, h_s, w_s, 1].
-  disps = [x.reshape(bsz, n_depth, *x.shape[1:]) for x in depth_out["disp"]]
-  smooth_source = depth_aux["raw"] if m.depth_head == "disp_to_depth" else depth_out["disp"]
-  smooth_disps = [x.reshape(bsz, n_depth, *x.shape[1:]) for x in smooth_source]
-  slot = {frame: i for i, frame in enumerate(depth_frames)}
-
-  # ---------------------------------------------------------------- motion
-  new_pose_stats = batch_stats.get("pose", {})
-  aux: dict[str, jax.Array] = {}
-  explainability = None
-  rotation_field = translation_field = None  # motion-field recipe
-  learned_k = None
-  pose_vars = {"params": params["pose"]}
-  if networks.pose_kind == "resnet":
-    feeds, inverts = [], []
-    for a, b in pairs:
-      if b == -1:
-        continue
-      if m.temporal_order and offsets[b] < offsets[a]:
-        feeds.append((b, a))  # earlier frame first: the net gives a_from_b; invert it.
-        inverts.append(True)
-      else:
-        feeds.append((a, b))
-        inverts.append(False)
-    first = _gather_frames(net_images, tuple(f[0] for f in feeds))
-    second = _gather_frames(net_images, tuple(f[1] for f in feeds))
-    pair_in = jnp.concatenate([first, second], axis=-1).reshape(-1, height, width, 6)
-    pose_mutable = False
-    if batch_stats.get("pose"):
-      pose_vars["batch_stats"] = batch_stats["pose"]
-      pose_mutable = ["batch_stats"] if train else False
-    result = networks.pose.apply(pose_vars, pair_in, train=train, mutable=pose_mutable)
-    (pose_out, _), new_pose_vars = result if pose_mutable else (result, {})
-    if pose_mutable:
-      new_pose_stats = new_pose_vars["batch_stats"]
-    rot = pose_out["rotation"][:, 0].reshape(bsz, len(feeds), 3)
-    trans = pose_out["translation"][:, 0].reshape(bsz, len(feeds), 3)
-    transforms = _pose_to_transform(rot, trans, m.rotation)
-    inv_mask = jnp.array(inverts)[None, :, None, None]
-    transforms = jnp.where(inv_mask, geometry.invert_transform(transforms), transforms)
-    b_from_a = _insert_stereo(transforms, pairs, batch)
-  elif networks.pose_kind == "posexp":
-    pose_out, pose_aux = networks.pose.apply(pose_vars, net_images[:, t],
-                                             _gather_frames(net_images, sources), train=train)
-    transforms = _pose_to_transform(pose_out["rotation"], pose_out["translation"], "euler")
-    b_from_a = _insert_stereo(transforms, pairs, batch)
-    explainability = pose_aux["explainability"] or None  # per scale [B, h, w, S-1]; () when off
-  else:
-    depth0 = 1.0 / disps[0]  # [B, S, H0, W0, 1] at scale 0
-    rgbd = jnp.concatenate([net_images, upsample_bilinear(depth0, height, width)], axis=-1)
-    rgbd_a = _gather_frames(rgbd, tuple(a for a, _ in pairs)).reshape(-1, height, width, 4)
-    rgbd_b = _gather_frames(rgbd, tuple(b for _, b in pairs)).reshape(-1, height, width, 4)
-    burn_in = jnp.clip(2.0 * step_f / m.motion_burn_in_steps - 1.0, 0.0, 1.0)
-    direction = None
-    if networks.pose.time_direction:  # [B * P], pair-minor, as rgbd_a.
-      direction = jnp.tile(jnp.array(pair_time_directions(pairs, offsets), jnp.float32), bsz)
-    pose_out, pose_aux = networks.pose.apply(pose_vars, rgbd_a, rgbd_b, burn_in=burn_in,
-                                             time_direction=direction, train=train)
-    num_pairs = len(pairs)
-    rotation_field = geometry.rotation_from_euler(pose_out["rotation"][:, 0]).reshape(bsz, num_pairs, 3, 3)
-    translation_field = pose_aux["translation_field"].reshape(bsz, num_pairs, height, width, 3)
-    residual = pose_aux["residual_translation"].reshape(bsz, num_pairs, height, width, 3)
-    aux["motion_field"] = residual[:, 0]
-    if m.learn_intrinsics:
-      learned_k = pose_aux["intrinsics"].reshape(bsz, num_pairs, 3, 3).mean(axis=1)
-      intrinsics = learned_k
-      aux["learned_intrinsics"] = learned_k
-    b_from_a = None
-    aux["b_from_a"] = geometry.transform_from_pose(  # The rigid (background) motion of each pair.
-        rotation_field, pose_out["translation"][:, 0].reshape(bsz, num_pairs, 3),
-        rotation_type="matrix")
-
-  terms: dict[str, jax.Array] = {}
-  scale_weight = lo.term_scale
-
-  # ---------------------------------------------------------------- photometric, per scale
-  photo_terms, smooth_terms, expl_terms = [], [], []
-  gc_terms = []
-  identity_cache = None
-  a_idx = tuple(a for a, _ in pairs)
-  b_idx = tuple(b for _, b in pairs)
-  images_b_full = _pair_images(images, b_idx, batch)
-  images_a_full = _gather_frames(images, a_idx)
-  for s in range(lo.num_scales):
-    full_res = lo.multiscale == "full_resolution"
-    factor = 1 if full_res else 2**s
-    disp_s = disps[s]
-    if full_res:
-      disp_s = upsample_bilinear(disp_s, height, width)
-    h_s, w_s = disp_s.shape[-3:-1]
-    k_s = intrinsics if factor == 1 else geometry.scale_intrinsics(intrinsics, 1 / factor, 1 / factor)
-    k_pairs = k_s[:, None]
-    img_a = downsample_area(images_a_full, factor)
-    img_b = downsample_area(images_b_full, factor)
-    depth_a = 1.0 / _gather_frames(disp_s, tuple(slot[a] for a in a_idx))  # [B, P, h, w, 1]
-
-    if networks.pose_kind == "motion_field":
-      transformed_depth, pixels = geometry.transform_depth_with_motion_field(
-          depth_a, rotation_field, translation_field, k_pairs)
-    else:
-      transformed_depth, pixels = geometry.transform_depth(depth_a, b_from_a, k_pairs)
-    warped, valid = geometry.bilinear_sample(img_b, pixels, padding=lo.padding)
-    valid = valid * (transformed_depth[..., 0] > geometry.PROJECTION_EPS)
-
-    if lo.occlusion_aware:
-      depth_b = 1.0 / _gather_frames(disp_s, tuple(slot[b] for b in b_idx))
-      sampled_depth, _ = geometry.bilinear_sample(depth_b, pixels, padding=lo.padding)
-      occlusion = losses.occlusion_mask(transformed_depth, sampled_depth) * valid
-      l1 = jnp.mean(jnp.abs(warped - img_a), axis=-1)
-      rgb = jnp.mean(_per_pair_masked_mean(l1, occlusion))
-      proximity = losses.depth_proximity_weight(transformed_depth, sampled_depth, occlusion)
-      ssim_map, pooled = losses.depth_weighted_ssim(warped, img_a, proximity[..., None])
-      ssim = jnp.mean(ssim_map * pooled)
-      photo_terms.append(lo.li_rgb_weight * rgb + lo.li_ssim_weight * 0.5 * ssim)
-      if s == 0:
-        aux["occlusion_mask"] = occlusion[:, 0]
-        cycle = _cycle_terms(rotation_field, translation_field, pixels, occlusion, pairs, t, lo)
-        terms.update({k: v * scale_weight for k, v in cycle.items()})
-      continue
-
-    errors = losses.photometric_error(warped, img_a, ssim_weight=lo.ssim_weight, clip_l1=lo.clip_l1)
-    if lo.automask:
-      if full_res and identity_cache is not None:
-        identity = identity_cache
-      else:
-        identity = losses.photometric_error(img_b, img_a, ssim_weight=lo.ssim_weight,
-                                            clip_l1=lo.clip_l1)
-        identity_cache = identity
-      # SC-SfMLearner's binary auto-mask compares the raw warped error with the identity error.
-      binary = jax.lax.stop_gradient((errors < identity).astype(errors.dtype))
-    weights = valid
-    if lo.geometry_consistency_weight > 0 or lo.self_discovered_mask:
-      depth_b = 1.0 / _gather_frames(disp_s, tuple(slot[b] for b in b_idx))
-      sampled_depth, _ = geometry.bilinear_sample(depth_b, pixels, padding=lo.padding)
-      diff = losses.depth_inconsistency(transformed_depth, sampled_depth)
-      gc_terms.append(jnp.mean(_per_pair_masked_mean(diff, valid)))
-      if lo.self_discovered_mask:
-        sdm = losses.self_discovered_mask(diff)
-        errors = errors * sdm
-        if s == 0:
-          aux["self_discovered_mask"] = sdm[:, 0]
-
-    plain_average = (lo.reprojection == "mean" and explainability is None
-                     and not lo.self_discovered_mask and lo.geometry_consistency_weight == 0)
-    noise_key = jax.random.fold_in(automask_key, s) if lo.automask else None
-    if lo.reprojection == "min" or (plain_average and lo.automask):
-      # Monodepth2: per-pixel min (or, for its ablation, mean) over sources, auto-masked.
-      fwd = jnp.stack([errors[:, i] for i in forward], axis=1)
-      ident = jnp.stack([identity[:, i] for i in forward], axis=1) if lo.automask else None
-      combine = losses.min_reprojection if lo.reprojection == "min" else losses.average_reprojection
-      loss_map, automask = combine(fwd, ident, noise_key=noise_key, noise_scale=lo.automask_noise)
-      if lo.automask and lo.automask_start_step > 0:  # No auto-masking before that step.
-        masking = step_f >= lo.automask_start_step
-        loss_map = jnp.where(masking, loss_map, combine(fwd, None)[0])
-        automask = jnp.where(masking, automask, jnp.ones_like(automask))
-      photo_terms.append(jnp.mean(loss_map))
-      if s == 0:
-        aux["automask"] = automask
-    else:
-      if explainability is not None:
-        mask = explainability[s]  # [B, h_s', w_s', S-1] at this scale's native resolution
-        mask = upsample_bilinear(mask, h_s, w_s) if full_res else mask
-        mask = jnp.moveaxis(mask, -1, 1)  # [B, S-1, h, w]
-        weights = weights * mask
-        expl_terms.append(jnp.mean(losses.explainability_loss(mask)))
-        if s == 0:
-          aux["explainability"] = mask[:, 0]
-      if lo.automask:
-        if lo.automask_start_step > 0:  # No auto-masking before that step.
-          binary = jnp.where(step_f >= lo.automask_start_step, binary, jnp.ones_like(binary))
-        weights = weights * binary
-        if s == 0:
-          aux["automask"] = binary[:, 0]
-      photo_terms.append(jnp.mean(_per_pair_masked_mean(errors * weights, valid)))
-
-  # ---------------------------------------------------------------- smoothness, per scale
-  smooth_frames = tuple(sorted({a for a, _ in pairs}))
-  smoothness_weight = lo.smoothness_weight
-  if lo.smoothness_ramp_steps > 0:  # Linear warm-up of the smoothness weight.
-    smoothness_weight *= jnp.minimum(step_f / lo.smoothness_ramp_steps, 1.0)
-  for s in range(lo.smoothness_scales):
-    disp_native = _gather_frames(smooth_disps[s], tuple(slot[f] for f in smooth_frames))
-    image_s = downsample_area(_gather_frames(images, smooth_frames), 2**s)
-    if image_s.shape[-3:-1] != disp_native.shape[-3:-1]:
-      image_s = upsample_bilinear(image_s, *disp_native.shape[-3:-1])
-    if lo.smoothness == "edge_aware":
-      value = jnp.mean(losses.edge_aware_smoothness(disp_native, image_s))
-    else:
-      value = jnp.mean(losses.second_order_smoothness(disp_native))
-    smooth_terms.append(smoothness_weight / 2**s * value)
-
-  # ---------------------------------------------------------------- motion regularisers
-  if networks.pose_kind == "motion_field":
-    terms["motion_smoothness"] = scale_weight * lo.motion_smoothness_weight * jnp.mean(
-        losses.motion_field_group_smoothness(residual, translation_field))
-    terms["motion_sparsity"] = scale_weight * lo.motion_sparsity_weight * jnp.mean(
-        losses.motion_field_sparsity(residual, translation_field))
-
-  num_scales = max(lo.num_scales, 1)
-  terms["photometric"] = scale_weight * lo.photometric_weight * sum(photo_terms) / num_scales
-  if smooth_terms:
-    terms["smoothness"] = scale_weight * sum(smooth_terms) / len(smooth_terms)
-  if expl_terms:
-    terms["explainability"] = scale_weight * lo.explainability_weight * sum(expl_terms) / num_scales
-  if gc_terms and lo.geometry_consistency_weight > 0:
-    terms["geometry_consistency"] = (scale_weight * lo.geometry_consistency_weight
-                                     * sum(gc_terms) / len(gc_terms))
-  total = sum(terms.values())
-
-  aux["disp"] = disps[0][:, slot[t]]
-  aux["depth"] = 1.0 / disps[0][:, slot[t]]
-  if b_from_a is not None:
-    aux["b_from_a"] = b_from_a
-  new_stats = {"depth": new_depth_vars.get("batch_stats", batch_stats.get("depth", {})),
-               "pose": new_pose_stats}
-  return total, (terms, aux, new_stats)
+  all_depths = (lo.both_directions or lo.geometry_consistency_weight > 0
+                or networks.pose_kind == "motion_field")  # RGB-D motion input.
+  depths, depth_stats = predict_depths(
+      networks, params, batch_stats, net_images, tuple(range(num_frames)) if all_depths else (t,),
+      config=config, step=step_f, key=noise_key, train=train)
+  motion, pose_stats = predict_motion(networks, params, batch_stats, net_images, depths, pairs,
+                                      batch, config=config, step=step_f, train=train)
+  intrinsics = batch["intrinsics"] if motion.intrinsics is None else motion.intrinsics.mean(axis=1)
+  terms, aux = photometric_terms(depths, motion, images, pairs, batch, intrinsics, config=config,
+                                 step=step_f, key=automask_key)
+  terms.update(smoothness_terms(depths, images, pairs, config=config, step=step_f))
+  if motion.residual_translation is not None:
+    terms.update(loss_terms.motion_regularisers(
+        motion, smoothness_weight=lo.term_scale * lo.motion_smoothness_weight,
+        sparsity_weight=lo.term_scale * lo.motion_sparsity_weight))
+  total = sum(terms[name] for name in TERMS if name in terms)
+  aux.update(_motion_aux(motion), disp=depths.disp[0][:, depths.index[t]],
+             depth=1.0 / depths.disp[0][:, depths.index[t]])
+  return total, (terms, aux, {"depth": depth_stats, "pose": pose_stats})
 
 
-def _insert_stereo(transforms: jax.Array, pairs, batch) -> jax.Array:
-  """Builds `[B, P, 4, 4]` `b_from_a` from the predicted transforms and, for b = -1, the stereo rig."""
-  out, j = [], 0
-  for _, b in pairs:
-    if b == -1:
-      out.append(batch["stereo_from_target"])
-    else:
-      out.append(transforms[:, j])
-      j += 1
-  return jnp.stack(out, axis=1)
-
-
-def _pair_images(images: jax.Array, b_idx, batch) -> jax.Array:
-  """Frames `b` of every pair, `[B, P, H, W, 3]` (the stereo partner for b = -1)."""
-  return jnp.stack([as_float_images(batch["stereo_images"]) if b == -1 else images[:, b]
-                    for b in b_idx], axis=1)
-
-
-def _cycle_terms(rotation, translation_field, pixels, mask, pairs, t, lo) -> dict[str, jax.Array]:
-  """Li et al.'s rotation and translation cycle consistency between (t, s) and (s, t) pairs."""
-  index = {pair: i for i, pair in enumerate(pairs)}
-  rot_terms, trans_terms = [], []
-  for (a, b), i in index.items():
-    if (b, a) not in index:
-      continue
-    j = index[(b, a)]
-    if a == t:  # The rotation term is symmetric: once per pair.
-      rot_terms.append(jnp.mean(losses.rotation_cycle_consistency(rotation[:, i], rotation[:, j])))
-    backward, _ = geometry.bilinear_sample(translation_field[:, j], pixels[:, i], padding="border")
-    per_pixel = losses.translation_cycle_consistency(
-        rotation[:, i], translation_field[:, i], rotation[:, j], backward)
-    trans_terms.append(jnp.mean(_masked_mean(per_pixel, mask[:, i])))
-  if not rot_terms:  # pragma: no cover - validate_config guarantees both directions
-    return {}
-  return {"rotation_cycle": lo.rotation_cycle_weight * sum(rot_terms) / len(rot_terms),
-          "translation_cycle": lo.translation_cycle_weight * sum(trans_terms) / len(trans_terms)}
+def _motion_aux(motion: motion_lib.Motion) -> dict[str, jax.Array]:
+  """Summaries of the motion: `b_from_a` of every pair, the first pair's residual field and the
+  learned intrinsics (averaged over pairs) where predicted."""
+  aux = {"b_from_a": motion.b_from_a}
+  if motion.residual_translation is not None:
+    aux["motion_field"] = motion.residual_translation[:, 0]
+  if motion.intrinsics is not None:
+    aux["learned_intrinsics"] = motion.intrinsics.mean(axis=1)
+  return aux

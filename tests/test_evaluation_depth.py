@@ -1,4 +1,4 @@
-"""Tests of the Eigen depth metrics (sslmd_jax.evaluation.depth, SPEC §4)."""
+"""Tests of the Eigen depth metrics (sslmd_jax.evaluation.depth; Eigen et al. 2014)."""
 
 import math
 
@@ -131,7 +131,7 @@ def test_batch_and_channel_layouts_agree():
 
 
 def _reference_eigen(gts, preds, min_depth=1e-3, max_depth=80.0):
-  """An independent loop written from SPEC §4 (same-size inputs)."""
+  """An independent loop written from the protocol's definition (same-size inputs)."""
   rows = []
   for g, p in zip(gts, preds):
     h, w = g.shape

@@ -1,4 +1,5 @@
-"""Tests of pose conventions, the 5-frame ATE and the KITTI odometry metrics (SPEC §4)."""
+"""Tests of pose conventions, the 5-frame ATE and the KITTI odometry metrics (Zhou et al.
+2017 §4.2; Geiger et al. 2012)."""
 
 import math
 

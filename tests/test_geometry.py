@@ -1,4 +1,4 @@
-"""Camera geometry against analytic cases and NumPy references (SPEC §1)."""
+"""Camera geometry against analytic cases and NumPy references (Zhou et al. 2017 §3.2)."""
 
 import jax
 import jax.numpy as jnp

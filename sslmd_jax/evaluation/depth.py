@@ -1,4 +1,5 @@
-"""Depth metrics of the Eigen protocol (SPEC §4, "Depth (Eigen)").
+"""Depth metrics of the Eigen protocol (Eigen et al. 2014; as in Zhou et al. 2017 §4.1 and
+Godard et al. 2019 §4.1).
 
 Host-side NumPy: these functions run on evaluation outputs, never under `jit`.
 
@@ -37,7 +38,7 @@ STEREO_SCALE_FACTOR = 5.4
 
 
 def garg_crop_mask(height: int, width: int) -> np.ndarray:
-  """The Garg et al. (2016) evaluation crop (SPEC §4).
+  """The Garg et al. (2016) evaluation crop (used by Godard et al. 2019 §4.1).
 
   The fractional bounds are truncated to integers exactly as the reference
   scripts do (`int(0.40810811 * H)` etc., i.e. `np.int32` of the products):
@@ -121,7 +122,7 @@ def _as_image_list(x, name: str) -> list[np.ndarray]:
 
 
 def compute_errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-  """The seven Eigen metrics over matched 1-D samples (SPEC §4).
+  """The seven Eigen metrics over matched 1-D samples (Eigen et al. 2014).
 
   Args:
     gt: float `[P]` ground-truth depths (metres, > 0).
@@ -165,7 +166,7 @@ def evaluate_depth(
     skip_empty: bool = False,
     clamp_before_scaling: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
-  """Eigen-protocol depth metrics and the per-image median-scaling ratios (SPEC §4).
+  """Eigen-protocol depth metrics and the per-image median-scaling ratios (Zhou et al. 2017 §4.1).
 
   Args:
     gt: ground-truth depth in metres, 0 (or any value outside
@@ -198,7 +199,7 @@ def evaluate_depth(
       of raising (False). Metrics are NaN when every image is skipped.
     clamp_before_scaling: clamp the prediction to `[min_depth, max_depth]`
       before scaling and not after (SfMLearner's evaluation script) instead of
-      after (Monodepth2's and SPEC §4, the default).
+      after (Monodepth2's evaluation, the default).
 
   Returns:
     `(metrics, ratios)`: `metrics` maps `METRIC_NAMES` to floats averaged over
@@ -296,7 +297,7 @@ def depth_metrics(
     skip_empty: bool = False,
     clamp_before_scaling: bool = False,
 ) -> dict[str, float]:
-  """The seven Eigen depth metrics averaged over images (SPEC §4).
+  """The seven Eigen depth metrics averaged over images (Eigen et al. 2014).
 
   `evaluate_depth` without the ratios; see it for the arguments. Typical calls:
   `depth_metrics(gt, pred)` with `[H, W]` arrays (one image) or `[N, H, W]`
@@ -314,7 +315,7 @@ def depth_metrics(
 
 
 def scale_consistency(ratios: Sequence[float] | np.ndarray) -> dict[str, float]:
-  """Median and relative spread of median-scaling ratios (SPEC §4, SC-SfMLearner claim).
+  """Median and relative spread of median-scaling ratios (Bian et al. 2019's scale-consistency claim).
 
   Args:
     ratios: float `[N]` per-image `median(gt) / median(pred)` from `evaluate_depth`.

@@ -1,6 +1,6 @@
-"""Pose conventions for evaluation and the 5-frame ATE of SfMLearner (SPEC §4).
+"""Pose conventions for evaluation and the 5-frame ATE of SfMLearner (Zhou et al. 2017 §4.2).
 
-Host-side NumPy (float64). Frames follow SPEC's `b_from_a` naming; all
+Host-side NumPy (float64). Frames follow the package's `b_from_a` naming; all
 transforms are 4x4 rigid matrices with translations in metres (or in the
 prediction's unknown unit before scale alignment).
 
@@ -92,7 +92,7 @@ def chain_relative_poses(
 
 
 def ate_5frame(gt_positions: np.ndarray, pred_positions: np.ndarray) -> dict[str, float]:
-  """Absolute trajectory error of one snippet, SfMLearner protocol (SPEC §4).
+  """Absolute trajectory error of one snippet, SfMLearner protocol (Zhou et al. 2017 §4.2).
 
   Both snippets are translated so that their first positions sit at the
   origin (the reference shifts the prediction onto the ground truth's first
@@ -134,7 +134,7 @@ def snippet_ate(
     *,
     snippet_length: int = 5,
 ) -> dict[str, float]:
-  """Mean ± std of `ate_5frame` over every snippet of a sequence (SPEC §4).
+  """Mean ± std of `ate_5frame` over every snippet of a sequence (Zhou et al. 2017 §4.2).
 
   For each start `k = 0 … N - L` (L = `snippet_length`; every full snippet,
   stride 1: 47 snippets for 51 frames), the L ground-truth poses are expressed

@@ -1,9 +1,10 @@
-"""Per-pixel loss terms of the four recipes (SPEC §2, §3).
+"""Per-pixel loss terms of the four recipes (Zhou et al. 2017, Godard et al. 2019, Bian et al.
+2019, Li et al. 2020 with Gordon et al. 2019).
 
 Pure JAX functions that broadcast over any leading dimensions and leave the
 reduction (masks, minimum over sources, means over pixels and scales) to the
-caller (`sslmd_jax.objectives`). Hyper-parameters are keyword-only, with the
-SPEC's constants as defaults. Nothing here depends on `sslmd_jax.geometry`:
+caller (`sslmd_jax.loss_terms`, composed by `sslmd_jax.objectives`).
+Hyper-parameters are keyword-only, with the papers' constants as defaults. Nothing here depends on `sslmd_jax.geometry`:
 the functions take already-warped images and already-sampled depths.
 
 Conventions: images `[..., H, W, C]` float in [0, 1]; depth and disparity

@@ -1,4 +1,4 @@
-"""Geometry and motion-cycle consistency terms (SPEC §3: SC-SfMLearner, Li et al. 2020).
+"""Geometry and motion-cycle consistency terms (Bian et al. 2019 §3.2-3.3; Li et al. 2020 §3).
 
 Frames: the forward motion `(R, t)` maps target-frame points into the source
 frame (`x_s = R x_t + t`, i.e. `source_from_target`); the backward motion
@@ -25,7 +25,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def depth_inconsistency(transformed_depth, sampled_depth) -> Array:
-  """Normalised depth difference `D_diff` (SPEC §3, SC-SfMLearner geometry consistency).
+  """Normalised depth difference `D_diff` (Bian et al. 2019 §3.2, geometry consistency).
 
     D_diff = clip(|D_t→s − D_s'| / (D_t→s + D_s'), 0, 1)
 
@@ -53,7 +53,7 @@ def depth_inconsistency(transformed_depth, sampled_depth) -> Array:
 
 
 def self_discovered_mask(depth_diff) -> Array:
-  """SC-SfMLearner's self-discovered mask `M = 1 − D_diff` (SPEC §3).
+  """SC-SfMLearner's self-discovered mask `M = 1 − D_diff` (Bian et al. 2019 §3.3).
 
   Down-weights moving objects and occlusions, whose depths disagree. The
   reference lets the gradient flow through the mask; so does this function
@@ -82,7 +82,7 @@ def _squared_norm(x: Array, axes: tuple[int, ...]) -> Array:
 
 
 def rotation_cycle_consistency(rotation_forward, rotation_backward, *, eps: float = 1e-12) -> Array:
-  """Rotation cycle-consistency (SPEC §3, Li et al. 2020; weight 1e-3).
+  """Rotation cycle-consistency (Li et al. 2020 §3; weight 1e-3).
 
     L = ‖R' R − I‖²_F / (‖R − I‖²_F + ‖R' − I‖²_F + eps)
 
@@ -118,7 +118,7 @@ def translation_cycle_consistency(
     *,
     eps: float = 1e-12,
 ) -> Array:
-  """Per-pixel translation cycle-consistency (SPEC §3, Li et al. 2020; weight 5e-2).
+  """Per-pixel translation cycle-consistency (Li et al. 2020 §3; weight 5e-2).
 
     L(p) = ‖R' t(p) + t'(p)‖² / (‖t(p)‖² + ‖t'(p)‖² + eps)
 

@@ -1,4 +1,4 @@
-"""Per-pixel masks and mask regularisers (SPEC §3: SfMLearner, Li et al. 2020)."""
+"""Per-pixel masks and mask regularisers (Zhou et al. 2017 §3.3; Gordon et al. 2019, Li et al. 2020 §3)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ Array = jax.Array
 
 
 def explainability_loss(mask, *, eps: float = 1e-7) -> Array:
-  """Explainability-mask regulariser: BCE of the mask against 1 (SPEC §3, SfMLearner).
+  """Explainability-mask regulariser: BCE of the mask against 1 (Zhou et al. 2017 §3.3).
 
     L = −log(max(E, eps))
 
   i.e. the binary cross-entropy `−[1 · log E + 0 · log(1 − E)]` with label 1,
   which stops the network from explaining every pixel away with `E = 0`. The
   clamp at `eps` keeps the value (−log eps ≈ 16.1 for the default) and the
-  gradient finite at `E = 0`. The SPEC weight is `λ_e = 0.2` when enabled.
+  gradient finite at `E = 0`. SfMLearner's weight is `λ_e = 0.2` when enabled.
 
   Args:
     mask: `[..., H, W, 1]` explainability probability `E_s` in (0, 1) of one
@@ -38,7 +38,8 @@ def explainability_loss(mask, *, eps: float = 1e-7) -> Array:
 
 
 def occlusion_mask(transformed_depth, sampled_depth) -> Array:
-  """Occlusion-aware mask: where the target point is the visible one (SPEC §3, Li et al. 2020).
+  """Occlusion-aware mask: where the target point is the visible one (Gordon et al. 2019, "Occlusion-aware
+  consistency"; Li et al. 2020 §3).
 
     M = 1[D_t→s < D_s']
 

@@ -1,4 +1,4 @@
-"""Regularisers of the residual object-translation field (SPEC §3, Li et al. 2020).
+"""Regularisers of the residual object-translation field (Li et al. 2020 §3).
 
 The motion-field network predicts a residual translation field `T_obj(u, v)`
 on top of the ego translation; the total field is `T = T_ego + T_obj`. Both
@@ -42,7 +42,7 @@ def _normalised(fn: str, residual_translation, total_translation, min_size: int)
 def motion_field_group_smoothness(
     residual_translation, total_translation, *, epsilon: float = 1e-24
 ) -> Array:
-  """Group smoothness of the normalised residual translation field (SPEC §3; weight 1.0).
+  """Group smoothness of the normalised residual translation field (Li et al. 2020 §3; weight 1.0).
 
   With `T` = `residual_translation / rms(total_translation)`:
 
@@ -53,7 +53,7 @@ def motion_field_group_smoothness(
   wrap-around); the x and y derivatives of each channel are grouped under one
   square root (a total-variation norm: the field is encouraged to be piecewise
   constant, one rigid motion per object) and the mean runs over pixels and
-  channels, as SPEC §3 writes it. `epsilon` = 1e-24 keeps the gradient finite
+  channels, as Li et al. 2020 §3 write it. `epsilon` = 1e-24 keeps the gradient finite
   where the field is constant. A constant field gives sqrt(epsilon) = 1e-12.
 
   Args:
@@ -75,7 +75,7 @@ def motion_field_group_smoothness(
 
 
 def motion_field_sparsity(residual_translation, total_translation, *, epsilon: float = 1e-24) -> Array:
-  """L1/2 sparsity of the normalised residual translation field (SPEC §3; weight 0.2).
+  """L1/2 sparsity of the normalised residual translation field (Li et al. 2020 §3; weight 0.2).
 
   With `T` = `residual_translation / rms(total_translation)` and, per image and
   channel, `ā = stop_gradient(mean_{H,W} |T|)`:

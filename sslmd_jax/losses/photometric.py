@@ -1,9 +1,9 @@
-"""Photometric terms: SSIM, photometric error, reprojection reductions (SPEC §2, §3).
+"""Photometric terms: SSIM, photometric error, reprojection reductions (Godard et al. 2019 §3.1-3.2).
 
 Every function is pure, broadcasts over any leading dimensions and leaves the
 final reduction (masks, means over pixels/scales) to the caller. Images are
 `[..., H, W, C]` float in [0, 1]; loss maps come back as `[..., H, W]` (mean
-over channels). Hyper-parameters are keyword-only with the SPEC's constants as
+over channels). Hyper-parameters are keyword-only with the papers' constants as
 defaults.
 
 The `_check_*` helpers at the top are shared by the whole `losses` package:
@@ -124,7 +124,7 @@ def _pool3x3(x: Array) -> Array:
 
 
 def ssim_loss(x, y, *, c1: float = 0.01**2, c2: float = 0.03**2) -> Array:
-  """Per-pixel SSIM dissimilarity on 3x3 windows (SPEC §2; Monodepth2, SC-SfMLearner).
+  """Per-pixel SSIM dissimilarity on 3x3 windows (Wang et al. 2004; Godard et al. 2019 §3.1, Bian et al. 2019).
 
   With `P` the 3x3 average pooling (stride 1) of the 1-pixel reflection-padded
   image, per pixel and channel:
@@ -138,7 +138,7 @@ def ssim_loss(x, y, *, c1: float = 0.01**2, c2: float = 0.03**2) -> Array:
   Args:
     x, y: `[..., H, W, C]` float images in [0, 1] (leading axes broadcast,
       H, W >= 2 for the reflection padding).
-    c1, c2: stabilising constants (SPEC: 0.01², 0.03²).
+    c1, c2: stabilising constants (Monodepth2: 0.01², 0.03²).
 
   Returns:
     `[..., H, W]` loss map in [0, 1].
@@ -157,7 +157,7 @@ def ssim_loss(x, y, *, c1: float = 0.01**2, c2: float = 0.03**2) -> Array:
 
 
 def photometric_error(pred, target, *, ssim_weight: float = 0.85, clip_l1: bool = False) -> Array:
-  """Per-pixel photometric error `pe` (SPEC §2, §3).
+  """Per-pixel photometric error `pe` (Godard et al. 2019 §3.1, eq. 1).
 
     pe = ssim_weight · ssim_loss(pred, target) + (1 − ssim_weight) · mean_C |pred − target|
 
@@ -241,7 +241,7 @@ def min_reprojection(
     noise_key: Array | None = None,
     noise_scale: float = 1e-5,
 ) -> tuple[Array, Array]:
-  """Per-pixel minimum reprojection with optional auto-masking (SPEC §3, Monodepth2).
+  """Per-pixel minimum reprojection with optional auto-masking (Godard et al. 2019 §3.2).
 
   Without identity errors: `loss = min_s e_s` over the source axis and the
   automask is all ones.
@@ -265,7 +265,7 @@ def min_reprojection(
     identity_errors: optional `[..., S', H, W]` errors of the unwarped sources
       (usually S' = S); leading axes broadcast against `reprojection_errors`.
     noise_key: PRNG key for the tie-breaking noise, or None for none.
-    noise_scale: standard deviation of the noise (SPEC: 1e-5).
+    noise_scale: standard deviation of the noise (Monodepth2: 1e-5).
 
   Returns:
     `(loss_map, automask)`, both `[..., H, W]`; `automask` is float in {0, 1}.
@@ -283,7 +283,7 @@ def average_reprojection(
     noise_key: Array | None = None,
     noise_scale: float = 1e-5,
 ) -> tuple[Array, Array]:
-  """Mean instead of minimum over sources: Monodepth2's ablation (SPEC §3).
+  """Mean instead of minimum over sources: Monodepth2's ablation of Godard et al. 2019 §3.2.
 
   Without identity errors: `loss = mean_s e_s` and the automask is all ones.
 
@@ -298,7 +298,7 @@ def average_reprojection(
     reprojection_errors: `[..., S, H, W]` errors of the warped sources.
     identity_errors: optional `[..., S', H, W]` errors of the unwarped sources.
     noise_key: PRNG key for the tie-breaking noise, or None for none.
-    noise_scale: standard deviation of the noise (SPEC: 1e-5).
+    noise_scale: standard deviation of the noise (Monodepth2: 1e-5).
 
   Returns:
     `(loss_map, automask)`, both `[..., H, W]`; `automask` is float in {0, 1}.
@@ -325,7 +325,7 @@ def depth_weighted_ssim(
     c2: float = 9e-6,
     weight_epsilon: float = 0.01,
 ) -> tuple[Array, Array]:
-  """Weighted SSIM dissimilarity (SPEC §3, Li et al. 2020 / Gordon et al. 2019).
+  """Weighted SSIM dissimilarity (Gordon et al. 2019, "Occlusion-aware consistency"; Li et al. 2020).
 
   Every 3x3 moment is a weighted average with weights `w = weight + weight_epsilon`:
   `Pw(z) = P(z · w) / P(w)` with `P` the 3x3 average pooling (stride 1) of the
@@ -336,14 +336,14 @@ def depth_weighted_ssim(
     SSIM = (2 μx μy + c1)(2 σxy + c2) / ((μx² + μy² + c1)(σx + σy + c2))
 
   with the limits `c1 = inf` → `(2 σxy + c2) / (σx + σy + c2)` (no luminance
-  term, the SPEC's choice) and `c2 = inf` → `(2 μx μy + c1) / (μx² + μy² + c1)`.
+  term, Li et al.'s choice) and `c2 = inf` → `(2 μx μy + c1) / (μx² + μy² + c1)`.
   The loss map is `clip((1 − SSIM) / 2, 0, 1)`, mean over channels.
 
   Args:
     x, y: `[..., H, W, C]` float images (leading axes broadcast; H, W >= 2).
     weight: `[..., H, W]` (or `[..., H, W, 1]`) non-negative per-pixel weight,
       e.g. `depth_proximity_weight(...)`.
-    c1, c2: stabilising constants (SPEC: c1 = inf, c2 = 9e-6); not both inf.
+    c1, c2: stabilising constants (Li et al.: c1 = inf, c2 = 9e-6); not both inf.
     weight_epsilon: added to the weight so no window has zero total weight.
 
   Returns:
@@ -401,7 +401,7 @@ def depth_weighted_ssim(
 
 
 def depth_proximity_weight(transformed_depth, sampled_depth, mask) -> Array:
-  """Stop-gradient depth-proximity weight of the SSIM term (SPEC §3, Li et al. 2020).
+  """Stop-gradient depth-proximity weight of the SSIM term (Li et al. 2020 §3).
 
   With `Δd = D_t→s − D_s'` (the target depth transformed into the source frame
   minus the source depth sampled at the projection):

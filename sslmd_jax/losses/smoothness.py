@@ -1,4 +1,5 @@
-"""Disparity smoothness regularisers (SPEC §3: SfMLearner, Monodepth2, SC-SfMLearner, Li et al.).
+"""Disparity smoothness regularisers (Zhou et al. 2017 §3.3; Godard et al. 2019 §3.1;
+Bian et al. 2019; Li et al. 2020).
 
 Both terms are per image: they return `[...]` (one value per leading element);
 averaging over the batch gives the references' scalar because every image of
@@ -33,7 +34,7 @@ def _dy(x: Array) -> Array:
 
 
 def edge_aware_smoothness(disp, image, *, mean_epsilon: float = 1e-7) -> Array:
-  """Edge-aware first-order smoothness of mean-normalised disparity (SPEC §3, Monodepth2).
+  """Edge-aware first-order smoothness of mean-normalised disparity (Godard et al. 2019 §3.1, eq. 3).
 
     d* = d / (mean_HW(d) + mean_epsilon)
     L  = mean_HW(|∂x d*| · exp(−|∂x I|)) + mean_HW(|∂y d*| · exp(−|∂y I|))
@@ -41,7 +42,7 @@ def edge_aware_smoothness(disp, image, *, mean_epsilon: float = 1e-7) -> Array:
   where `|∂I|` is the channel mean of the absolute forward differences of the
   image; the `∂x` maps are `H x (W−1)` and the `∂y` maps `(H−1) x W`, each
   averaged on its own. `mean_epsilon` (Monodepth2: 1e-7) keeps an all-zero
-  disparity finite. Constant disparity gives 0. The SPEC weights are
+  disparity finite. Constant disparity gives 0. The papers' weights are
   `1e-3 / 2^s` (Monodepth2), 0.1 (SC-SfMLearner), 1e-3 (Li et al., on depth's
   inverse as `d`).
 
@@ -69,7 +70,7 @@ def edge_aware_smoothness(disp, image, *, mean_epsilon: float = 1e-7) -> Array:
 
 
 def second_order_smoothness(disp) -> Array:
-  """Second-order disparity smoothness (SPEC §3, SfMLearner).
+  """Second-order disparity smoothness (Zhou et al. 2017 §3.3).
 
     L = mean|∂xx d| + mean|∂xy d| + mean|∂yx d| + mean|∂yy d|
 
@@ -77,7 +78,7 @@ def second_order_smoothness(disp) -> Array:
   `∂xy = ∂y (∂x d)` and `∂yx = ∂x (∂y d)` (both `(H−1) x (W−1)`; equal for
   forward differences, both kept as in the reference) and `∂yy = ∂y ∂y`
   (`(H−2) x W`), each averaged on its own. Zero for any disparity that is
-  affine in the pixel coordinates. The SPEC weight is `0.5 / 2^s`.
+  affine in the pixel coordinates. SfMLearner's weight is `0.5 / 2^s`.
 
   Args:
     disp: `[..., H, W, 1]` disparity, H, W >= 3.

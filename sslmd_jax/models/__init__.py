@@ -1,4 +1,4 @@
-"""Networks of the four method recipes (SPEC §3), Flax Linen modules used through `init`/`apply`.
+"""Networks of the four method recipes, Flax Linen modules used through `init`/`apply`.
 
 Every model returns `(output, aux)`; every constructor takes explicit arguments (the objective /
 trainer maps configs to them) and has a `tiny_*` variant for tests. Parameters are float32; `dtype`

@@ -1,4 +1,4 @@
-"""Depth networks: Monodepth2's ResNet U-Net and SfMLearner's DispNet (SPEC §3).
+"""Depth networks: Monodepth2's ResNet U-Net and SfMLearner's DispNet (Godard et al. 2019 §3.3; Zhou et al. 2017 §3.4).
 
 Every depth network returns `(output, aux)` with
 
@@ -10,7 +10,7 @@ the sigmoid heads — Monodepth2 smooths this one — and the pre-softplus logit
 `aux["features"]` holds the encoder's feature maps. Depth is in the network's (arbitrary,
 monocular) units; `disp` is the head's disparity (`1/depth` for every head).
 
-Depth heads (`head=`), SPEC §1 "Disparity → depth":
+Depth heads (`head=`), disparity → depth:
   'disp_to_depth'  Monodepth2: sigmoid s → `geometry.disp_to_depth(s, min_depth, max_depth)`.
   'scaled_sigmoid' SfMLearner / SC-SfMLearner: `disp = 10 · sigmoid + 0.01`, `depth = 1/disp`.
   'softplus'       Li et al. 2020: `depth = softplus(x)` (unbounded), `disp = 1/depth`.
@@ -29,7 +29,7 @@ from sslmd_jax.models.resnet import ResNetEncoder
 
 DepthHead = Literal["disp_to_depth", "scaled_sigmoid", "softplus"]
 DEPTH_HEADS = ("disp_to_depth", "scaled_sigmoid", "softplus")
-# SfMLearner's disparity scaling (SPEC §1): disp = 10 · sigmoid + 0.01.
+# SfMLearner's disparity scaling (Zhou et al. 2017 §3.4): disp = 10 · sigmoid + 0.01.
 DISP_SCALING = 10.0
 MIN_DISP = 0.01
 # Li et al.'s softplus depth has no upper bound; this floor only keeps 1/depth finite.
@@ -38,7 +38,7 @@ SOFTPLUS_DEPTH_FLOOR = 1e-6
 
 def depth_head(logits: jax.Array, *, head: DepthHead, min_depth: float = 0.1,
                max_depth: float = 100.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Maps a disparity-head activation to `(disp, depth, raw)` (SPEC §1), all float32.
+  """Maps a disparity-head activation to `(disp, depth, raw)` (the heads above), all float32.
 
   Args:
     logits: `[B, h, w, 1]` pre-activation of the prediction convolution.
@@ -76,7 +76,7 @@ class ConvBlock(nn.Module):
 
 
 class DepthDecoder(nn.Module):
-  """Monodepth2's depth decoder (SPEC §3 Monodepth2).
+  """Monodepth2's depth decoder (Godard et al. 2019 §3.3).
 
   For level i = 4 … 0: `upconv_i_0` (3x3 reflection conv + ELU, `num_ch_dec[i]` channels) →
   nearest ×2 upsampling → concat encoder feature i−1 (if i > 0) → `upconv_i_1` (3x3 conv + ELU);
@@ -122,7 +122,7 @@ class DepthDecoder(nn.Module):
 
 class ResNetDepthNet(nn.Module):
   """ResNet encoder + Monodepth2 decoder: the depth network of Monodepth2, SC-SfMLearner and (with
-  randomized layer normalisation and the softplus head) Li et al. 2020. SPEC §3.
+  randomized layer normalisation and the softplus head) Li et al. 2020 (Godard et al. 2019 §3.3).
 
   Call: `images [B, H, W, 3]` in [0, 1] (H, W multiples of 32), `train` (BatchNorm mode /
   normalisation noise), `noise_stddev` (randomized layer normalisation σ; needs the 'noise' RNG in
@@ -185,7 +185,7 @@ def _resize_like(x: jax.Array, like: jax.Array) -> jax.Array:
 
 
 class DispNet(nn.Module):
-  """SfMLearner's depth network (Zhou et al. 2017; SPEC §3 SfMLearner).
+  """SfMLearner's depth network (Zhou et al. 2017 §3.4).
 
   Encoder: 7 levels of (stride-2 conv, stride-1 conv) with ReLU, kernels 7, 5, 3, 3, 3, 3, 3 and
   widths `enc_channels`; decoder: per level a stride-2 transposed conv, concat the encoder skip

@@ -118,7 +118,7 @@ class ConvTranspose(nn.Module):
 
 
 class RandomizedLayerNorm(nn.Module):
-  """Randomized layer normalisation (Li et al. 2020, SPEC §3 "Dynamic scenes").
+  """Randomized layer normalisation (Gordon et al. 2019, "Randomized layer normalization"; Li et al. 2020).
 
   Per sample and channel, the spatial mean `m` and variance `v` are computed; in training each is
   multiplied by an independent `1 + N(0, noise_stddev)` factor (drawn per sample and channel from

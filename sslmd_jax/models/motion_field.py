@@ -1,4 +1,5 @@
-"""Li et al. 2020's motion-field network with Gordon et al. 2019's learned intrinsics (SPEC §3).
+"""Li et al. 2020's motion-field network with Gordon et al. 2019's learned intrinsics (Li et al. 2020 §3;
+Gordon et al. 2019, "Learning the intrinsics").
 
 The network sees a pair of RGB-D frames and predicts the camera's motion between them (rotation
 and background translation) plus a dense residual translation field for moving objects, and the
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 
 from sslmd_jax.models.layers import Conv, Dtype, resize_bilinear
 
-# Learned rotation/translation scales: initial value and lower bound (SPEC §3 Dynamic scenes).
+# Learned rotation/translation scales: initial value and lower bound (Li et al. 2020).
 SCALE_INIT = 0.01
 SCALE_MIN = 0.001
 
@@ -74,7 +75,7 @@ class _RefineMotionField(nn.Module):
 
 
 class MotionFieldNet(nn.Module):
-  """Li et al. 2020's motion-field network with the learned-intrinsics head (SPEC §3).
+  """Li et al. 2020's motion-field network with the learned-intrinsics head (Li et al. 2020 §3).
 
   Encoder: 7 stride-2 3x3 ReLU convs (`channels`, 16 … 1024) on the 8-channel RGB-D pair (9 with
   `time_direction`) →
@@ -175,7 +176,8 @@ class MotionFieldNet(nn.Module):
 
 
 class IntrinsicsHead(nn.Module):
-  """Gordon et al. 2019's learned intrinsics from a `[B, 1, 1, C]` bottleneck (SPEC §3).
+  """Gordon et al. 2019's learned intrinsics from a `[B, 1, 1, C]` bottleneck ("Learning the
+  intrinsics").
 
   Returns `[B, 3, 3]` float32 `[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]` in pixels of an image of
   `height x width`: `fx, fy = softplus(f) · (W, H)`, `cx, cy = (o + 0.5) · (W, H)`.

@@ -1,10 +1,11 @@
-"""Ego-motion networks: Monodepth2's separate-ResNet pose net and SfMLearner's PoseExpNet (SPEC §3).
+"""Ego-motion networks: Monodepth2's separate-ResNet pose net and SfMLearner's PoseExpNet (Godard et al. 2019 §3.3;
+Zhou et al. 2017 §3.4).
 
 Pose networks return `(output, aux)` with
 
   output = {"rotation": [B, S, 3], "translation": [B, S, 3]}   (float32)
 
-one rigid motion per source `S`, already multiplied by 0.01 (SPEC §1). The rotation's
+one rigid motion per source `S`, already multiplied by 0.01 (Godard et al. 2019 §3.3). The rotation's
 parameterisation and the frame convention depend on the network and are stated in each docstring.
 """
 
@@ -15,12 +16,12 @@ import jax.numpy as jnp
 from sslmd_jax.models.layers import Conv, ConvTranspose, Dtype, NormKind, check_images
 from sslmd_jax.models.resnet import ResNetEncoder
 
-# Pose networks emit 0.01 x their raw output (SPEC §1).
+# Pose networks emit 0.01 x their raw output (Godard et al. 2019 §3.3; Zhou et al. 2017).
 POSE_SCALING = 0.01
 
 
 class PoseDecoder(nn.Module):
-  """Monodepth2's pose decoder (SPEC §3 Monodepth2).
+  """Monodepth2's pose decoder (Godard et al. 2019 §3.3).
 
   `squeeze` 1x1 conv to 256 + ReLU → `pose_0` 3x3 (256) + ReLU → `pose_1` 3x3 (256) + ReLU →
   `pose_2` 1x1 to `6 · num_frames_to_predict_for` → spatial mean → × 0.01.
@@ -56,7 +57,7 @@ class ResNetPoseNet(nn.Module):
   Call: `frames [B, H, W, 3 · num_input_images]`, the frames stacked on channels **in temporal
   order** (earlier first), values in [0, 1], H and W multiples of 32.
 
-  Frames (Monodepth2, SPEC §1): the output for a pair `(a, b)` in temporal order parameterises
+  Frames (Monodepth2, Godard et al. 2019 §3.3): the output for a pair `(a, b)` in temporal order parameterises
   `b_from_a` as `x_b = R(axis_angle) · x_a + t`. For a source after the target feed
   `(target, source)` and use it as `source_from_target`; for a source before the target feed
   `(source, target)` and invert it to get `source_from_target`.
@@ -104,7 +105,7 @@ def tiny_resnet_pose_net(**kwargs) -> ResNetPoseNet:
 
 
 class PoseExpNet(nn.Module):
-  """SfMLearner's pose and explainability network (Zhou et al. 2017; SPEC §3 SfMLearner).
+  """SfMLearner's pose and explainability network (Zhou et al. 2017 §3.4).
 
   Input: the target and its sources stacked on channels (target first), mapped to [-1, 1].
   Five stride-2 ReLU convs (widths `channels[:5]`, kernels 7, 5, 3, 3, 3); pose head: two more
@@ -120,7 +121,7 @@ class PoseExpNet(nn.Module):
 
   Frames (SfMLearner): each source's motion is `source_from_target` (it maps target-camera points
   into the source camera), parameterised as Euler angles `(rx, ry, rz)` in radians, composed as
-  `R = Rx · Ry · Rz` (SPEC §1), and a translation. The raw 6-vector is `[tx, ty, tz, rx, ry, rz]`.
+  `R = Rx · Ry · Rz` (`geometry.rotation_from_euler`), and a translation. The raw 6-vector is `[tx, ty, tz, rx, ry, rz]`.
 
   Returns `(output, aux)`: `output["rotation"]`, `output["translation"]` `[B, S, 3]`;
   `aux["explainability"]` a tuple of 4 masks `[B, H/2^s, W/2^s, S]` in (0, 1), finest first

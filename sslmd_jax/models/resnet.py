@@ -1,4 +1,4 @@
-"""ResNet encoders (He et al. 2016) as used by Monodepth2, SC-SfMLearner and Li et al. (SPEC §3).
+"""ResNet encoders (He et al. 2016) as used by Monodepth2, SC-SfMLearner and Li et al. (Godard et al. 2019 §3.3).
 
 The layout matches torchvision's ResNet v1.5 (stride in the 3x3 convolution of bottleneck blocks,
 7x7 stem with zero padding 3, 3x3 max-pool with padding 1) so that ImageNet weights convert
@@ -76,7 +76,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-  """ResNet-18/34/50 trunk returning 5 feature maps (Monodepth2's `ResnetEncoder`, SPEC §3).
+  """ResNet-18/34/50 trunk returning 5 feature maps (Monodepth2's `ResnetEncoder`, Godard et al. 2019 §3.3).
 
   Input: `num_input_images` RGB frames stacked on channels, `[B, H, W, 3·num_input_images]` in
   [0, 1], H and W multiples of 32. The input is normalised as `(x − 0.45) / 0.225` first. For
