@@ -58,7 +58,7 @@ class DataError(ValueError):
 
 
 def default_intrinsics(height: int, width: int) -> np.ndarray:
-  """KITTI's average normalised camera (SPEC §1) in pixels of an `height x width` image.
+  """KITTI's average normalised camera (as in Zhou et al. 2017 and Godard et al. 2019's KITTI loaders) in pixels of an `height x width` image.
 
   `fx = 0.58 W, fy = 1.92 H, cx = 0.5 W, cy = 0.5 H`. Used for videos without
   `intrinsics.txt` by every recipe except the learned-intrinsics one.

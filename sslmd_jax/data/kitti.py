@@ -166,7 +166,7 @@ def lidar_depth_map(
     image_size: tuple[int, int],
     reference_compatible: bool = True,
 ) -> np.ndarray:
-  """Projects a velodyne scan to a sparse depth map (SPEC §4, Eigen ground truth).
+  """Projects a velodyne scan to a sparse depth map (the Eigen et al. 2014 ground truth: Velodyne points projected with KITTI's calibration, Geiger et al. 2013).
 
   Points with velodyne `x ≥ 0` are projected with
   `projection · rect · cam_from_velo` (pixels of camera X); where several
@@ -179,7 +179,7 @@ def lidar_depth_map(
       `np.round` rounds halves to even, as the reference does.
     * `reference_compatible=False` (corrected): the depth is the camera-X `z`
       (metres along the optical axis) and the pixel is `(round(v), round(u))`,
-      consistent with the pixel-centre convention of SPEC §1; points with
+      consistent with the pixel-centre convention of `sslmd_jax.geometry`; points with
       `z ≤ 0` are dropped.
 
   Args:
@@ -286,7 +286,7 @@ def kitti_raw_sequences(
       rectified projections (`calibration.partner_from_camera`).
     with_depth: provide LiDAR ground truth through `load_extras` as
       `{'depth': float32 [H, W, 1]}` (metres, 0 where unknown), projected per
-      SPEC §4 (`lidar_depth_map`); needs `velodyne_points/data/*.bin`.
+      Eigen et al. 2014's protocol (`lidar_depth_map`); needs `velodyne_points/data/*.bin`.
     reference_compatible: the published Eigen ground-truth quirks (velodyne x
       as depth, pixel indices −1) when True; camera z and unshifted pixels when False.
     min_frames: the snippet length; a shorter sequence is an error.

@@ -1,4 +1,4 @@
-"""KITTI odometry sequences and pose files (issue 4, part 3; SPEC §4 "KITTI odometry files").
+"""KITTI odometry sequences and pose files (the KITTI odometry benchmark's files, Geiger et al. 2012).
 
 Layout (as in the official benchmark):
 

@@ -3,7 +3,7 @@
 Pure NumPy/PIL functions used by the grain pipeline (`sslmd_jax.data.pipeline`);
 no JAX here, so that grain's worker processes stay light.
 
-Conventions (SPEC §1): x right, y down, z forward; pixel-centre coordinates
+Conventions (as in `sslmd_jax.geometry`): x right, y down, z forward; pixel-centre coordinates
 (column `u` has its centre at `u`, so an image of width `W` spans `[-0.5, W-0.5]`);
 rigid transforms are 4x4 `b_from_a`.
 
@@ -94,7 +94,7 @@ def flip_rigid_transform(transform: np.ndarray) -> np.ndarray:
   is reflected too), the relative `camera_s_from_camera_t = inv(M_s) · M_t`
   becomes `F · camera_s_from_camera_t · F`, consistent with the mirrored images
   and `flip_intrinsics`. For a stereo pair (`stereo_from_target` a pure
-  x-translation) this is the sign flip of the baseline (SPEC §3, Monodepth2).
+  x-translation) this is the sign flip of the baseline (Godard et al. 2019, stereo training).
 
   Args:
     transform: `[..., 4, 4]` rigid transform(s) `b_from_a`.
@@ -198,7 +198,7 @@ def resize_nearest(
 def sample_scale_crop_box(
     rng: np.random.Generator, *, height: int, width: int, max_scale: float
 ) -> Box:
-  """SfMLearner's random scale-and-crop as a source window (SPEC §3, SfMLearner).
+  """SfMLearner's random scale-and-crop as a source window (Zhou et al. 2017, §4.1 data augmentation).
 
   SfMLearner scales the image up by `s ~ U[1, max_scale]` and crops a random
   `H x W` window back out. Equivalently, this samples a window of size
@@ -256,7 +256,7 @@ def sample_color_jitter(
 ) -> ColorJitter:
   """Draws factors `U[1 - b, 1 + b]` etc., hue `U[-hue, hue]` and a random order.
 
-  Monodepth2 (SPEC §3) uses brightness = contrast = saturation = 0.2, hue = 0.1.
+  Monodepth2 (Godard et al. 2019, §4 implementation details) uses brightness = contrast = saturation = 0.2, hue = 0.1.
   """
   return ColorJitter(
       brightness=float(rng.uniform(1.0 - brightness, 1.0 + brightness)),
