@@ -8,10 +8,10 @@ step turns them into the jittered network inputs here, so the host never
 builds a second copy of every image (it used to cost a third of the pipeline's
 time). The losses keep seeing the un-jittered `images`.
 
-The map is exactly `transforms.color_jitter_affine` (one affine colour map per
+The map is exactly `tests/color_jitter_reference.color_jitter_affine` (one affine colour map per
 frame, the contrast mean taken from the frame's own mean colour), applied in
-float32 and clipped to [0, 1] once; the host reference `transforms.
-apply_color_jitter` additionally rounds to uint8.
+float32 and clipped to [0, 1] once; the host reference
+`tests/color_jitter_reference.apply_color_jitter` additionally rounds to uint8.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _YIQ_TO_RGB = jnp.asarray(np.linalg.inv(transforms.RGB_TO_YIQ), jnp.float32)
 
 
 def _hue_matrix(hue: jax.Array) -> jax.Array:
-  """RGB 3x3 rotating the YIQ chroma plane by `2π·hue` (`transforms._hue_matrix`)."""
+  """RGB 3x3 rotating the YIQ chroma plane by `2π·hue` (`tests/color_jitter_reference._hue_matrix`)."""
   c, s = jnp.cos(2 * jnp.pi * hue), jnp.sin(2 * jnp.pi * hue)
   rotation = jnp.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], jnp.float32)
   return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
@@ -43,7 +43,7 @@ def color_jitter_affine(params: jax.Array, mean_rgb: jax.Array) -> jax.Array:
     mean_rgb: float32 `[3]` mean colour of the frame (the units of the images).
 
   Returns:
-    float32 `[3, 4]`, equal to `transforms.color_jitter_affine` of the same draw.
+    float32 `[3, 4]`, equal to `tests/color_jitter_reference.color_jitter_affine` of the same draw.
   """
   brightness, contrast, saturation, hue = params[0], params[1], params[2], params[3]
   order = params[4:8].astype(jnp.int32)
