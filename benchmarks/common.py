@@ -30,17 +30,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Flags shared by `train_step.py` and `inference.py` (each script adds `--batch_sizes`).
-CONFIG = flags.DEFINE_string("config", "configs/monodepth2.py", "Recipe config file.")
-HEIGHT = flags.DEFINE_integer("height", 192, "Input height (multiple of 32).")
-WIDTH = flags.DEFINE_integer("width", 640, "Input width (multiple of 32).")
-DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
-ITERS = flags.DEFINE_integer("iters", 10, "Timed calls (steps) per configuration.")
-WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls (steps) after compilation.")
-PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
-PROFILE_DIR = flags.DEFINE_string(
-    "profile_dir", "", "If set, trace one more call with the JAX profiler into this folder "
-    "(Perfetto/TensorBoard trace) and add the per-operation breakdown (`op_profile`) to the JSON.")
+# Flags shared by `train_step.py` and `inference.py` (each script adds `--batch_sizes`), defined
+# by `define_flags()` when a script runs: importing this module defines none, so that tests can
+# import it beside `sslmd_jax.cli` (whose `--config` has the same name).
+CONFIG = HEIGHT = WIDTH = DTYPE = ITERS = WARMUP = PEAK = PROFILE_DIR = None
+
+
+def define_flags() -> None:
+  """Defines the shared flags (call it under `if __name__ == "__main__"`, before `app.run`)."""
+  global CONFIG, HEIGHT, WIDTH, DTYPE, ITERS, WARMUP, PEAK, PROFILE_DIR
+  CONFIG = flags.DEFINE_string("config", "configs/monodepth2.py", "Recipe config file.")
+  HEIGHT = flags.DEFINE_integer("height", 192, "Input height (multiple of 32).")
+  WIDTH = flags.DEFINE_integer("width", 640, "Input width (multiple of 32).")
+  DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
+  ITERS = flags.DEFINE_integer("iters", 10, "Timed calls (steps) per configuration.")
+  WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls (steps) after compilation.")
+  PEAK = flags.DEFINE_bool("peak", True, "Measure the float32 matmul peak of this machine.")
+  PROFILE_DIR = flags.DEFINE_string(
+      "profile_dir", "", "If set, trace one more call with the JAX profiler into this folder "
+      "(Perfetto/TensorBoard trace) and add the per-operation breakdown (`op_profile`) to the JSON.")
 
 
 def load_config(path: str, *, height: int, width: int, batch_size: int, dtype: str):

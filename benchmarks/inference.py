@@ -114,4 +114,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  common.define_flags()
   app.run(main)
