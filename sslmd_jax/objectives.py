@@ -551,6 +551,7 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   noise_key, automask_key = jax.random.split(key)
   step_f = jnp.asarray(step, jnp.float32)
   all_depths = (lo.both_directions or lo.geometry_consistency_weight > 0
+                or lo.self_discovered_mask  # Both need the source frames' depth.
                 or networks.pose_kind == "motion_field")  # RGB-D motion input.
   depths, depth_stats = predict_depths(
       networks, params, batch_stats, net_images, tuple(range(num_frames)) if all_depths else (t,),

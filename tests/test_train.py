@@ -305,6 +305,25 @@ def test_li_motion_net_is_told_each_pairs_time_direction():
   assert motion.shape == (2, 4, 4) and np.isfinite(motion).all()
 
 
+def test_the_self_discovered_mask_alone_weights_the_photometric_error():
+  # Bian et al. 2019, §3.3: the mask needs the source frames' depth even without the
+  # geometry-consistency term or the reverse pairs (a KeyError before).
+  config = train_utils.micro_config("sc_sfmlearner")
+  config.loss.geometry_consistency_weight = 0.0
+  config.loss.both_directions = False
+  config.loss.self_discovered_mask = True
+  objectives.validate_config(config)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
+  loss, (terms, aux, _) = objectives.compute_loss(
+      state.params, state.batch_stats, train_utils.synthetic_batch(config), networks=networks,
+      config=config, step=jnp.int32(5), key=jax.random.key(0), train=False)
+  assert np.isfinite(float(loss)) and "geometry_consistency" not in terms
+  mask = np.asarray(aux["self_discovered_mask"])
+  assert mask.shape[1:3] == (config.data.height, config.data.width)
+  assert 0.0 < mask.min() and mask.max() <= 1.0
+
+
 def test_automask_start_step_switches_auto_masking_on_at_that_step():
   config = train_utils.micro_config("monodepth2")
   batch = train_utils.synthetic_batch(config)
