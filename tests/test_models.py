@@ -9,6 +9,7 @@ import pytest
 
 from sslmd_jax import models
 from sslmd_jax.models import layers
+from tests import train_utils
 
 KEY = jax.random.key(0)
 # Noise for randomized layer normalisation: 'rbg' keys compile far faster than threefry on CPU.
@@ -21,27 +22,6 @@ def _count(tree) -> int:
 
 def _init_shapes(net, *args, **kwargs):
   return jax.eval_shape(functools.partial(net.init, KEY, *args, train=False, **kwargs))
-
-
-def _variables(net, *args, seed=0, **kwargs):
-  """He-normal kernels, small biases, unit BN statistics, filled on the host.
-
-  `net.init` would do as well, but compiling ~100 threefry truncated-normal draws takes minutes
-  on a loaded 2-core CPU; the tests need any well-scaled weights, not Flax's initialisers.
-  """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == "kernel":
-      return (rng.normal(size=s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))).astype(np.float32)
-    if name in ("bias", "mean"):
-      return (0.01 * rng.normal(size=s.shape)).astype(np.float32)
-    if name in ("rotation_scale", "translation_scale"):
-      return np.full(s.shape, 0.01, np.float32)
-    return np.ones(s.shape, np.float32)  # BN / layer-norm scales, running variances.
-
-  return jax.tree_util.tree_map_with_path(fill, _init_shapes(net, *args, **kwargs))
 
 
 # ---------------------------------------------------------------- parameter counts (references')
@@ -142,7 +122,7 @@ def _tiny_cases():
 @pytest.mark.parametrize("name", list(_tiny_cases()))
 def test_tiny_variants_run_jitted_in_both_modes(name):
   net, args = _tiny_cases()[name]
-  variables = _variables(net, *args)
+  variables = train_utils.host_variables(net, *args)
 
   @functools.partial(jax.jit, static_argnames="train")
   def apply(variables, *a, train):
@@ -199,7 +179,7 @@ def test_pose_decoder_scaling_and_layout():
   """Zero last kernel, bias b: every output is 0.01 · b; rows are [axis-angle, translation]."""
   net = models.tiny_resnet_pose_net()
   x = jnp.ones((1, 64, 64, 6)) * 0.3
-  v = _variables(net, x)
+  v = train_utils.host_variables(net, x)
   bias = jnp.arange(12.0)
   v["params"]["decoder"]["pose_2"]["conv"]["kernel"] *= 0
   v["params"]["decoder"]["pose_2"]["conv"]["bias"] = bias
@@ -212,7 +192,7 @@ def test_pose_decoder_scaling_and_layout():
 def test_pose_exp_net_layout_is_translation_then_rotation():
   net = models.tiny_pose_exp_net(num_sources=2)
   t, s = jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 2, 64, 64, 3))
-  v = _variables(net, t, s)
+  v = train_utils.host_variables(net, t, s)
   bias = jnp.arange(12.0)
   v["params"]["pose_pred"]["conv"]["kernel"] *= 0
   v["params"]["pose_pred"]["conv"]["bias"] = bias
@@ -229,7 +209,7 @@ def test_motion_field_burn_in_scales_intrinsics_and_auto_mask():
   rng = np.random.default_rng(1)
   a = rng.uniform(size=(1, 32, 48, 4)).astype(np.float32)
   b = rng.uniform(size=(1, 32, 48, 4)).astype(np.float32)
-  v = _variables(net, a, b)
+  v = train_utils.host_variables(net, a, b)
   apply = jax.jit(lambda v, burn_in: net.apply(v, a, b, burn_in=burn_in))
   out, aux = apply(v, 0.0)
   np.testing.assert_array_equal(aux["residual_translation"], 0.0)
@@ -271,7 +251,7 @@ def test_motion_field_time_direction_is_a_ninth_input_channel():
   plain = models.tiny_motion_field_net(auto_mask=False)
   timed = models.tiny_motion_field_net(auto_mask=False, time_direction=True)
   direction = jnp.array([1.0, -1.0])
-  v = _variables(timed, a, b, time_direction=direction)
+  v = train_utils.host_variables(timed, a, b, time_direction=direction)
   kernel = v["params"]["conv1"]["conv"]["kernel"]
   assert kernel.shape[2] == 9  # RGB-D of both frames, then the direction.
   run = jax.jit(lambda v, d: timed.apply(v, a, b, time_direction=d))
@@ -344,7 +324,7 @@ def test_bfloat16_computation_keeps_float32_parameters_and_outputs():
   x = np.random.default_rng(4).uniform(size=(2, 64, 64, 3)).astype(np.float32)
   net32 = models.tiny_resnet_depth_net()
   net16 = models.tiny_resnet_depth_net(dtype=jnp.bfloat16)
-  v = _variables(net32, x)
+  v = train_utils.host_variables(net32, x)
   _, aux32 = jax.jit(lambda v, x: net32.apply(v, x, train=False))(v, x)
   out16, aux16 = jax.jit(lambda v, x: net16.apply(v, x, train=False))(v, x)
   assert aux16["features"][-1].dtype == jnp.bfloat16
@@ -361,7 +341,7 @@ def test_sharded_batch_equals_unsharded_apply_with_global_batch_statistics():
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   x = np.random.default_rng(5).uniform(size=(8, 32, 64, 3)).astype(np.float32)
   net = models.tiny_resnet_depth_net()
-  v = _variables(net, x)
+  v = train_utils.host_variables(net, x)
 
   def step(v, x):
     (out, _), updates = net.apply(v, x, train=True, mutable=["batch_stats"])

@@ -7,26 +7,9 @@ import numpy as np
 from sslmd_jax import geometry
 from sslmd_jax import models
 from sslmd_jax import motion
+from tests import train_utils
 
 KEY = jax.random.key(0)
-
-
-def _variables(net, *args, seed=0, **kwargs):
-  """Well-scaled weights filled on the host (compiling Flax's initialisers is slow on CPU)."""
-  rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(lambda: net.init(KEY, *args, train=False, **kwargs))
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == "kernel":
-      return (rng.normal(size=s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))).astype(np.float32)
-    if name in ("bias", "mean"):
-      return (0.01 * rng.normal(size=s.shape)).astype(np.float32)
-    if name in ("rotation_scale", "translation_scale"):
-      return np.full(s.shape, 0.01, np.float32)
-    return np.ones(s.shape, np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _frames(num_frames, channels=3, size=32, seed=1):
@@ -37,7 +20,7 @@ def _frames(num_frames, channels=3, size=32, seed=1):
 def test_resnet_motion_feeds_earlier_frame_first_and_inverts():
   """Monodepth2: the pair (t+1, t) is the network's (t, t+1) motion, inverted."""
   net = models.tiny_resnet_pose_net()
-  variables = _variables(net, jnp.zeros((1, 32, 32, 6)))
+  variables = train_utils.host_variables(net, jnp.zeros((1, 32, 32, 6)))
   frames = _frames(2)
   run = lambda order: motion.resnet_motion(  # noqa: E731
       net, variables["params"], variables["batch_stats"], frames, ((0, 1), (1, 0)), (0, 1),
@@ -55,7 +38,7 @@ def test_resnet_motion_feeds_earlier_frame_first_and_inverts():
 
 def test_resnet_motion_updates_batch_norm_statistics_in_training_only():
   net = models.tiny_resnet_pose_net()
-  variables = _variables(net, jnp.zeros((1, 32, 32, 6)))
+  variables = train_utils.host_variables(net, jnp.zeros((1, 32, 32, 6)))
   frames, pairs = _frames(2), ((0, 1),)
   _, trained = motion.resnet_motion(net, variables["params"], variables["batch_stats"], frames,
                                     pairs, (0, 1), rotation="euler", temporal_order=True,
@@ -72,7 +55,7 @@ def test_posexp_motion_is_source_from_target_per_slot():
   target, sources = _frames(1)[:, 0], _frames(2, seed=2)
   for explainability in (True, False):
     net = models.tiny_pose_exp_net(num_sources=2, explainability=explainability)
-    params = _variables(net, target[:1], sources[:1])["params"]
+    params = train_utils.host_variables(net, target[:1], sources[:1])["params"]
     result = motion.posexp_motion(net, params, target, sources, train=False)
     out, aux = net.apply({"params": params}, target, sources)
     np.testing.assert_allclose(result.b_from_a, geometry.transform_from_pose(
@@ -88,7 +71,7 @@ def test_posexp_motion_is_source_from_target_per_slot():
 def test_motion_field_motion_gives_fields_intrinsics_and_time_directions():
   net = models.tiny_motion_field_net(auto_mask=False, time_direction=True)
   rgbd = jnp.zeros((1, 32, 32, 4))
-  params = _variables(net, rgbd, rgbd, time_direction=jnp.ones((1,)))["params"]
+  params = train_utils.host_variables(net, rgbd, rgbd, time_direction=jnp.ones((1,)))["params"]
   frames, depths = _frames(2), 1.0 + _frames(2, channels=1, seed=3)
   run = lambda offsets: motion.motion_field_motion(  # noqa: E731
       net, params, frames, depths, ((0, 1),), offsets, burn_in=1.0, train=False)

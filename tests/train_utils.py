@@ -133,3 +133,27 @@ def cli_train(tmp_path, data, workdir, *flags, steps=4, popen=False, env=None):
                             stderr=subprocess.STDOUT, text=True)
   return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True,
                         timeout=300, check=False)
+
+
+def host_variables(net, *args, seed=0, **kwargs):
+  """Variables of a Flax module with He-normal kernels, small biases and unit BN statistics,
+  filled on the host.
+
+  `net.init` would do as well, but compiling ~100 threefry truncated-normal draws takes minutes
+  on a loaded 2-core CPU; the tests need any well-scaled weights, not Flax's initialisers.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), *args, train=False, **kwargs))
+
+  def fill(path, s):
+    name = path[-1].key
+    if name == "kernel":
+      return (rng.normal(size=s.shape) * np.sqrt(2.0 / np.prod(s.shape[:-1]))).astype(np.float32)
+    if name in ("bias", "mean"):
+      return (0.01 * rng.normal(size=s.shape)).astype(np.float32)
+    if name in ("rotation_scale", "translation_scale"):
+      return np.full(s.shape, 0.01, np.float32)
+    return np.ones(s.shape, np.float32)  # BN / layer-norm scales, running variances.
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)

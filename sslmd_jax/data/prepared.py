@@ -60,20 +60,18 @@ config says (evaluation resizes network inputs and predictions as for any source
 
 from __future__ import annotations
 
-import collections
-import collections.abc
 import dataclasses
 import json
 import os
 import pathlib
 import shutil
-import threading
 import time
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sslmd_jax.data import records
 from sslmd_jax.data import transforms
 from sslmd_jax.data.base import DataError, FrameSequence
 
@@ -343,40 +341,14 @@ def write_prepared(split_sequences: Mapping[str, Sequence[FrameSequence]], outpu
 # --------------------------------------------------------------------------- reading
 
 
-# Fields decoded on first access (raw bytes or zlib): a pipeline that serves no depth never inflates it.
-_LAZY_FIELDS = ("image", "depth", "moving_mask", "partner_image")
-# Records kept per reader: a snippet's frame, extras and partner decode once. ~0.4 MB each at 192 x 640.
-_CACHED_RECORDS = 16
+class _SplitReader(records.RecordReader):
+  """The records of one split of a prepared data set at `root`."""
 
-
-class _Record:
-  """One parsed record; `_LAZY_FIELDS` decoded on first access."""
-
-  def __init__(self, reader: "_SplitReader", index: int, parsed: Mapping[str, object]):
-    self._reader, self._index, self._parsed = reader, index, dict(parsed)
-    self._decoded: dict[str, np.ndarray] = {}
-
-  def __getitem__(self, key: str) -> np.ndarray:
-    value = self._decoded.get(key)
-    if value is None:
-      value = self._parsed.get(key)
-      if key in _LAZY_FIELDS and value is not None:
-        value = self._reader.features[key].decode_example_np(value)
-      if value is None:
-        raise DataError(f"{self._reader.where}: record {self._index} has no field {key!r}")
-      self._decoded[key] = value
-    return value
-
-
-class _SplitReader:
-  """Lazily opened, picklable reader of one split's records (the open source is not pickled)."""
+  lazy_fields = ("image", "depth", "moving_mask", "partner_image")
 
   def __init__(self, root: str, split: str):
+    super().__init__()
     self.root, self.split = root, split
-    self._source = None
-    self.features = None
-    self._cache: collections.OrderedDict[int, _Record] = collections.OrderedDict()
-    self._lock = threading.Lock()
 
   def __getstate__(self):
     return {"root": self.root, "split": self.split}
@@ -388,49 +360,8 @@ class _SplitReader:
   def where(self) -> str:
     return f"{self.root} ({self.split})"
 
-  def __len__(self) -> int:
-    return len(self._open())
-
-  def _open(self):
-    if self._source is None:
-      builder = tfds.builder_from_directory(os.path.join(self.root, TFDS_DIR))
-      self.features = builder.info.features
-      self._source = builder.as_data_source(
-          split=self.split, decoders={k: tfds.decode.SkipDecoding() for k in _LAZY_FIELDS
-                                      if k in self.features})
-    return self._source
-
-  def record(self, index: int) -> _Record:
-    with self._lock:
-      cached = self._cache.get(index)
-      if cached is not None:
-        self._cache.move_to_end(index)
-        return cached
-    record = _Record(self, index, self._open()[index])  # Outside the lock: reads run in parallel.
-    with self._lock:
-      self._cache[index] = record
-      while len(self._cache) > _CACHED_RECORDS:
-        self._cache.popitem(last=False)
-    return record
-
-
-class _Extras(collections.abc.Mapping):
-  """`load_extras(i)`: the sequence's ground truth, each value decoded when first read."""
-
-  def __init__(self, record: _Record, keys: tuple[str, ...]):
-    self._record, self._keys = record, keys
-
-  def __getitem__(self, key: str) -> np.ndarray:
-    if key not in self._keys:
-      raise KeyError(key)
-    value = self._record[key]
-    return value.astype(np.float32) if key == "moving_mask" else value
-
-  def __iter__(self):
-    return iter(self._keys)
-
-  def __len__(self) -> int:
-    return len(self._keys)
+  def _builder(self):
+    return tfds.builder_from_directory(os.path.join(self.root, TFDS_DIR))
 
 
 class _SequenceView:
@@ -441,7 +372,7 @@ class _SequenceView:
     self.first, self.num_frames = int(entry["first_record"]), int(entry["num_frames"])
     self.name, self.extras = str(entry["name"]), tuple(entry["extras"])
 
-  def _record(self, i: int) -> _Record:
+  def _record(self, i: int) -> records.LazyRecord:
     if not 0 <= i < self.num_frames:
       raise IndexError(f"{self.reader.where}: sequence {self.name!r} has {self.num_frames} "
                        f"frames, asked for frame {i}")
@@ -466,7 +397,7 @@ class _SequenceView:
     return self._image(i, "partner_image")
 
   def load_extras(self, i: int) -> Mapping[str, np.ndarray]:
-    return _Extras(self._record(i), self.extras)
+    return records.Extras(self._record(i), self.extras)
 
 
 def read_metadata(root: str | os.PathLike) -> dict:

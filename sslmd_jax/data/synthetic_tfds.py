@@ -47,19 +47,17 @@ integers to int64).
 
 from __future__ import annotations
 
-import collections
-import collections.abc
 import concurrent.futures
 import dataclasses
 import functools
 import multiprocessing
 import os
-import threading
 from typing import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sslmd_jax.data import records
 from sslmd_jax.data import synthetic
 from sslmd_jax.data.base import DataError, FrameSequence
 
@@ -250,46 +248,15 @@ def load_builder(*, data_dir: str | os.PathLike, config: SyntheticDrivingConfig,
   return builder
 
 
-# Features decoded on demand (raw bytes or zlib): a pipeline that serves no depth never decompresses it.
-_LAZY_FIELDS = ("image", "depth", "moving_mask")
-# Records (raw bytes + the fields decoded so far) kept per reader: a snippet's frame and
-# extras, and the frames that read threads share, decode once. ~1 MB each at 192 x 640.
-_CACHED_RECORDS = 16
+class _SplitReader(records.RecordReader):
+  """The records of one split of the synthetic world (`config`) in `data_dir`; each field is
+  checked against the config's shapes and dtypes when first read."""
 
-
-class _Record:
-  """One parsed record: small fields decoded, `_LAZY_FIELDS` decompressed on first access."""
-
-  def __init__(self, reader: "_SplitReader", index: int, parsed: Mapping[str, object]):
-    self._reader, self._index, self._parsed = reader, index, dict(parsed)
-    self._decoded: dict[str, np.ndarray] = {}
-
-  def __getitem__(self, key: str) -> np.ndarray:
-    value = self._decoded.get(key)
-    if value is None:
-      value = self._parsed.get(key)
-      if key in _LAZY_FIELDS and value is not None:
-        value = self._reader.features[key].decode_example_np(value)
-      self._reader.check(self._index, key, value)
-      self._decoded[key] = value
-    return value
-
-
-class _SplitReader:
-  """Lazily opened, picklable reader of one split's records (the open source is not pickled).
-
-  Records come from `as_data_source` with `tfds.decode.SkipDecoding` on the image/zlib
-  fields, which `_Record` decodes with the dataset's own feature decoders when
-  first asked for; a small LRU of records (`_CACHED_RECORDS`, thread-safe) serves
-  repeated reads of a record. What is stored is unchanged.
-  """
+  lazy_fields = ("image", "depth", "moving_mask")
 
   def __init__(self, data_dir: str, config: SyntheticDrivingConfig, split: str):
+    super().__init__()
     self.data_dir, self.config, self.split = data_dir, config, split
-    self._source = None
-    self.features = None
-    self._cache: collections.OrderedDict[int, _Record] = collections.OrderedDict()
-    self._lock = threading.Lock()
     h, w = config.height, config.width
     self._expected = {"image": ((h, w, 3), np.uint8), "depth": ((h, w, 1), np.float32),
                       "moving_mask": ((h, w, 1), np.uint8),
@@ -306,16 +273,8 @@ class _SplitReader:
   def where(self) -> str:
     return f"{self.data_dir}/synthetic_driving/{self.config.name}/{_VERSION} ({self.split})"
 
-  def __len__(self) -> int:
-    return len(self._open())
-
-  def _open(self):
-    if self._source is None:
-      builder = load_builder(data_dir=self.data_dir, config=self.config, prepare=False)
-      self.features = builder.info.features
-      self._source = builder.as_data_source(
-          split=self.split, decoders={k: tfds.decode.SkipDecoding() for k in _LAZY_FIELDS})
-    return self._source
+  def _builder(self):
+    return load_builder(data_dir=self.data_dir, config=self.config, prepare=False)
 
   def check(self, index: int, key: str, value) -> None:
     """Raises `DataError` when field `key` of record `index` has the wrong shape or dtype."""
@@ -327,42 +286,6 @@ class _SplitReader:
       raise DataError(f"{self.where}: record {index} field {key!r} should be "
                       f"{np.dtype(dtype)}{list(shape)}, got {got}")
 
-  def record(self, index: int) -> _Record:
-    """Record `index`; its fields are decoded and checked against the config on access."""
-    with self._lock:
-      cached = self._cache.get(index)
-      if cached is not None:
-        self._cache.move_to_end(index)
-        return cached
-    record = _Record(self, index, self._open()[index])  # Outside the lock: reads run in parallel.
-    with self._lock:
-      self._cache[index] = record
-      while len(self._cache) > _CACHED_RECORDS:
-        self._cache.popitem(last=False)
-    return record
-
-
-class _Extras(collections.abc.Mapping):
-  """`load_extras(i)`: a mapping whose values are decoded when first read."""
-
-  _KEYS = ("depth", "world_from_camera", "moving_mask")
-
-  def __init__(self, record: _Record):
-    self._record = record
-
-  def __getitem__(self, key: str) -> np.ndarray:
-    if key not in self._KEYS:
-      raise KeyError(key)
-    if key == "moving_mask":
-      return self._record["moving_mask"].astype(np.float32)
-    return self._record[key]
-
-  def __iter__(self):
-    return iter(self._KEYS)
-
-  def __len__(self) -> int:
-    return len(self._KEYS)
-
 
 class _SequenceView:
   """`load_frame` / `load_extras` of one sequence: frame `i` is record `offset + i`."""
@@ -370,7 +293,7 @@ class _SequenceView:
   def __init__(self, reader: _SplitReader, offset: int, seed: int):
     self.reader, self.offset, self.seed = reader, offset, seed
 
-  def _record(self, i: int) -> _Record:
+  def _record(self, i: int) -> records.LazyRecord:
     frames = self.reader.config.frames_per_sequence
     if not 0 <= i < frames:
       raise IndexError(f"{self.reader.where}: sequence {self.seed} has {frames} frames, "
@@ -386,7 +309,7 @@ class _SequenceView:
     return self._record(i)["image"]
 
   def load_extras(self, i: int) -> Mapping[str, np.ndarray]:
-    return _Extras(self._record(i))
+    return records.Extras(self._record(i), ("depth", "world_from_camera", "moving_mask"))
 
 
 def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
