@@ -49,6 +49,7 @@ def _define_flags() -> None:
 
 def load_clip(clip: pathlib.Path, depth: np.ndarray, height: int, width: int):
   """Frames float32 [N, H, W, 3] in [0, 1], depth [N, H, W] metres, intrinsics [3, 3] at H x W."""
+  from sslmd_jax.data import transforms  # pylint: disable=g-import-not-at-top
   files = sorted(clip.glob("*.png"))
   size = Image.open(files[0]).size
   frames = np.stack([np.asarray(Image.open(f).convert("RGB").resize((width, height), Image.BILINEAR))
@@ -57,9 +58,9 @@ def load_clip(clip: pathlib.Path, depth: np.ndarray, height: int, width: int):
                                                                             Image.NEAREST))
                     for d in depth])
   fx, fy, cx, cy = np.loadtxt(clip / "intrinsics.txt")
-  sx, sy = width / size[0], height / size[1]
-  k = np.array([[fx * sx, 0, (cx + 0.5) * sx - 0.5], [0, fy * sy, (cy + 0.5) * sy - 0.5], [0, 0, 1]],
-               np.float32)
+  k = transforms.crop_resize_intrinsics(
+      np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32),
+      box=transforms.full_box(size[1], size[0]), out_height=height, out_width=width)
   return frames, depth, k
 
 

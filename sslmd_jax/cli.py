@@ -410,9 +410,9 @@ def _workdir(command: str) -> pathlib.Path:
 
 def _require_checkpoint(workdir: pathlib.Path) -> None:
   """Fails fast, before any network is built, for a run that has saved no checkpoint yet."""
-  checkpoints = workdir / "checkpoints"
-  if not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
-    raise FileNotFoundError(f"{checkpoints}: no checkpoint, expected a step saved by "
+  from sslmd_jax import train
+  if not train.saved_steps(workdir):
+    raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint, expected a step saved by "
                             f"sslmd train (has the run in {workdir} saved one yet?)")
 
 

@@ -76,21 +76,16 @@ def _plot_name(name: str, taken: set) -> str:
   return out
 
 
-def _flat(config: ml_collections.ConfigDict, sections=("data", "model")) -> dict:
-  """`{'data.path': ..., 'model.max_depth': ...}` of the sections that decide an evaluation,
-  JSON-normalised (tuples as lists) so that a config and its config.json compare equal."""
-  return {f"{section}.{k}": v for section in sections
-          for k, v in json.loads(config[section].to_json_best_effort()).items()}
-
-
 def differences_from_run(config: ml_collections.ConfigDict, workdir) -> dict:
   """The data and model fields of `config` whose values differ from the run's `config.json`
-  (`{}` when they are the same or the workdir has no readable config.json)."""
+  (`{}` when they are the same or the workdir has no readable config.json), JSON-normalised
+  (tuples as lists) as metrics.json stores them."""
   try:
-    ran = _flat(run_config.config_from_workdir(workdir))
+    ran = run_config.config_from_workdir(workdir)
   except (OSError, ValueError):
     return {}
-  return {k: v for k, v in _flat(config).items() if k not in ran or ran[k] != v}
+  return json.loads(json.dumps({name: new for name, _, new in run_config.config_changes(ran, config)
+                                if name.split(".")[0] in ("data", "model")}))
 
 
 def _safe(text: str) -> str:
@@ -312,7 +307,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   if state is None:
     optimizer = train.make_optimizer(config)
     state = train.create_train_state(config, networks, optimizer)
-    state = train.restore_state(workdir, config, state)
+    state = train.restore_state(workdir, state)
   state = jax.device_get(state)
   predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
   sequences = sources.load_sequences(config, "test")
@@ -335,7 +330,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     depth, relative, first_window = _predict_sequence(
         predictor, config, seq, n, depth=has_depth or (camera_height is not None and has_poses),
         motion=has_poses, flip_post_process=flip_post_process)
-    ratios = None
+    ratios = gt_start = None
+    if has_poses:  # The true trajectory re-expressed in its first camera's frame.
+      gt_poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
+      gt_start = evaluation.invert_rigid(gt_poses[0]) @ gt_poses
     if has_depth:
       gt = [e["depth"][..., 0] for e in extras]
       metrics, ratios = evaluation.evaluate_depth(gt, list(depth), garg_crop=garg,
@@ -350,10 +348,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
         moving += [e["moving_mask"][..., 0] > 0.5 for e in extras]
     if camera_height is not None and depth is not None:
       key = seq.name if seq.name not in metric_sequences else f"{seq.name} ({len(metric_sequences)})"
-      gt_start = None
-      if has_poses:
-        gt_start = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
-        gt_start = evaluation.invert_rigid(gt_start[0]) @ gt_start
       figures, scaled = metric_figures(
           depth, _model_intrinsics(predictor, config, seq, first_window), camera_height,
           name=seq.name, gt_depth=gt if has_depth else None, median_ratios=ratios,
@@ -363,15 +357,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
         metric_gts += gt
         metric_preds += list(scaled)
     if has_poses:
-      gt_poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)
       if n >= 5:
         ate = evaluation.snippet_ate(gt_poses, relative, snippet_length=5)
         pose_ates.append(ate["ate_mean"])
         pose_rmses.append(ate["ate_rmse_mean"])
       key = seq.name if seq.name not in trajectories else f"{seq.name} ({len(trajectories)})"
-      # Both start at the first camera: the ground truth re-expressed in its frame.
-      trajectories[key] = (evaluation.invert_rigid(gt_poses[0]) @ gt_poses,
-                           evaluation.chain_relative_poses(relative))
+      # Both start at the first camera.
+      trajectories[key] = (gt_start, evaluation.chain_relative_poses(relative))
     if config.model.learn_intrinsics and seq.intrinsics is not None and n >= 2:
       learned = predictor.predict_intrinsics(first_window)
       sx = config.data.width / seq.width

@@ -133,7 +133,7 @@ class Predictor:
     init_config.model.pretrained = ""
     abstract = jax.eval_shape(lambda: train.create_train_state(
         init_config, networks, train.make_optimizer(init_config)))
-    state = jax.device_get(train.restore_state(workdir, config, abstract))
+    state = jax.device_get(train.restore_state(workdir, abstract))
     predictor = cls(config, state.params, state.batch_stats, networks,
                     images_per_call=images_per_call)
     predictor.step = int(state.step)

@@ -628,7 +628,7 @@ def restore_checkpoint(manager, state: TrainState, iterator) -> TrainState:
   return restored["state"]
 
 
-def restore_state(workdir: str | os.PathLike, config, state: TrainState,
+def restore_state(workdir: str | os.PathLike, state: TrainState,
                   sharding: jax.sharding.Sharding | None = None) -> TrainState:
   """The state (no data iterator) of the newest checkpoint whose state restores, for evaluation
   and inference.
@@ -643,7 +643,6 @@ def restore_state(workdir: str | os.PathLike, config, state: TrainState,
 
   Args:
     workdir: a run directory.
-    config: its config (unused; kept for the callers).
     state: a `TrainState` (or its `jax.eval_shape`) of the run's structure.
     sharding: where the restored arrays go (default: this process's first device).
 
@@ -651,7 +650,6 @@ def restore_state(workdir: str | os.PathLike, config, state: TrainState,
     FileNotFoundError: `workdir/checkpoints` holds no checkpoint.
     CheckpointError: none restores.
   """
-  del config
   root = pathlib.Path(workdir).absolute() / "checkpoints"
   if not saved_steps(workdir):
     raise FileNotFoundError(f"{workdir}: no checkpoint under {root}")

@@ -93,7 +93,7 @@ def _state(workdir, data):
   networks = objectives.make_networks(config)
   abstract = jax.eval_shape(lambda: train.create_train_state(config, networks,
                                                              train.make_optimizer(config)))
-  return train.restore_state(workdir, config, abstract)
+  return train.restore_state(workdir, abstract)
 
 
 def _last_logged(workdir) -> dict:

@@ -415,7 +415,7 @@ def _params(workdir, data):
   config = train_utils.micro_config("monodepth2", data)
   networks = objectives.make_networks(config)
   state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
-  return train.restore_state(workdir, config, state)
+  return train.restore_state(workdir, state)
 
 
 def _wait_for_checkpoint(workdir, step, proc, timeout=300):
