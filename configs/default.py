@@ -46,7 +46,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   d.hue = 0.1  # Colour jitter hue shift range (fraction of a turn).
   d.random_scale_crop = 0.0  # SfMLearner's random scale-up factor bound (1.15) before cropping; 0 = off.
   d.static_threshold = 0.0  # Drop snippets whose mean |target - source| (in [0, 1]) is below this; 0 = off.
-  d.stereo = False  # Use the stereo partner as an extra source (KITTI raw only).
+  d.stereo = False  # Stereo partner as a source of known pose (Godard et al. 2019 §3.1); every source, docs/data.md.
   d.worker_count = 0  # grain worker processes (0 = load in the main process).
   d.synthetic_train_sequences = 24  # synthetic: number of training scenes.
   d.synthetic_test_sequences = 4  # synthetic: number of test scenes (disjoint seeds).

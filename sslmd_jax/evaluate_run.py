@@ -35,6 +35,14 @@ ground plane of the predicted depth (`metric_scale`), depth multiplied by it
 aligned by a 6-DoF rigid fit only (ATE); and the scale's error against the
 truth, the median of the per-image median-scaling ratios (and, with poses, the
 trajectory's 7-DoF alignment scale).
+
+For a run trained with stereo (`config.data.stereo`; Godard et al. 2019 §3.1)
+the partner's pose is the rig's, in metres, so the network's depth and motion are
+already metric: `metric_stereo` holds the same figures (`scaled_figures`) at
+scale `STEREO_METRIC_SCALE` (1: no scaling at all) beside the median-scaled
+`depth` and 7-DoF aligned `trajectory`; its `scale_ratio_to_truth` (1 / the
+median of the per-image median-scaling ratios) is the scale error of the metric
+depth, 1 when it is exact.
 """
 
 from __future__ import annotations
@@ -58,6 +66,9 @@ from sslmd_jax.data import base
 from sslmd_jax.data import sources
 
 MAX_DEPTH = 80.0  # Eigen protocol cap (metres).
+# Depth and motion of a stereo-trained run are in the rig's units: the partner_from_camera
+# baselines of every source are in metres.
+STEREO_METRIC_SCALE = 1.0
 CHUNK = 64  # Frames loaded and predicted at a time: long KITTI sequences do not fit in memory.
 
 
@@ -206,32 +217,57 @@ def metric_figures(depth: np.ndarray, intrinsics: np.ndarray, camera_height: flo
     return {"reason": str(e)}, None
   figures = report.to_json()
   del figures["frame_scales"], figures["camera_height"]
-  scaled = np.asarray(depth) * report.scale
+  scaled_by, scaled = scaled_figures(depth, report.scale, gt_depth=gt_depth,
+                                     median_ratios=median_ratios, gt_poses=gt_poses,
+                                     relative=relative, garg_crop=garg_crop)
+  return figures | scaled_by, scaled
+
+
+def scaled_figures(depth: np.ndarray, scale: float, *, gt_depth=None, median_ratios=None,
+                   gt_poses=None, relative=None, garg_crop: bool = False) -> tuple[dict, np.ndarray]:
+  """Figures in metres of one sequence whose predictions times `scale` are metric.
+
+  Args:
+    depth: `[N, H, W]` predicted depth (network units).
+    scale: metres per network unit (from the camera height, or `STEREO_METRIC_SCALE`).
+    gt_depth, median_ratios, gt_poses, relative, garg_crop: as for `metric_figures`.
+
+  Returns:
+    `(figures, depth * scale [N, H, W])`: `figures` holds `scale`; with depth truth
+    `abs_rel`, `a1` (no median scaling) and `scale_ratio_to_truth` (`scale` / the median of
+    `median_ratios`); with poses `ate` (metres, after a 6-DoF rigid fit of the trajectory
+    with translations times `scale`) and `trajectory_scale_ratio_to_truth` (`scale` / the
+    7-DoF alignment's scale).
+  """
+  figures = {"scale": float(scale)}
+  scaled = np.asarray(depth) * scale
   if gt_depth is not None:
     metrics = evaluation.depth_metrics(gt_depth, list(scaled), median_scaling=False,
                                        garg_crop=garg_crop, max_depth=MAX_DEPTH)
     figures.update(abs_rel=metrics["abs_rel"], a1=metrics["a1"],
-                   scale_ratio_to_truth=report.scale / float(np.median(median_ratios)))
+                   scale_ratio_to_truth=scale / float(np.median(median_ratios)))
   if gt_poses is not None and relative is not None:
     unscaled = evaluation.chain_relative_poses(relative)
     metric = unscaled.copy()
-    metric[:, :3, 3] *= report.scale
+    metric[:, :3, 3] *= scale
     aligned, _ = evaluation.align_trajectory(gt_poses, metric, alignment="6dof")
     _, truth = evaluation.align_trajectory(gt_poses, unscaled, alignment="7dof")
     figures["ate"] = float(np.sqrt(np.mean(np.sum(
         (aligned[:, :3, 3] - gt_poses[:, :3, 3]) ** 2, axis=-1))))
-    figures["trajectory_scale_ratio_to_truth"] = report.scale / truth if truth > 0 else None
+    figures["trajectory_scale_ratio_to_truth"] = scale / truth if truth > 0 else None
   return figures, scaled
 
 
-def _metric_summary(camera_height: float, per_sequence: dict, gts: list, scaled: list,
+def _metric_summary(header: dict, per_sequence: dict, gts: list, scaled: list,
                     garg_crop: bool) -> dict:
-  """`metric` of metrics.json: pooled figures over the sequences that have a ground plane."""
+  """`metric` (`header` `{'camera_height': h}`) or `metric_stereo` of metrics.json: pooled
+  figures over the sequences that have a scale (a ground plane, for the camera height)."""
   valid = [f for f in per_sequence.values() if "scale" in f]
-  out: dict = {"camera_height": camera_height}
+  out = dict(header)
   if valid:
-    out.update(scale=float(np.median([f["scale"] for f in valid])),
-               scale_spread=float(np.median([f["scale_spread"] for f in valid])),
+    out["scale"] = float(np.median([f["scale"] for f in valid]))
+  if valid and "scale_spread" in valid[0]:
+    out.update(scale_spread=float(np.median([f["scale_spread"] for f in valid])),
                num_valid_frames=int(sum(f["num_valid_frames"] for f in valid)),
                num_frames=int(sum(f["num_frames"] for f in per_sequence.values() if "num_frames" in f)))
   if gts:
@@ -286,7 +322,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     `intrinsics_relative_error`; with `camera_height`, `metric` (`camera_height`,
     `scale`, `scale_spread` (medians over sequences), `num_valid_frames`, `num_frames`,
     `abs_rel`, `a1`, `scale_ratio_to_truth`, `ate` (mean over sequences),
-    `trajectory_scale_ratio_to_truth`, `per_sequence` from `metric_figures`).
+    `trajectory_scale_ratio_to_truth`, `per_sequence` from `metric_figures`); for a
+    stereo-trained run (`config.data.stereo`), `metric_stereo` (`scale` =
+    `STEREO_METRIC_SCALE` and the same pooled figures, from `scaled_figures`).
 
   Raises:
     OSError: naming the path when the output folder cannot be created.
@@ -319,6 +357,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     results["differs_from_run"] = differs
   gts, preds, moving, per_sequence, poses_seen = [], [], [], {}, False
   metric_sequences, metric_gts, metric_preds = {}, [], []
+  stereo = bool(config.data.stereo)
+  stereo_sequences, stereo_gts, stereo_preds = {}, [], []
   pose_ates, pose_rmses, k_errors, trajectories = [], [], [], {}
   for seq in sequences:
     n = seq.num_frames if max_frames_per_sequence is None else min(seq.num_frames,
@@ -328,7 +368,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     poses_seen = poses_seen or (bool(extras) and "world_from_camera" in extras[0])
     has_poses = bool(extras) and "world_from_camera" in extras[0] and n >= 2
     depth, relative, first_window = _predict_sequence(
-        predictor, config, seq, n, depth=has_depth or (camera_height is not None and has_poses),
+        predictor, config, seq, n,
+        depth=has_depth or ((camera_height is not None or stereo) and has_poses),
         motion=has_poses, flip_post_process=flip_post_process)
     ratios = gt_start = None
     if has_poses:  # The true trajectory re-expressed in its first camera's frame.
@@ -356,6 +397,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       if has_depth and scaled is not None:
         metric_gts += gt
         metric_preds += list(scaled)
+    if stereo and depth is not None:
+      key = seq.name if seq.name not in stereo_sequences else f"{seq.name} ({len(stereo_sequences)})"
+      stereo_sequences[key], scaled = scaled_figures(
+          depth, STEREO_METRIC_SCALE, gt_depth=gt if has_depth else None, median_ratios=ratios,
+          gt_poses=gt_start, relative=relative, garg_crop=garg)
+      if has_depth:
+        stereo_gts += gt
+        stereo_preds += list(scaled)
     if has_poses:
       if n >= 5:
         ate = evaluation.snippet_ate(gt_poses, relative, snippet_length=5)
@@ -385,8 +434,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
             [gts[i] for i in keep], [preds[i] for i in keep], garg_crop=garg, max_depth=MAX_DEPTH,
             mask=[moving[i] for i in keep])["abs_rel"]
   if camera_height is not None:
-    results["metric"] = _metric_summary(camera_height, metric_sequences, metric_gts,
-                                        metric_preds, garg)
+    results["metric"] = _metric_summary({"camera_height": camera_height}, metric_sequences,
+                                        metric_gts, metric_preds, garg)
+  if stereo_sequences:
+    results["metric_stereo"] = _metric_summary({}, stereo_sequences, stereo_gts, stereo_preds, garg)
   if pose_ates:
     results["pose"] = {"ate_5frame": float(np.mean(pose_ates)),
                        "ate_5frame_rmse": float(np.mean(pose_rmses))}
@@ -471,19 +522,23 @@ def format_table(results: dict) -> str:
       if "reason" in e[tr["protocol"]["alignments"][0]]:
         lines.append(f"    t_err / r_err n/a: {e[tr['protocol']['alignments'][0]]['reason']}")
   if "metric" in results:
-    lines += _metric_lines(results["metric"])
+    lines += _metric_lines(results["metric"], f"camera height {results['metric']['camera_height']:g} m")
+  if "metric_stereo" in results:
+    lines += _metric_lines(results["metric_stereo"], "stereo training")
   if "intrinsics_relative_error" in results:
     e = results["intrinsics_relative_error"]
     lines.append("learned intrinsics relative error: " + ", ".join(f"{k} {v:.3f}" for k, v in e.items()))
   return "\n".join(lines)
 
 
-def _metric_lines(m: dict) -> list[str]:
-  """The table's lines of `metric` (figures in metres from the camera height)."""
-  lines = [f"metric (camera height {m['camera_height']:g} m, no ground-truth scaling):"]
+def _metric_lines(m: dict, source: str) -> list[str]:
+  """The table's lines of `metric` or `metric_stereo` (figures in metres, the scale from `source`)."""
+  lines = [f"metric ({source}, no ground-truth scaling):"]
   if "scale" in m:
-    line = (f"  scale {m['scale']:.4g} (IQR/median {m['scale_spread']:.3f}, ground plane in "
-            f"{m['num_valid_frames']} of {m['num_frames']} frames)")
+    line = f"  scale {m['scale']:.4g}"
+    if "scale_spread" in m:
+      line += (f" (IQR/median {m['scale_spread']:.3f}, ground plane in "
+               f"{m['num_valid_frames']} of {m['num_frames']} frames)")
     for key, label in (("abs_rel", "abs_rel"), ("a1", "a1"), ("ate", "ATE 6-DoF m"),
                        ("scale_ratio_to_truth", "scale / truth"),
                        ("trajectory_scale_ratio_to_truth", "scale / trajectory truth")):

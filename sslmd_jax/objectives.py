@@ -155,10 +155,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if m.layer_norm_ramp_steps <= 0 or m.motion_burn_in_steps <= 0:
     raise ConfigError("config.model.layer_norm_ramp_steps and motion_burn_in_steps must be "
                       f"positive, got {m.layer_norm_ramp_steps} and {m.motion_burn_in_steps}.")
-  if d.stereo and d.name not in ("kitti_raw", "prepared"):
-    raise ConfigError(f"config.data.stereo=True needs a stereo source (kitti_raw, or prepared "
-                      f"from kitti_raw), got "
-                      f"data.name={d.name!r}.")
   if o.num_steps <= 0:
     raise ConfigError(f"config.optim.num_steps={o.num_steps}: expected a positive integer.")
   if o.warmup_steps < 0:

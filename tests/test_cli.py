@@ -72,8 +72,9 @@ def test_help_lists_the_commands_and_each_commands_flags():
     (["train", "--config.data.stereo=maybe"], "config.data.stereo: found 'maybe'", 2),
     (["eval", "--config.data.nme=x"], "config.data.nme", 2),
     (["eval", "--config.data.frame_offsets=(0,x)"], "config.data.frame_offsets: found '(0,x)'", 2),
-    # Parsed as a boolean, then validated: stereo needs KITTI raw.
-    (["eval", "--config.data.stereo=True"], "config.data.stereo=True needs a stereo source", 2),
+    # Parsed as a boolean, then validated: the stereo partner has no predicted depth.
+    (["eval", "--config.data.stereo=True", "--config.loss.geometry_consistency_weight=0.1"],
+     "config.data.stereo=True adds the stereo partner", 2),
     (["eval", "--config.data.height=100"], "config.data.height/width=100x96", 2),
 ])
 def test_config_errors_are_one_line_naming_the_field(run, tmp_path, args, named, code):

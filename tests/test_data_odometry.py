@@ -140,3 +140,57 @@ def test_real_clip_missing_pose_file(shared_data, tmp_path):
     shutil.copy(src / "image_0" / f"{i:06d}.png", dst / "image_0")
   with pytest.raises(DataError, match=r"poses/06\.txt: cannot read pose file"):
     odometry.kitti_odometry_sequences(tmp_path, ("06",))
+
+
+def _stereo_calib(seq_dir, fx=700.0, baseline_grey=0.54, baseline_colour=0.53):
+  """A calib.txt whose P1 / P3 put the right cameras `baseline_*` metres along +x."""
+  def p(tx):
+    return f"{fx} 0 5.0 {tx} 0 {fx} 3.0 0 0 0 1 0"
+  (seq_dir / "calib.txt").write_text(
+      f"P0: {p(0)}\nP1: {p(-fx * baseline_grey)}\nP2: {p(fx * 0.06)}\n"
+      f"P3: {p(fx * (0.06 - baseline_colour))}\n")
+
+
+@pytest.mark.parametrize("camera, baseline", [(0, 0.54), (2, 0.53)])
+def test_stereo_baseline_from_calib(tmp_path, camera, baseline):
+  _stereo_calib(tmp_path)
+  t = odometry.stereo_partner_from_camera(tmp_path / "calib.txt", camera)
+  expected = np.eye(4)
+  expected[0, 3] = -baseline  # x_right = x_left - baseline.
+  np.testing.assert_allclose(t, expected, atol=1e-6)
+  point_left = np.array([1.0, 0.5, 10.0, 1.0])
+  np.testing.assert_allclose((t @ point_left)[0], 1.0 - baseline, atol=1e-6)
+
+
+def test_stereo_partner_to_the_left_is_an_error(tmp_path):
+  _stereo_calib(tmp_path, baseline_grey=-0.54)
+  with pytest.raises(DataError, match=r"calib\.txt: P1 puts camera 1 at x = -0\.54 m"):
+    odometry.stereo_partner_from_camera(tmp_path / "calib.txt", 0)
+
+
+def test_stereo_sequences_serve_the_right_camera(tmp_path):
+  frames, _ = _fake_odometry(tmp_path)
+  seq_dir = tmp_path / "sequences" / "00"
+  _stereo_calib(seq_dir)
+  with pytest.raises(DataError, match=r"image_3: no such image folder"):
+    odometry.kitti_odometry_sequences(tmp_path, ("00",), camera=2, stereo=True)
+  (seq_dir / "image_3").mkdir()
+  for i, f in enumerate(frames[:-1]):
+    Image.fromarray(f[::-1]).save(seq_dir / "image_3" / f"{i:06d}.png")
+  with pytest.raises(DataError, match=r"image_3: 3 frames, expected the 4 .*000003\.png missing"):
+    odometry.kitti_odometry_sequences(tmp_path, ("00",), camera=2, stereo=True)
+  Image.fromarray(frames[-1][::-1]).save(seq_dir / "image_3" / "000003.png")
+  (seq,) = odometry.kitti_odometry_sequences(tmp_path, ("00",), camera=2, stereo=True)
+  load_partner, partner_from_camera = seq.stereo
+  np.testing.assert_array_equal(load_partner(1), frames[1][::-1])
+  np.testing.assert_allclose(partner_from_camera[0, 3], -0.53, atol=1e-6)
+  (mono,) = odometry.kitti_odometry_sequences(tmp_path, ("00",), camera=2)
+  assert mono.stereo is None
+
+
+def test_real_clip_stereo_baseline(shared_data):
+  calib = shared_data / "kitti_odometry" / "sequences" / "06" / "calib.txt"
+  t = odometry.stereo_partner_from_camera(calib, 0)
+  assert -0.55 < t[0, 3] < -0.53  # KITTI's 0.54 m baseline (Geiger et al. 2012)
+  np.testing.assert_allclose(t[:3, :3], np.eye(3))
+  np.testing.assert_allclose(t[1:3, 3], 0.0)

@@ -447,3 +447,68 @@ def test_lead_car_moves_with_the_camera(scenes):
       np.testing.assert_array_equal(car[1:][still], car[:-1][still])
       leads += 1
   assert leads >= 3
+
+
+@pytest.fixture(scope="module")
+def stereo_sequence():
+  return synthetic.render_sequence(7, FRAMES, HEIGHT, WIDTH,
+                                   stereo_baseline=synthetic.STEREO_BASELINE)
+
+
+def test_stereo_partner_leaves_the_camera_frames_unchanged(sequence, stereo_sequence):
+  assert stereo_sequence["partner_images"].shape == (FRAMES, HEIGHT, WIDTH, 3)
+  expected = np.eye(4, dtype=np.float32)
+  expected[0, 3] = -0.54  # The right camera sits 0.54 m along +x: x_right = x_left - 0.54.
+  np.testing.assert_array_equal(stereo_sequence["partner_from_camera"], expected)
+  for key in ("images", "depth", "moving_mask", "world_from_camera"):
+    np.testing.assert_array_equal(stereo_sequence[key], sequence[key], err_msg=key)
+  assert "partner_images" not in sequence
+  seq = synthetic.to_frame_sequence(stereo_sequence, name="s")
+  np.testing.assert_array_equal(seq.stereo[0](1), stereo_sequence["partner_images"][1])
+
+
+@pytest.mark.parametrize("baseline_sign, consistent", [(1.0, True), (-1.0, False)])
+def test_right_camera_warped_into_the_left_reproduces_it(stereo_sequence, baseline_sign,
+                                                        consistent):
+  """`geometry.inverse_warp` of the right frame with the left's true depth and the rig's
+  `partner_from_camera` gives back the left frame (and the mirrored rig does not)."""
+  from sslmd_jax import geometry
+  seq = stereo_sequence
+  right_from_left = seq["partner_from_camera"].copy()
+  right_from_left[0, 3] *= baseline_sign
+  left = seq["images"].astype(np.float32) / 255
+  right = seq["partner_images"].astype(np.float32) / 255
+  k = np.broadcast_to(seq["intrinsics"], (len(left), 3, 3))
+  warped, valid = geometry.inverse_warp(right, seq["depth"], np.broadcast_to(
+      right_from_left, (len(left), 4, 4)), k, padding="zeros")
+  valid = (np.asarray(valid) > 0) & (seq["moving_mask"][..., 0] == 0)
+  assert valid.mean() > 0.8
+  error = np.abs(np.asarray(warped) - left).mean(-1)
+  unwarped = np.abs(right - left).mean(-1)[valid].mean()
+  if consistent:
+    assert (error[valid] < 0.05).mean() > 0.9, (error[valid] < 0.05).mean()
+    assert error[valid].mean() < 0.3 * unwarped, (error[valid].mean(), unwarped)
+  else:
+    assert error[valid].mean() > 0.5 * unwarped, (error[valid].mean(), unwarped)
+
+
+def test_tfds_stereo_config_is_a_separate_data_set(tmp_path):
+  """A stereo config stores the right camera beside the same frames; the monocular one has none."""
+  from sslmd_jax.data import synthetic_tfds
+
+  sizes = dict(height=16, width=48, num_train_sequences=1, num_test_sequences=1,
+               frames_per_sequence=2)
+  assert synthetic_tfds.make_config(**sizes).name == "16x48-train1-test1-frames2"
+  assert synthetic_tfds.make_config(96, 320, num_train_sequences=20, stereo=True).name == "96x320-stereo"
+  (train,) = synthetic_tfds.synthetic_sequences("train", data_dir=tmp_path, stereo=True, **sizes)
+  assert [p.name for p in (tmp_path / "synthetic_driving").glob("16x48*")] == [
+      "16x48-train1-test1-frames2-stereo"]
+  reference = synthetic.render_sequence(0, 2, 16, 48, stereo_baseline=synthetic.STEREO_BASELINE)
+  load_partner, partner_from_camera = train.stereo
+  np.testing.assert_array_equal(partner_from_camera, reference["partner_from_camera"])
+  for i in range(2):
+    np.testing.assert_array_equal(train.load_frame(i), reference["images"][i])
+    np.testing.assert_array_equal(load_partner(i), reference["partner_images"][i])
+  (mono,) = synthetic_tfds.synthetic_sequences("train", data_dir=tmp_path, **sizes)
+  assert mono.stereo is None
+  np.testing.assert_array_equal(mono.load_frame(1), train.load_frame(1))

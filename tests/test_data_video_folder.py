@@ -266,3 +266,91 @@ def test_poses_txt_errors_name_the_file_and_line(tmp_path):
   poses.write_text("\n".join(lines))
   with pytest.raises(DataError, match=r"poses\.txt:2: expected 12 finite numbers .* got 11"):
     video_folder.video_folder_sequences(folder)
+
+
+def _stereo_clip(folder, n=3, baseline="0.12"):
+  """A frames folder with `right/` frames of the same names and a baseline in intrinsics.txt."""
+  left, right = _frames(n, seed=1), _frames(n, seed=2)
+  _write_frames(folder, left)
+  _write_frames(folder / "right", right)
+  (folder / "intrinsics.txt").write_text(f"10 10 6 4\n# rig\nbaseline {baseline}\n")
+  return left, right
+
+
+def test_stereo_baseline_line_read_and_ignored_by_intrinsics(tmp_path):
+  from sslmd_jax.data.calibration import read_stereo_baseline
+  path = tmp_path / "intrinsics.txt"
+  path.write_text("10 10 6 4\nbaseline 0.12  # metres\n")
+  assert read_stereo_baseline(path) == pytest.approx(0.12)
+  np.testing.assert_allclose(read_intrinsics_txt(path), [[10, 0, 6], [0, 10, 4], [0, 0, 1]])
+  path.write_text("10 10 6 4\n")
+  assert read_stereo_baseline(path) is None
+
+
+@pytest.mark.parametrize("line", ["baseline -0.12", "baseline 0", "baseline", "baseline x",
+                                  "baseline 0.1 0.2"])
+def test_bad_baseline_named(tmp_path, line):
+  from sslmd_jax.data.calibration import read_stereo_baseline
+  path = tmp_path / "intrinsics.txt"
+  path.write_text(f"10 10 6 4\n{line}\n")
+  with pytest.raises(DataError, match=r"intrinsics\.txt:2: .* expected 'baseline B' with B > 0"):
+    read_stereo_baseline(path)
+
+
+def test_stereo_folder_serves_right_frames_and_baseline(tmp_path):
+  left, right = _stereo_clip(tmp_path / "clip")
+  (seq,) = video_folder.video_folder_sequences(tmp_path / "clip", stereo=True)
+  np.testing.assert_array_equal(seq.load_frame(2), left[2])
+  load_partner, partner_from_camera = seq.stereo
+  np.testing.assert_array_equal(load_partner(2), right[2])
+  expected = np.eye(4)
+  expected[0, 3] = -0.12  # The right camera sits 0.12 m along +x: x_right = x_left - 0.12.
+  np.testing.assert_allclose(partner_from_camera, expected, atol=1e-7)
+  np.testing.assert_array_equal(pickle.loads(pickle.dumps(load_partner))(1), right[1])
+  # Without stereo, right/ is ignored (not a sequence, not a mix of frames and folders).
+  (mono,) = video_folder.video_folder_sequences(tmp_path / "clip")
+  assert mono.stereo is None and mono.num_frames == 3
+
+
+def test_stereo_sequence_folders_share_the_parents_baseline(tmp_path):
+  _stereo_clip(tmp_path / "clips" / "a")
+  _stereo_clip(tmp_path / "clips" / "b")
+  (tmp_path / "clips" / "a" / "intrinsics.txt").unlink()
+  (tmp_path / "clips" / "intrinsics.txt").write_text("10 10 6 4\nbaseline 0.3\n")
+  a, b = video_folder.video_folder_sequences(tmp_path / "clips", stereo=True)
+  assert a.stereo[1][0, 3] == pytest.approx(-0.3) and b.stereo[1][0, 3] == pytest.approx(-0.12)
+
+
+def test_bad_stereo_folders_named(tmp_path):
+  clip = tmp_path / "clip"
+  _stereo_clip(clip)
+  (clip / "right" / "2.png").unlink()
+  with pytest.raises(DataError, match=r"clip/right: 2 frames, expected the 3 of .*clip under the "
+                                       r"same names \(.*right/2\.png missing\)"):
+    video_folder.video_folder_sequences(clip, stereo=True)
+  Image.fromarray(_frames(1)[0]).save(clip / "right" / "2.png")
+  Image.fromarray(_frames(1)[0]).save(clip / "right" / "7.png")
+  with pytest.raises(DataError, match=r"clip/right: 4 frames, expected the 3 .*\(7\.png extra\)"):
+    video_folder.video_folder_sequences(clip, stereo=True)
+  (clip / "right" / "7.png").unlink()
+  Image.fromarray(_frames(1, h=6)[0]).save(clip / "right" / "2.png")
+  with pytest.raises(DataError, match=r"right/2\.png: size \(height, width\) \(6, 12\) differs"):
+    video_folder.video_folder_sequences(clip, stereo=True)
+  Image.fromarray(_frames(1)[0]).save(clip / "right" / "2.png")
+  (clip / "intrinsics.txt").write_text("10 10 6 4\n")
+  with pytest.raises(DataError, match=r"clip/intrinsics\.txt: no 'baseline' line"):
+    video_folder.video_folder_sequences(clip, stereo=True)
+  (clip / "intrinsics.txt").unlink()
+  with pytest.raises(DataError, match=r"clip/intrinsics\.txt: no such file; stereo needs"):
+    video_folder.video_folder_sequences(clip, stereo=True)
+  for f in (clip / "right").iterdir():
+    f.unlink()
+  (clip / "right").rmdir()
+  with pytest.raises(DataError, match=r"clip/right: no such folder"):
+    video_folder.video_folder_sequences(clip, stereo=True)
+
+
+def test_stereo_video_file_is_an_error(tmp_path):
+  video = _write_video(tmp_path / "clip.mp4", _frames(3, h=16, w=16))
+  with pytest.raises(DataError, match=r"clip\.mp4: a video file has no stereo partner"):
+    video_folder.video_folder_sequences(video, stereo=True)

@@ -96,3 +96,45 @@ def test_a_runs_own_config_is_its_default_evaluation(recipe, variant, tmp_path):
   assert evaluate_run.differences_from_run(config, tmp_path) == {}
   config.data.path = "/elsewhere"
   assert evaluate_run.differences_from_run(config, tmp_path) == {"data.path": "/elsewhere"}
+
+
+def test_stereo_figures_take_the_depth_as_metres():
+  """`scaled_figures` at the stereo scale 1: a depth 10 % too far is 10 % off, and says so."""
+  rng = np.random.default_rng(0)
+  truth = rng.uniform(2.0, 40.0, (3, 8, 12))
+  gt_poses = np.tile(np.eye(4), (3, 1, 1))
+  gt_poses[:, 2, 3] = np.arange(3) * 1.2
+  relative = np.tile(np.eye(4), (2, 1, 1))
+  relative[:, 2, 3] = -1.2 * 1.1  # camera_{i+1}_from_camera_i, 10 % too long.
+  figures, scaled = evaluate_run.scaled_figures(
+      truth * 1.1, evaluate_run.STEREO_METRIC_SCALE, gt_depth=list(truth),
+      median_ratios=np.full(3, 1 / 1.1), gt_poses=gt_poses, relative=relative)
+  assert figures["scale"] == 1.0
+  assert figures["abs_rel"] == pytest.approx(0.1, rel=1e-6) and figures["a1"] == 1.0
+  assert figures["scale_ratio_to_truth"] == pytest.approx(1.1)
+  assert figures["trajectory_scale_ratio_to_truth"] == pytest.approx(1.1, rel=1e-4)
+  # The rigid fit centres the positions 0, 1.32, 2.64 on 0, 1.2, 2.4: residuals -0.12, 0, 0.12.
+  assert figures["ate"] == pytest.approx(np.sqrt(2 * 0.12 ** 2 / 3), rel=1e-3)
+  np.testing.assert_allclose(scaled, truth * 1.1)
+
+
+def test_a_stereo_run_reports_metric_figures_without_scaling(tmp_path):
+  data = tmp_path / "videos"
+  _sequence(data / "drive", 7, 1.0, 0)
+  config = train_utils.micro_config("monodepth2")
+  config.data.name, config.data.path = "video_folder", str(data)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  plain = evaluate_run.evaluate(config, tmp_path / "mono", state=state, networks=networks)
+  assert "metric_stereo" not in plain
+  config.data.stereo = True  # The test split has no partners: evaluation needs none.
+  results = evaluate_run.evaluate(config, tmp_path / "run", state=state, networks=networks,
+                                  camera_height=1.65)
+  m = results["metric_stereo"]
+  assert m["scale"] == 1.0 and set(m["per_sequence"]) == {str(data / "drive")}
+  assert m["ate"] > 0 and m["trajectory_scale_ratio_to_truth"] > 0
+  table = evaluate_run.format_table(results)
+  assert "metric (stereo training, no ground-truth scaling):" in table
+  assert "metric (camera height 1.65 m, no ground-truth scaling):" in table  # Both, side by side.
+  assert results["metric"]["camera_height"] == 1.65
+  assert f"ATE 6-DoF m {m['ate']:.4f}" in table

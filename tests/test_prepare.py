@@ -130,7 +130,9 @@ def test_kitti_raw_keeps_its_splits_stereo_partners_and_lidar_depth(tmp_path):
   assert sources.source_name(read) == "kitti_raw"  # Evaluation applies the Garg crop.
   for split in ("train", "test"):
     direct = sources.source_sequences(config, split)
-    stored = sources.source_sequences(read, split)
+    # Both splits store the partners; the test split is served without them (evaluation).
+    stored = (sources.source_sequences(read, split) if split == "train" else
+              prepared.prepared_sequences(read.data.path, split, stereo=True))
     assert [(s.name, s.num_frames) for s in stored] == [(s.name, s.num_frames) for s in direct]
     for a, b in zip(direct, stored):
       np.testing.assert_allclose(b.intrinsics, a.intrinsics)
@@ -142,6 +144,7 @@ def test_kitti_raw_keeps_its_splits_stereo_partners_and_lidar_depth(tmp_path):
         if split == "test":
           np.testing.assert_array_equal(b.load_extras(i)["depth"], a.load_extras(i)["depth"])
   (one,) = sources.source_sequences(read, "test")
+  assert one.stereo is None
   assert one.num_frames == 1 and one.load_extras(0)["depth"][2, 4, 0] == pytest.approx(10.5)
   assert "tensorflow" not in sys.modules  # TFDS writes and reads array_record without it.
 

@@ -136,11 +136,59 @@ def partner_from_camera(projection: np.ndarray, partner_projection: np.ndarray) 
   return (partner_from_cam0 @ cam0_from_camera).astype(np.float32)
 
 
+BASELINE_KEY = "baseline"
+
+
+def _content_lines(path: pathlib.Path) -> list[tuple[int, str]]:
+  """`(line number, text)` of a text file's lines without `#` comments, blank ones dropped.
+
+  Raises:
+    DataError: naming the file when it cannot be read.
+  """
+  try:
+    text = path.read_text()
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: cannot read intrinsics ({e})") from e
+  lines = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), start=1)]
+  return [(n, content) for n, content in lines if content]
+
+
+def read_stereo_baseline(path: PathLike) -> float | None:
+  """The stereo baseline of a video folder's `intrinsics.txt`: its line `baseline B`.
+
+  `B` is in metres: the right camera (frames in `right/`, same intrinsics,
+  rectified) sits `B` along +x of the left one, so `partner_from_camera` is the
+  translation `(-B, 0, 0)` (Godard et al. 2019 §3.1).
+
+  Returns:
+    `B`, or None when the file has no `baseline` line.
+
+  Raises:
+    DataError: naming the file and line for a `baseline` line that is not one
+      finite positive number, or for two of them.
+  """
+  path = pathlib.Path(path)
+  found = [(n, c.split()[1:]) for n, c in _content_lines(path) if c.split()[0] == BASELINE_KEY]
+  if not found:
+    return None
+  lineno, values = found[-1]
+  if len(found) > 1:
+    raise DataError(f"{path}:{lineno}: a second '{BASELINE_KEY}' line, expected one")
+  try:
+    baseline = float(values[0]) if len(values) == 1 else None
+  except ValueError:
+    baseline = None
+  if baseline is None or not np.isfinite(baseline) or baseline <= 0:
+    raise DataError(f"{path}:{lineno}: '{BASELINE_KEY} {' '.join(values)}', expected "
+                    f"'{BASELINE_KEY} B' with B > 0 the right camera's offset along x in metres")
+  return baseline
+
+
 def read_intrinsics_txt(path: PathLike) -> np.ndarray:
   """Reads a video folder's `intrinsics.txt` (issue 4, part 4).
 
   Two formats, in pixels of the stored frames; blank lines and `#` comments
-  are ignored:
+  are ignored, and so is a `baseline B` line (`read_stereo_baseline`):
     * one line `fx fy cx cy`;
     * three lines of three numbers, the 3x3 matrix `[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`
       (skew must be 0 and the last row `0 0 1`).
@@ -157,21 +205,16 @@ def read_intrinsics_txt(path: PathLike) -> np.ndarray:
   """
   path = pathlib.Path(path)
   expected = "expected one line 'fx fy cx cy' or three lines of a 3x3 matrix"
-  try:
-    text = path.read_text()
-  except (OSError, UnicodeDecodeError) as e:
-    raise DataError(f"{path}: cannot read intrinsics ({e})") from e
   rows = []
-  for lineno, line in enumerate(text.splitlines(), start=1):
-    content = line.split("#", 1)[0].strip()
-    if not content:
+  for lineno, content in _content_lines(path):
+    if content.split()[0] == BASELINE_KEY:
       continue
     try:
       values = [float(v) for v in content.replace(",", " ").split()]
     except ValueError:
-      raise DataError(f"{path}:{lineno}: non-numeric value in {line.strip()!r}; {expected}") from None
+      raise DataError(f"{path}:{lineno}: non-numeric value in {content!r}; {expected}") from None
     if not all(np.isfinite(values)):
-      raise DataError(f"{path}:{lineno}: non-finite value in {line.strip()!r}")
+      raise DataError(f"{path}:{lineno}: non-finite value in {content!r}")
     rows.append((lineno, values))
   if len(rows) == 1 and len(rows[0][1]) == 4:
     fx, fy, cx, cy = rows[0][1]

@@ -3,7 +3,9 @@
 Layout (as in the official benchmark):
 
   <root>/sequences/NN/image_0/000000.png   left grey camera (camera 0)
+  <root>/sequences/NN/image_1/000000.png   right grey camera (camera 1; stereo only)
   <root>/sequences/NN/image_2/000000.png   left colour camera (camera 2)
+  <root>/sequences/NN/image_3/000000.png   right colour camera (camera 3; stereo only)
   <root>/sequences/NN/calib.txt            `P0: ...` to `P3: ...` (3x4, row-major), `Tr: ...`
   <root>/poses/NN.txt                      one line per frame: 12 numbers, row-major 3x4
                                            `world_from_camera` of camera 0 (frame 0 is identity)
@@ -11,6 +13,14 @@ Layout (as in the official benchmark):
 Poses are those of camera 0. For camera 2 the same poses are returned (the
 benchmark evaluates camera-0 trajectories; camera 2 sits ~6 cm to the side
 with the same orientation, which does not change relative rotations).
+
+Stereo (`stereo=True`; Godard et al. 2019 §3.1): the right camera of the same
+kind (`image_1` for camera 0, `image_3` for camera 2) is the partner, and
+`partner_from_camera` comes from the rectified projections of `calib.txt`
+(`stereo_partner_from_camera`): a pure x-translation by
+`(P_partner[0,3] - P_camera[0,3]) / P_camera[0,0]`, about -0.54 m, since the right
+camera sits 0.54 m along +x of the left one (a point at `x` in the left camera
+is at `x - 0.54` in the right camera).
 """
 
 from __future__ import annotations
@@ -25,10 +35,61 @@ from absl import logging
 import numpy as np
 
 from sslmd_jax.data.base import DataError, FrameSequence
-from sslmd_jax.data.calibration import calib_matrix, intrinsics_from_projection, read_calib_file
-from sslmd_jax.data.video_folder import image_files_sequence, list_image_files, validate_sequences
+from sslmd_jax.data.calibration import (calib_matrix, intrinsics_from_projection,
+                                        partner_from_camera, read_calib_file)
+from sslmd_jax.data.video_folder import (image_files_sequence, list_image_files,
+                                         matching_partner_files, validate_sequences)
 
 PathLike = str | os.PathLike
+
+# The right camera of each left camera (KITTI odometry devkit: 0/1 grey, 2/3 colour).
+STEREO_PARTNER = {0: 1, 2: 3}
+
+
+def stereo_partner_from_camera(calib_path: PathLike, camera: int) -> np.ndarray:
+  """The rigid transform from left camera `camera` to its right partner, from `calib.txt`.
+
+  Args:
+    calib_path: a KITTI odometry `calib.txt` holding `P{camera}` and its partner's
+      `P{STEREO_PARTNER[camera]}` (3x4 rectified projections, pixels).
+    camera: 0 (grey) or 2 (colour).
+
+  Returns:
+    float32 `[4, 4]` `partner_from_camera` (metres), a pure translation; its x is
+    `(P_partner[0,3] - P_camera[0,3]) / fx`, about -0.54 m on KITTI.
+
+  Raises:
+    DataError: naming the file for a missing or malformed projection, or a
+      partner that is not to the right (x-translation >= 0).
+  """
+  calib = read_calib_file(calib_path)
+  partner = STEREO_PARTNER[camera]
+  transform = partner_from_camera(calib_matrix(calib, f"P{camera}", (3, 4), path=calib_path),
+                                  calib_matrix(calib, f"P{partner}", (3, 4), path=calib_path))
+  if not transform[0, 3] < 0:
+    raise DataError(f"{calib_path}: P{partner} puts camera {partner} at x = {-transform[0, 3]:.4g} m "
+                    f"of camera {camera}; expected the right camera at x > 0")
+  return transform
+
+
+def _with_stereo(seq: FrameSequence, seq_dir: pathlib.Path, camera: int) -> FrameSequence:
+  """`seq` with its right camera's frames (same file names) as `FrameSequence.stereo`.
+
+  Raises:
+    DataError: naming the folder or file for a missing right folder or frame, a
+      frame count or size differing from the left camera's, or a bad `calib.txt`.
+  """
+  partner = STEREO_PARTNER[camera]
+  left_dir, right_dir = seq_dir / f"image_{camera}", seq_dir / f"image_{partner}"
+  if not right_dir.is_dir():
+    raise DataError(f"{right_dir}: no such image folder; config.data.stereo=True needs camera "
+                    f"{camera}'s right partner image_{partner} beside {left_dir}")
+  right = matching_partner_files(list_image_files(left_dir), right_dir)
+  partner_seq = image_files_sequence(right, name=str(right_dir), intrinsics=None,
+                                     size=(seq.height, seq.width))
+  transform = stereo_partner_from_camera(seq_dir / "calib.txt", camera)
+  logging.info("%s: stereo partner %s, baseline %.4f m", seq.name, right_dir, -transform[0, 3])
+  return dataclasses.replace(seq, stereo=(partner_seq.load_frame, transform))
 
 
 def read_kitti_poses(path: PathLike) -> np.ndarray:
@@ -98,6 +159,7 @@ def kitti_odometry_sequences(
     *,
     camera: int = 0,
     with_poses: bool | None = True,
+    stereo: bool = False,
     min_frames: int = 1,
 ) -> list[FrameSequence]:
   """Reads KITTI odometry sequences as `FrameSequence`s (grey expanded to RGB).
@@ -111,6 +173,8 @@ def kitti_odometry_sequences(
       file is missing. Sequences 11–21 have no public poses: pass False, or None
       to read the poses of the sequences that have a pose file (training data
       needs none: the poses are only for evaluation).
+    stereo: attach the right camera (`image_1` / `image_3`) as `FrameSequence.stereo`
+      with `stereo_partner_from_camera` (module docstring).
     min_frames: the snippet length; a shorter sequence is an error.
 
   Returns:
@@ -120,7 +184,8 @@ def kitti_odometry_sequences(
   Raises:
     DataError: naming the file for a missing image folder or `calib.txt`, a
       malformed calibration or pose file, a pose count different from the
-      frame count, unreadable or mixed-size frames, or a too-short sequence.
+      frame count, unreadable or mixed-size frames, a too-short sequence, or
+      (stereo) a missing or mismatched right camera folder.
   """
   if camera not in (0, 2):
     raise ValueError(f"camera: expected 0 (grey) or 2 (colour), got {camera!r}")
@@ -147,6 +212,8 @@ def kitti_odometry_sequences(
       if len(poses) != seq.num_frames:
         raise DataError(f"{pose_path}: {len(poses)} poses for {seq.num_frames} frames in {image_dir}")
       seq = dataclasses.replace(seq, load_extras=functools.partial(_pose_extras, poses))
+    if stereo:
+      seq = _with_stereo(seq, seq_dir, camera)
     logging.info("%s: %d frames %dx%d, camera %d, poses: %s", seq.name, seq.num_frames, seq.width, seq.height,
                  camera, seq.load_extras is not None)
     out.append(seq)

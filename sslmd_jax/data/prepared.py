@@ -476,7 +476,8 @@ def prepared_sequences(root: str | os.PathLike, split: str, *, height: int | Non
     if stereo:
       if e["partner_from_camera"] is None:
         raise DataError(f"{root}: sequence {e['name']!r} has no stereo partner, expected one "
-                        "for config.data.stereo=True (prepare a KITTI raw source)")
+                        "for config.data.stereo=True (prepare KITTI raw, or another source with "
+                        "--config.data.stereo=True)")
       pair = (view.load_partner, np.asarray(e["partner_from_camera"], np.float32))
     k_mat = None if e["intrinsics"] is None else np.asarray(e["intrinsics"], np.float32)
     if e["num_frames"] < min_frames:
@@ -516,7 +517,8 @@ def prepare(config, output: str | os.PathLike, *,
     progress(f"{output}: already prepared (complete {METADATA_FILE}); nothing to do.")
     return read_metadata(output)
   read = config.copy_and_resolve_references()
-  read.data.stereo = d.name == "kitti_raw"  # Stored whenever the source has partners.
+  # KITTI raw's partners are always stored; the other sources' when config.data.stereo asks.
+  read.data.stereo = d.name == "kitti_raw" or bool(d.stereo)
   split_sequences = {}
   for split in SPLITS:
     split_sequences[split] = sources.source_sequences(read, split)

@@ -5,7 +5,9 @@
 set written by `sslmd prepare`, `sslmd_jax.data.prepared`) for a split
 ('train' or 'test'; for the synthetic world, `config.data.synthetic_test_split`
 = 'odometry' makes 'test' the long block-loop drives), checks it up front (missing paths, sequences shorter than
-the snippet) and logs what it found. Everything downstream (the grain pipeline,
+the snippet) and logs what it found. With `config.data.stereo` every source serves its
+training sequences' stereo partners (`FrameSequence.stereo`) or raises a `DataError` naming
+the data set without one. Everything downstream (the grain pipeline,
 evaluation) only sees the returned list.
 """
 
@@ -77,6 +79,9 @@ def source_sequences(config: ml_collections.ConfigDict, split: str) -> list[Fram
   if split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
   min_frames = snippet_span(d.frame_offsets) if split == "train" else 1
+  # Stereo partners train (Godard et al. 2019 §3.1); evaluation reads the frames alone, so a
+  # stereo run scores on test data without partners (the synthetic world keeps one data set).
+  stereo = bool(d.stereo) and split == "train"
   if d.name == "synthetic":
     from sslmd_jax.data import synthetic_tfds  # Imports tfds: only when used.
     data_dir = os.path.expanduser(d.path or DEFAULT_SYNTHETIC_DIR)
@@ -90,7 +95,7 @@ def source_sequences(config: ml_collections.ConfigDict, split: str) -> list[Fram
         height=d.height, width=d.width, num_train_sequences=d.synthetic_train_sequences,
         num_test_sequences=d.synthetic_test_sequences, frames_per_sequence=d.synthetic_frames,
         num_odometry_sequences=d.synthetic_odometry_sequences,
-        odometry_frames=d.synthetic_odometry_frames, workers=workers)
+        odometry_frames=d.synthetic_odometry_frames, stereo=bool(d.stereo), workers=workers)
   elif d.name == "kitti_raw":
     from sslmd_jax.data import kitti
     root = _existing(d.path, "data.path")
@@ -109,11 +114,11 @@ def source_sequences(config: ml_collections.ConfigDict, split: str) -> list[Fram
     # Training needs frames only (sequences 11-21 have no public poses); evaluation needs poses.
     sequences = odometry.kitti_odometry_sequences(root, ids, camera=d.camera,
                                                   with_poses=None if split == "train" else True,
-                                                  min_frames=min_frames)
+                                                  stereo=stereo, min_frames=min_frames)
   elif d.name == "video_folder":
     from sslmd_jax.data import video_folder
     root = _existing(d.path, "data.path")
-    sequences = video_folder.video_folder_sequences(root, min_frames=min_frames)
+    sequences = video_folder.video_folder_sequences(root, stereo=stereo, min_frames=min_frames)
   elif d.name == "prepared":
     from sslmd_jax.data import prepared  # Imports tfds: only when used.
     if not d.path:
@@ -121,7 +126,7 @@ def source_sequences(config: ml_collections.ConfigDict, split: str) -> list[Fram
     # A missing path is named with its interrupted prepare when there was one (not `_existing`).
     # The train split must be stored at the training size; the test split is served as stored.
     sequences = prepared.prepared_sequences(d.path, split, height=d.height, width=d.width,
-                                            stereo=bool(d.stereo), min_frames=min_frames)
+                                            stereo=stereo, min_frames=min_frames)
   else:
     raise DataError(f"config.data.name={d.name!r}: expected one of 'synthetic', 'kitti_raw', "
                     "'kitti_odometry', 'video_folder', 'prepared'.")

@@ -34,6 +34,12 @@ Frames (all right-handed, OpenCV/KITTI axes: x right, y down, z forward):
   * `camera`: pinhole camera, pixel-centre convention (the centre of pixel
     column `u` is at coordinate `u`, `0 ... W-1`).
 
+Stereo (Godard et al. 2019 §3.1): `render_sequence(..., stereo_baseline=B)` also
+renders a right camera of the same intrinsics and orientation sitting `B` metres
+along +x of the camera (`STEREO_BASELINE`, KITTI's 0.54 m, for the data sets), so
+`partner_from_camera` is the translation `(-B, 0, 0)`. The camera's own frames
+are unchanged, and nothing extra is rendered without it.
+
 Every scene is a deterministic function of its seed, its number of frames and
 its route kind (a longer sequence of the same seed is a different scene), and
 does not depend on the resolution: rendering it at two sizes shows the same world.
@@ -54,6 +60,7 @@ DEFAULT_HEIGHT = 96
 DEFAULT_WIDTH = 320
 BENCHMARK_HEIGHT = 192
 BENCHMARK_WIDTH = 640
+STEREO_BASELINE = 0.54  # Metres, KITTI's (Geiger et al. 2012).
 
 # Fixed sun (unit vector pointing towards the sun, road frame, y down) and light mix.
 _SUN = np.array([-0.45, -0.75, -0.48]) / np.linalg.norm([-0.45, -0.75, -0.48])
@@ -525,8 +532,16 @@ def _edge_pixels(key):
   return edge
 
 
+def partner_from_camera(baseline: float) -> np.ndarray:
+  """float32 `[4, 4]` transform from a camera to its right partner `baseline` metres along +x."""
+  out = np.eye(4, dtype=np.float32)
+  out[0, 3] = -baseline
+  return out
+
+
 def render_frame(scene: SyntheticScene, index: int, intrinsics: np.ndarray, height: int,
-                 width: int, *, rays: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 width: int, *, rays: np.ndarray | None = None,
+                 camera_from_view: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Renders frame `index` of a scene.
 
   Depth and the moving mask come from the pixel-centre ray. Colour: texture is
@@ -540,11 +555,14 @@ def render_frame(scene: SyntheticScene, index: int, intrinsics: np.ndarray, heig
     intrinsics: float32 `[3, 3]` pinhole matrix in pixels (pixel-centre convention).
     height, width: image size in pixels.
     rays: optional cached pixel-centre camera rays `[H, W, 3]` (`_pixel_rays`).
+    camera_from_view: optional `[4, 4]` pose (metres) of the rendered view in the scene's
+      camera frame, e.g. `inv(partner_from_camera(B))` for the stereo partner; default:
+      the camera itself.
 
   Returns:
     `image` uint8 `[H, W, 3]`, `depth` float32 `[H, W, 1]` (camera z, metres, at the
     pixel centre), `moving_mask` float32 `[H, W, 1]` in {0, 1} (pixel-centre ray
-    hits a moving car), `road_from_camera` float32 `[4, 4]`.
+    hits a moving car), `road_from_camera` float32 `[4, 4]` (of the rendered view).
   """
   k = _check_size(height, width, intrinsics)
   if not 0 <= index < scene.num_frames:
@@ -552,6 +570,8 @@ def render_frame(scene: SyntheticScene, index: int, intrinsics: np.ndarray, heig
   if rays is None:
     rays = _pixel_rays(height, width, k)
   pose = scene.road_from_camera[index].astype(np.float64)
+  if camera_from_view is not None:
+    pose = pose @ np.asarray(camera_from_view, np.float64)
   rotation, origin = pose[:3, :3], pose[:3, 3]
   rotation_t = rotation.T.astype(np.float32)
   objects = _frame_objects(scene, index)
@@ -581,13 +601,14 @@ def render_frame(scene: SyntheticScene, index: int, intrinsics: np.ndarray, heig
       "image": image,
       "depth": centre.t[..., None].astype(np.float32),
       "moving_mask": objects["moving"][centre.obj][..., None].astype(np.float32),
-      "road_from_camera": scene.road_from_camera[index],
+      "road_from_camera": pose.astype(scene.road_from_camera.dtype),
   }
 
 
 def render_sequence(seed: int, num_frames: int, height: int = DEFAULT_HEIGHT,
                     width: int = DEFAULT_WIDTH, *, intrinsics: np.ndarray | None = None,
-                    far_distance: float = 60.0, route: str = "mixed") -> dict[str, np.ndarray]:
+                    far_distance: float = 60.0, route: str = "mixed",
+                    stereo_baseline: float | None = None) -> dict[str, np.ndarray]:
   """Renders one deterministic synthetic driving sequence.
 
   Args:
@@ -600,6 +621,8 @@ def render_sequence(seed: int, num_frames: int, height: int = DEFAULT_HEIGHT,
     far_distance: metres from the trajectory's bounding box to the backdrop planes.
     route: `"mixed"` (short drive around one event) or `"loop"` (laps around city
       blocks ending where they start, for odometry); see `make_scene`.
+    stereo_baseline: also render the right stereo camera this many metres (> 0) along
+      +x (module docstring); None (default): the camera alone.
 
   Returns:
     A dict of NumPy arrays:
@@ -608,7 +631,9 @@ def render_sequence(seed: int, num_frames: int, height: int = DEFAULT_HEIGHT,
       `world_from_camera` float32 `[T, 4, 4]` (metres; world = first camera, so
         `world_from_camera[0]` is the identity);
       `intrinsics` float32 `[3, 3]`;
-      `moving_mask` float32 `[T, H, W, 1]` in {0, 1}: pixels whose depth lies on a moving car.
+      `moving_mask` float32 `[T, H, W, 1]` in {0, 1}: pixels whose depth lies on a moving car;
+      with `stereo_baseline`, `partner_images` uint8 `[T, H, W, 3]` (the right camera) and
+      `partner_from_camera` float32 `[4, 4]` (metres).
   """
   if intrinsics is None:
     intrinsics = synthetic_intrinsics(height, width, seed)
@@ -618,13 +643,27 @@ def render_sequence(seed: int, num_frames: int, height: int = DEFAULT_HEIGHT,
   frames = [render_frame(scene, i, k, height, width, rays=rays) for i in range(num_frames)]
   road_from_camera = scene.road_from_camera.astype(np.float64)
   world_from_camera = np.linalg.inv(road_from_camera[0]) @ road_from_camera
-  return {
+  stereo = {} if stereo_baseline is None else _render_partner(scene, k, height, width, rays,
+                                                               stereo_baseline)
+  return stereo | {
       "images": np.stack([f["image"] for f in frames]),
       "depth": np.stack([f["depth"] for f in frames]),
       "world_from_camera": world_from_camera.astype(np.float32),
       "intrinsics": np.asarray(intrinsics, np.float32),
       "moving_mask": np.stack([f["moving_mask"] for f in frames]),
   }
+
+
+def _render_partner(scene, intrinsics, height, width, rays, baseline):
+  """`partner_images` uint8 `[T, H, W, 3]` of the right camera `baseline` metres along +x, and
+  `partner_from_camera` float32 `[4, 4]`."""
+  if not baseline > 0:
+    raise ValueError(f"stereo_baseline must be positive (metres), got {baseline}")
+  transform = partner_from_camera(baseline)
+  view = np.linalg.inv(transform.astype(np.float64))
+  images = [render_frame(scene, i, intrinsics, height, width, rays=rays,
+                         camera_from_view=view)["image"] for i in range(scene.num_frames)]
+  return {"partner_images": np.stack(images), "partner_from_camera": transform}
 
 
 def to_frame_sequence(arrays: dict[str, np.ndarray], *, name: str) -> FrameSequence:
@@ -636,7 +675,8 @@ def to_frame_sequence(arrays: dict[str, np.ndarray], *, name: str) -> FrameSeque
 
   Returns:
     A `FrameSequence` whose `load_extras` gives `depth`, `world_from_camera` and
-    `moving_mask` (float32, shapes as in `sslmd_jax.data.base`).
+    `moving_mask` (float32, shapes as in `sslmd_jax.data.base`), with `stereo` when
+    `arrays` holds `partner_images`.
   """
   images = arrays["images"]
   if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -658,6 +698,10 @@ def to_frame_sequence(arrays: dict[str, np.ndarray], *, name: str) -> FrameSeque
     return {key: np.asarray(arrays[key][i], np.float32)
             for key in ("depth", "world_from_camera", "moving_mask")}
 
+  stereo = None
+  if "partner_images" in arrays:
+    stereo = (arrays["partner_images"].__getitem__,
+              np.asarray(arrays["partner_from_camera"], np.float32))
   return FrameSequence(name=name, num_frames=num_frames, height=height, width=width,
                        intrinsics=np.asarray(arrays["intrinsics"], np.float32),
-                       load_frame=load_frame, load_extras=load_extras)
+                       load_frame=load_frame, load_extras=load_extras, stereo=stereo)

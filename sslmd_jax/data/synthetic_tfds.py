@@ -19,6 +19,16 @@ index frames at random:
   sequence_id        int64               the scene seed
   frame_index        int32               position in the sequence
 
+Stereo configs (`make_config(..., stereo=True)`, named like `96x320-stereo`) are
+separate data sets holding the same frames plus the right camera
+(`synthetic.STEREO_BASELINE`, 0.54 m along +x; Godard et al. 2019 §3.1):
+
+  partner_image        uint8   [H, W, 3]   the right camera's frame
+  partner_from_camera  float32 [4, 4]      metres, translation (-0.54, 0, 0)
+
+The monocular configs (and their existing files) are untouched: the partner is
+rendered only when a stereo config is generated.
+
 The train and test splits render disjoint scene seeds (train: `0 ... n-1`,
 test: `TEST_SEED_OFFSET + 0 ... m-1`, odometry: `ODOMETRY_SEED_OFFSET + 0 ...`).
 Shuffling is disabled, so record
@@ -77,6 +87,7 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
     num_odometry_sequences: 0 for a train / test config; > 0 for an odometry config,
       whose only split, `odometry`, holds this many looping drives of
       `frames_per_sequence` frames.
+    stereo: also store the right camera (`partner_image`, `partner_from_camera`).
   """
 
   height: int = synthetic.DEFAULT_HEIGHT
@@ -85,6 +96,7 @@ class SyntheticDrivingConfig(tfds.core.BuilderConfig):
   num_test_sequences: int = 4
   frames_per_sequence: int = 40
   num_odometry_sequences: int = 0
+  stereo: bool = False
 
 
 def _standard_config(height: int, width: int) -> SyntheticDrivingConfig:
@@ -101,11 +113,12 @@ _STANDARD_CONFIGS = (
 
 def make_config(height: int = synthetic.DEFAULT_HEIGHT, width: int = synthetic.DEFAULT_WIDTH, *,
                 num_train_sequences: int = 20, num_test_sequences: int = 4,
-                frames_per_sequence: int = 40) -> SyntheticDrivingConfig:
+                frames_per_sequence: int = 40, stereo: bool = False) -> SyntheticDrivingConfig:
   """The registered config for standard settings, else a custom one with a descriptive name.
 
   Custom names look like `48x160-train2-test1-frames4`, so datasets of different
-  sizes live side by side in one data dir.
+  sizes live side by side in one data dir; `stereo` appends `-stereo` (`96x320-stereo`
+  for the standard sizes).
   """
   for value, field in ((height, "height"), (width, "width")):
     if int(value) != value or value < 4:
@@ -119,11 +132,15 @@ def make_config(height: int = synthetic.DEFAULT_HEIGHT, width: int = synthetic.D
     if (config.height, config.width, config.num_train_sequences, config.num_test_sequences,
         config.frames_per_sequence) == (height, width, num_train_sequences, num_test_sequences,
                                         frames_per_sequence):
-      return config
+      if not stereo:
+        return config
+      return dataclasses.replace(config, name=f"{config.name}-stereo", stereo=True,
+                                 description=f"{config.description} Stereo partners.")
   name = (f"{height}x{width}-train{num_train_sequences}-test{num_test_sequences}"
-          f"-frames{frames_per_sequence}")
+          f"-frames{frames_per_sequence}" + ("-stereo" if stereo else ""))
   return SyntheticDrivingConfig(name=name, version=_VERSION, height=int(height), width=int(width),
-                                description="custom synthetic driving config", **counts)
+                                description="custom synthetic driving config", stereo=bool(stereo),
+                                **counts)
 
 
 def make_odometry_config(height: int = synthetic.DEFAULT_HEIGHT,
@@ -168,6 +185,13 @@ def split_seeds(config: SyntheticDrivingConfig, split: str) -> list[int]:
   return [ODOMETRY_SEED_OFFSET + i for i in range(config.num_odometry_sequences)]
 
 
+def _stereo_features(height: int, width: int) -> dict:
+  """The stereo configs' extra features (module docstring)."""
+  return {"partner_image": tfds.features.Tensor(shape=(height, width, 3), dtype=np.uint8,
+                                                encoding=tfds.features.Encoding.BYTES),
+          "partner_from_camera": tfds.features.Tensor(shape=(4, 4), dtype=np.float32)}
+
+
 class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
   """Procedural driving frames with exact depth, poses and moving-object masks."""
 
@@ -191,7 +215,7 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
         "intrinsics": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
         "sequence_id": tfds.features.Scalar(dtype=np.int64),
         "frame_index": tfds.features.Scalar(dtype=np.int32),
-    })
+    } | (_stereo_features(h, w) if config.stereo else {}))
     return tfds.core.DatasetInfo(
         builder=self, description=__doc__.split("\n\n")[0], features=features,
         disable_shuffling=True, homepage=None)
@@ -209,7 +233,8 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
     seeds = split_seeds(config, split)
     render = functools.partial(synthetic.render_sequence, num_frames=frames,
                                height=config.height, width=config.width,
-                               route="loop" if split == "odometry" else "mixed")
+                               route="loop" if split == "odometry" else "mixed",
+                               stereo_baseline=synthetic.STEREO_BASELINE if config.stereo else None)
     workers = min(int(self.generation_workers), len(seeds))
     if workers > 1:
       # "spawn": forking a process that has started JAX's threads is unsafe.
@@ -231,7 +256,8 @@ class SyntheticDriving(tfds.core.GeneratorBasedBuilder):
             "intrinsics": seq["intrinsics"],
             "sequence_id": seed,
             "frame_index": i,
-        }
+        } | ({"partner_image": seq["partner_images"][i],
+              "partner_from_camera": seq["partner_from_camera"]} if "partner_images" in seq else {})
 
 
 def load_builder(*, data_dir: str | os.PathLike, config: SyntheticDrivingConfig,
@@ -252,7 +278,7 @@ class _SplitReader(records.RecordReader):
   """The records of one split of the synthetic world (`config`) in `data_dir`; each field is
   checked against the config's shapes and dtypes when first read."""
 
-  lazy_fields = ("image", "depth", "moving_mask")
+  lazy_fields = ("image", "depth", "moving_mask", "partner_image")
 
   def __init__(self, data_dir: str, config: SyntheticDrivingConfig, split: str):
     super().__init__()
@@ -261,7 +287,9 @@ class _SplitReader(records.RecordReader):
     self._expected = {"image": ((h, w, 3), np.uint8), "depth": ((h, w, 1), np.float32),
                       "moving_mask": ((h, w, 1), np.uint8),
                       "world_from_camera": ((4, 4), np.float32),
-                      "intrinsics": ((3, 3), np.float32)}
+                      "intrinsics": ((3, 3), np.float32),
+                      "partner_image": ((h, w, 3), np.uint8),
+                      "partner_from_camera": ((4, 4), np.float32)}
 
   def __getstate__(self):
     return {"data_dir": self.data_dir, "config": self.config, "split": self.split}
@@ -308,6 +336,9 @@ class _SequenceView:
   def load_frame(self, i: int) -> np.ndarray:
     return self._record(i)["image"]
 
+  def load_partner(self, i: int) -> np.ndarray:
+    return self._record(i)["partner_image"]
+
   def load_extras(self, i: int) -> Mapping[str, np.ndarray]:
     return records.Extras(self._record(i), ("depth", "world_from_camera", "moving_mask"))
 
@@ -317,7 +348,7 @@ def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
                         width: int = synthetic.DEFAULT_WIDTH, num_train_sequences: int = 20,
                         num_test_sequences: int = 4, frames_per_sequence: int = 40,
                         num_odometry_sequences: int = 2, odometry_frames: int = 500,
-                        workers: int = 1) -> list[FrameSequence]:
+                        stereo: bool = False, workers: int = 1) -> list[FrameSequence]:
   """The synthetic driving world's sequences of a split, generated into `data_dir` on first use.
 
   Args:
@@ -329,6 +360,8 @@ def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
     height, width: frame size in pixels (96x320 and 192x640 are registered configs).
     num_train_sequences, num_test_sequences, frames_per_sequence: train / test size.
     num_odometry_sequences, odometry_frames: odometry drives and frames per drive.
+    stereo: read the train / test splits from the stereo config (module docstring), whose
+      sequences carry the right camera as `FrameSequence.stereo`; the odometry split has none.
     workers: processes rendering sequences in parallel when generating (first use).
 
   Returns:
@@ -342,7 +375,7 @@ def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
   elif split in ("train", "test"):
     config = make_config(height, width, num_train_sequences=num_train_sequences,
                          num_test_sequences=num_test_sequences,
-                         frames_per_sequence=frames_per_sequence)
+                         frames_per_sequence=frames_per_sequence, stereo=stereo)
   else:
     raise ValueError(f"synthetic_driving has splits 'train', 'test' and 'odometry', got {split!r}")
   seeds = split_seeds(config, split)
@@ -357,8 +390,10 @@ def synthetic_sequences(split: str, *, data_dir: str | os.PathLike,
     view = _SequenceView(reader, position * frames, seed)
     intrinsics = np.array(view._record(0)["intrinsics"], np.float32)  # Also checks the layout.
     view._record(frames - 1)
+    pair = ((view.load_partner, np.array(view._record(0)["partner_from_camera"], np.float32))
+            if config.stereo else None)
     sequences.append(FrameSequence(
         name=f"synthetic_driving/{config.name}/{split}/{seed}", num_frames=frames,
         height=config.height, width=config.width, intrinsics=intrinsics,
-        load_frame=view.load_frame, load_extras=view.load_extras))
+        load_frame=view.load_frame, load_extras=view.load_extras, stereo=pair))
   return sequences

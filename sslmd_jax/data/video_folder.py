@@ -23,6 +23,23 @@ ATE and full-trajectory odometry). A line count other than the number of frames,
 or a line that is not 12 numbers, is a `DataError` naming the file (and line).
 Video files take no poses file.
 
+Stereo (`stereo=True`, `config.data.stereo`; Godard et al. 2019 §3.1): a frames
+directory (layout 1, or a sequence sub-folder of layout 3) holds the right
+camera's frames in a `right/` sub-folder under the same file names (rectified,
+the same size and intrinsics as the left frames), and its `intrinsics.txt` holds
+a line `baseline B`: the right camera sits `B` metres (> 0) along +x of the left
+one, so `partner_from_camera` is the translation `(-B, 0, 0)`
+(`calibration.read_stereo_baseline`). For example:
+
+  clip/000000.png  clip/000001.png ...
+  clip/right/000000.png  clip/right/000001.png ...
+  clip/intrinsics.txt:   718.9 718.9 607.2 185.2
+                         baseline 0.54
+
+Without `stereo` the `right/` folder and the `baseline` line are ignored. With
+it, a missing `right/` folder, a right frame missing or extra, a missing or
+non-positive baseline, or a video file is a `DataError` naming the file.
+
 Loading is lazy. Frame images are decoded on demand; every one is checked up
 front when the sequence is indexed (`check_frame_image`: header, 8-bit pixel
 mode, a whole file; about 0.6 ms per KITTI-size PNG), so mixed sizes, truncated
@@ -51,13 +68,14 @@ import numpy as np
 from PIL import Image
 
 from sslmd_jax.data.base import DataError, FrameSequence
-from sslmd_jax.data.calibration import read_intrinsics_txt
+from sslmd_jax.data.calibration import read_intrinsics_txt, read_stereo_baseline
 
 PathLike = str | os.PathLike
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 INTRINSICS_FILE = "intrinsics.txt"
+RIGHT_FOLDER = "right"
 POSES_FILE = "poses.txt"
 # Pixel modes of 8-bit grey or colour frames, decoded to RGB by `load_image_rgb`.
 FRAME_MODES = ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr")
@@ -290,11 +308,74 @@ def validate_sequences(sequences: Sequence[FrameSequence], *, min_frames: int) -
       raise DataError(f"{seq.name}: {seq.num_frames} frame(s), shorter than the snippet of {min_frames} frames")
 
 
-def _find_intrinsics(*folders: pathlib.Path) -> np.ndarray | None:
+def matching_partner_files(left: Sequence[pathlib.Path], partner_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The partner camera's frames in `partner_dir`, one per left frame under the same file name.
+
+  Args:
+    left: the left camera's ordered frame files.
+    partner_dir: the folder of the partner camera's frames.
+
+  Returns:
+    `partner_dir / f.name` for each `f` in `left`, in order.
+
+  Raises:
+    DataError: naming the folder when it is missing, or a left frame without a
+      partner frame, or a partner frame without a left one.
+  """
+  if not partner_dir.is_dir():
+    raise DataError(f"{partner_dir}: no such folder; stereo needs the partner camera's frames "
+                    f"there under the names of {left[0].parent}'s frames")
+  names = [f.name for f in left]
+  found = {f.name for f in list_image_files(partner_dir)}
+  missing = [n for n in names if n not in found]
+  extra = sorted(found - set(names), key=natural_sort_key)
+  if missing or extra:
+    raise DataError(f"{partner_dir}: {len(found)} frames, expected the {len(names)} of "
+                    f"{left[0].parent} under the same names ("
+                    + (f"{partner_dir / missing[0]} missing" if missing else f"{extra[0]} extra") + ")")
+  return [partner_dir / n for n in names]
+
+
+def _intrinsics_path(*folders: pathlib.Path) -> pathlib.Path | None:
+  """The first `intrinsics.txt` among `folders`, or None."""
   for folder in folders:
     if (candidate := folder / INTRINSICS_FILE).is_file():
-      return read_intrinsics_txt(candidate)
+      return candidate
   return None
+
+
+def _find_intrinsics(*folders: pathlib.Path) -> np.ndarray | None:
+  path = _intrinsics_path(*folders)
+  return None if path is None else read_intrinsics_txt(path)
+
+
+def _with_right_camera(seq: FrameSequence, folder: pathlib.Path, *intrinsics_folders: pathlib.Path) -> FrameSequence:
+  """`seq` (the frames of `folder`) with `folder/right/` as its stereo partner (module docstring).
+
+  Args:
+    seq: the left camera's sequence, read from `folder`.
+    folder: the frames directory.
+    intrinsics_folders: where `intrinsics.txt` (holding the `baseline` line) is looked up.
+
+  Raises:
+    DataError: naming the file for a missing `right/` folder, a right frame
+      missing or extra, no `intrinsics.txt`, or a missing or bad `baseline` line.
+  """
+  right = matching_partner_files(list_image_files(folder), folder / RIGHT_FOLDER)
+  path = _intrinsics_path(*intrinsics_folders)
+  if path is None:
+    raise DataError(f"{folder / INTRINSICS_FILE}: no such file; stereo needs one with a line "
+                    f"'baseline B' (metres, the right camera's offset along x)")
+  baseline = read_stereo_baseline(path)
+  if baseline is None:
+    raise DataError(f"{path}: no 'baseline' line; stereo needs 'baseline B' (B > 0 metres, "
+                    f"the right camera's offset along x)")
+  partner = image_files_sequence(right, name=str(folder / RIGHT_FOLDER), intrinsics=None,
+                                 size=(seq.height, seq.width))
+  partner_from_camera = np.eye(4, dtype=np.float32)
+  partner_from_camera[0, 3] = -baseline
+  logging.info("%s: stereo partner %s, baseline %.4g m (%s)", seq.name, partner.name, baseline, path)
+  return dataclasses.replace(seq, stereo=(partner.load_frame, partner_from_camera))
 
 
 def _pose_extras(poses: np.ndarray, i: int) -> dict[str, np.ndarray]:
@@ -320,6 +401,13 @@ def _with_poses(seq: FrameSequence, folder: pathlib.Path) -> FrameSequence:
   return dataclasses.replace(seq, load_extras=functools.partial(_pose_extras, poses))
 
 
+def _check_no_stereo_video(path: pathlib.Path, stereo: bool) -> None:
+  """Raises `DataError` naming a video file asked for a stereo partner (frames folders only)."""
+  if stereo:
+    raise DataError(f"{path}: a video file has no stereo partner; expected a frames folder "
+                    f"with a '{RIGHT_FOLDER}/' sub-folder and a 'baseline' line in {INTRINSICS_FILE}")
+
+
 def _with_intrinsics_log(seq: FrameSequence, source: str) -> FrameSequence:
   if seq.intrinsics is None:
     logging.info(
@@ -330,12 +418,15 @@ def _with_intrinsics_log(seq: FrameSequence, source: str) -> FrameSequence:
   return seq
 
 
-def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[FrameSequence]:
+def video_folder_sequences(path: PathLike, *, stereo: bool = False,
+                           min_frames: int = 1) -> list[FrameSequence]:
   """Reads a frames directory, a video file, or a directory of those (module docstring).
 
   Args:
     path: a frames directory, a video file, or a directory of frames
       directories and/or video files.
+    stereo: attach each frames directory's `right/` frames with the `baseline`
+      of its `intrinsics.txt` as `FrameSequence.stereo` (module docstring).
     min_frames: the snippet length; a shorter sequence is an error.
 
   Returns:
@@ -345,7 +436,8 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
     DataError: naming the path for: a missing path, an empty folder, a
       directory mixing frames with sub-folders/videos, a sub-folder without
       frames, an unreadable image or video, frames of different sizes, a
-      malformed `intrinsics.txt` or `poses.txt`, or a sequence shorter than `min_frames`.
+      malformed `intrinsics.txt` or `poses.txt`, a sequence shorter than `min_frames`,
+      or (stereo) a video file or a bad right camera (`_with_right_camera`).
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -354,6 +446,7 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
   if path.is_file():
     if path.suffix.lower() not in VIDEO_SUFFIXES:
       raise DataError(f"{path}: expected a video file ({', '.join(VIDEO_SUFFIXES)}) or a directory")
+    _check_no_stereo_video(path, stereo)
     intrinsics = _find_intrinsics(path.parent)
     sequences.append(_with_intrinsics_log(video_file_sequence(path, intrinsics=intrinsics), path.parent / INTRINSICS_FILE))
     validate_sequences(sequences, min_frames=min_frames)
@@ -362,13 +455,14 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
   entries = sorted(path.iterdir(), key=lambda p: natural_sort_key(p.name))
   images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
   videos = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
-  subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+  subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")
+             and not (images and p.name == RIGHT_FOLDER)]
   if images and (videos or subdirs):
     raise DataError(
         f"{path}: mixes {len(images)} frame image(s) with {len(videos)} video(s) and {len(subdirs)} "
         "sub-folder(s); expected either frames only or sequences (videos / frame folders) only"
     )
-  used = {p.name for p in images + videos + subdirs} | {INTRINSICS_FILE, POSES_FILE}
+  used = {p.name for p in images + videos + subdirs} | {INTRINSICS_FILE, POSES_FILE, RIGHT_FOLDER}
   ignored = [p.name for p in entries if p.name not in used]
   if ignored:
     logging.info("%s: ignoring %d file(s) that are neither frames nor videos: %s", path, len(ignored), ignored[:10])
@@ -376,6 +470,7 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
   if images:
     intrinsics = _find_intrinsics(path)
     seq = _with_poses(image_files_sequence(images, name=str(path), intrinsics=intrinsics), path)
+    seq = _with_right_camera(seq, path, path) if stereo else seq
     sequences.append(_with_intrinsics_log(seq, path / INTRINSICS_FILE))
   elif not videos and not subdirs:
     raise DataError(
@@ -385,6 +480,7 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
   else:
     for entry in sorted(videos + subdirs, key=lambda p: natural_sort_key(p.name)):
       if entry.is_file():
+        _check_no_stereo_video(entry, stereo)
         intrinsics = _find_intrinsics(path)
         seq = video_file_sequence(entry, intrinsics=intrinsics)
         sequences.append(_with_intrinsics_log(seq, path / INTRINSICS_FILE))
@@ -395,6 +491,7 @@ def video_folder_sequences(path: PathLike, *, min_frames: int = 1) -> list[Frame
       intrinsics = _find_intrinsics(entry, path)
       source = entry / INTRINSICS_FILE if (entry / INTRINSICS_FILE).is_file() else path / INTRINSICS_FILE
       seq = _with_poses(image_files_sequence(frames, name=str(entry), intrinsics=intrinsics), entry)
+      seq = _with_right_camera(seq, entry, entry, path) if stereo else seq
       sequences.append(_with_intrinsics_log(seq, source))
   validate_sequences(sequences, min_frames=min_frames)
   logging.info("%s: %d sequence(s), %d frames", path, len(sequences), sum(s.num_frames for s in sequences))
