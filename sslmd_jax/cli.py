@@ -410,8 +410,8 @@ def _workdir(command: str) -> pathlib.Path:
 
 def _require_checkpoint(workdir: pathlib.Path) -> None:
   """Fails fast, before any network is built, for a run that has saved no checkpoint yet."""
-  from sslmd_jax import train
-  if not train.saved_steps(workdir):
+  from sslmd_jax import checkpoints
+  if not checkpoints.saved_steps(workdir):
     raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint, expected a step saved by "
                             f"sslmd train (has the run in {workdir} saved one yet?)")
 
@@ -521,10 +521,10 @@ def _export() -> None:
 
 def _prepare(overrides: dict[str, str]) -> None:
   import tensorflow_datasets as tfds
-  from sslmd_jax.data import prepared
+  from sslmd_jax.data import sources
   config = _train_config(overrides)
   tfds.disable_progress_bar()  # prepare prints its own progress lines.
-  prepared.prepare(config, _OUTPUT.value)
+  sources.prepare(config, _OUTPUT.value)
 
 
 class _QuietLibraries:

@@ -10,7 +10,7 @@ absent there; `config_from_workdir` fills them with their defaults, so `sslmd ev
 value by the type of the field it replaces, as `ml_collections.config_flags`
 does: every `sslmd` command that takes a config uses these two.
 `config_changes` lists the fields in which a new config differs from a run's (the trainer refuses
-to resume a run with a config that differs where it matters, `train.check_resumable`).
+to resume a run with a config that differs where it matters, `checkpoints.check_resumable`).
 """
 
 from __future__ import annotations

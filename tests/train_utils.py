@@ -50,15 +50,17 @@ def save_run(workdir, config, step: int) -> pathlib.Path:
   state saved as the checkpoint of `step` the way `train.train_and_evaluate` saves it."""
   import jax.numpy as jnp
   import orbax.checkpoint as ocp
+  from sslmd_jax import checkpoints
   from sslmd_jax import objectives
+  from sslmd_jax import optim
   from sslmd_jax import train
   workdir = pathlib.Path(workdir)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config))
+  state = train.create_train_state(config, networks, optim.make_optimizer(config))
   state = state.replace(step=jnp.asarray(step, jnp.int32))
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-  manager = train.checkpoint_manager(workdir, config)
+  manager = checkpoints.checkpoint_manager(workdir, config)
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
   manager.wait_until_finished()
   manager.close()
