@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 from sslmd_jax import checkpoints
+from sslmd_jax import evaluate_run
 from sslmd_jax import inference
 from sslmd_jax import objectives
 from sslmd_jax import optim
@@ -168,6 +169,17 @@ def test_predict_uses_a_checkpoint_whose_state_is_whole_without_its_data_iterato
   workdir = _copy(saved_run, tmp_path)
   (workdir / "checkpoints" / "4" / "data" / "process_0-of-1.json").unlink()
   assert inference.Predictor.from_workdir(workdir).step == 4
+
+
+def test_evaluation_reads_the_checkpoint_without_the_imagenet_weights(saved_run, tmp_path,
+                                                                     synthetic_dir):  # noqa: F811
+  """A run started from ImageNet weights is evaluated from its checkpoint alone: the weights'
+  file may be gone."""
+  workdir = _copy(saved_run, tmp_path)
+  config = _config(synthetic_dir)
+  config.model.pretrained = str(tmp_path / "gone" / "resnet18.pth")
+  results = evaluate_run.evaluate(config, workdir, max_frames_per_sequence=3)
+  assert results["step"] == 4
 
 
 def test_no_checkpoint_that_restores_is_one_error_naming_the_workdir(saved_run, tmp_path):
