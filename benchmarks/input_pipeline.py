@@ -125,7 +125,7 @@ def prepared_sequences() -> list[FrameSequence] | None:
   root = _DATA / "kitti_odometry"
   if not root.is_dir():
     return None
-  config = run_config.load_config_file(str(_REPO / "configs" / "default.py"))
+  config = run_config.default_config()
   config.data.name, config.data.path = "kitti_odometry", str(root)
   config.data.sequences = config.data.test_sequences = "06"
   config.data.camera = 0

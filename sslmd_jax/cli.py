@@ -64,13 +64,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
-DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
+DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parent / "configs" / "default.py")
 USAGE_EXIT_CODE = 2  # Usage and config errors.
 RUNTIME_EXIT_CODE = 1  # Data and runtime errors.
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "Config file configs/<recipe>.py, with a variant after a colon "
-    "(configs/monodepth2.py:tiny); default: configs/default.py.")
+    "(configs/monodepth2.py:tiny); default: sslmd_jax/configs/default.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, events, checkpoints).")
 _INPUT = flags.DEFINE_string("input", None, "An image, a frames folder, a video, or a folder of those.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (created); export: the "
@@ -430,7 +430,7 @@ def _run_config(workdir: pathlib.Path, overrides: dict[str, str]):
 
 
 def _train_config(overrides: dict[str, str]):
-  """The recipe file's config (default: configs/default.py) with the overrides, validated, locked."""
+  """The recipe file's config (default: sslmd_jax/configs/default.py) with the overrides, validated, locked."""
   from sslmd_jax import objectives
   from sslmd_jax import run_config
   config = run_config.apply_overrides(run_config.load_config_file(_CONFIG.value or DEFAULT_CONFIG),

@@ -108,3 +108,15 @@ def test_module_imports_alone(module):
                                                                "JAX_PLATFORMS": "cpu",
                                                                "PATH": "/usr/bin:/bin"})
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (PACKAGE.parent / "configs").glob("*.py")
+                                          if p.name != "__init__.py"))
+def test_recipes_import_the_default_config_as_a_module(recipe):
+  tree = ast.parse((PACKAGE.parent / "configs" / recipe).read_text())
+  imports = [(node.module, [a.name for a in node.names]) for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom)]
+  assert ("sslmd_jax.configs", ["default"]) in imports
+  assert not any(isinstance(node, ast.Import) and any(a.name.startswith("importlib")
+                                                      for a in node.names)
+                 for node in ast.walk(tree))

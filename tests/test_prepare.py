@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import default
+from sslmd_jax.configs import default
 from sslmd_jax.data import pipeline, prepared, sources, transforms
 from sslmd_jax.data.base import DataError
 from tests import train_utils

@@ -1,6 +1,5 @@
 """Shared helpers of the training tests: recipe configs shrunk to seconds, in-memory batches."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -8,16 +7,16 @@ import sys
 
 import numpy as np
 
+from sslmd_jax import run_config
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPES = ("monodepth2", "sfmlearner", "sc_sfmlearner", "dynamic_scenes")
 
 
 def load_config(name: str, variant: str = ""):
-  path = REPO / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"test_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  """`configs/<name>.py:<variant>` as `sslmd train --config` reads it ('default': every field)."""
+  path = run_config.DEFAULT_CONFIG_FILE if name == "default" else REPO / "configs" / f"{name}.py"
+  return run_config.load_config_file(f"{path}:{variant}")
 
 
 def micro_config(name: str, data_dir=None):
