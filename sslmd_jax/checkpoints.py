@@ -34,7 +34,6 @@ class TrainState:
   opt_state: Any
 
 
-
 def abstract_state(config: ml_collections.ConfigDict, networks: objectives.Networks
                    ) -> TrainState:
   """The structure of a run's `TrainState`: a `jax.ShapeDtypeStruct` per array, nothing computed.

@@ -43,7 +43,6 @@ import json
 import pathlib
 import re
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
