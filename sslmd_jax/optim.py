@@ -82,16 +82,18 @@ def keep_at_least(names: tuple[str, ...], minimum: float) -> optax.GradientTrans
 
 
 def learning_rate(opt_state) -> jax.Array:
-  """The learning rate (float32 scalar) of the last update of `make_optimizer`'s optimiser.
+  """The learning rate (float32 scalar) of the last update of an optimiser whose rate is injected
+  (`optax.inject_hyperparams`, as in `make_optimizer`), read from its state `opt_state`.
 
-  Read from Adam's injected hyperparameters in `opt_state` (the step-0 rate for a fresh state),
-  so it is the rate the update applied, whatever config built the optimiser.
+  The step-0 rate for a fresh state; otherwise the rate the last update applied, whatever config
+  built the optimiser.
 
   Raises:
-    ValueError: `opt_state` is not the state of a `make_optimizer` optimiser.
+    ValueError: `opt_state` holds no injected `learning_rate`.
   """
-  for part in opt_state:  # `optax.chain`'s state: one per transformation.
-    if isinstance(part, optax.InjectStatefulHyperparamsState):
+  injected = lambda x: isinstance(x, optax.InjectStatefulHyperparamsState)
+  for part in jax.tree.leaves(opt_state, is_leaf=injected):
+    if injected(part) and "learning_rate" in part.hyperparams:
       return part.hyperparams["learning_rate"]
-  raise ValueError(f"no injected learning rate in the optimiser state {type(opt_state).__name__}: "
-                   "expected the state of optim.make_optimizer's optimiser")
+  raise ValueError("no injected learning_rate in the optimiser state: expected an optimiser "
+                   "built with optax.inject_hyperparams, as optim.make_optimizer builds it")

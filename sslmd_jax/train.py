@@ -197,9 +197,10 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   Randomness is `fold_in(PRNGKey(config.seed), step)`. A step whose loss or
   gradients are not finite leaves the state unchanged and reports
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
-  Metrics: `loss`, every term by name, `grad_norm`, `param_norm`,
-  `learning_rate` (what Adam applied: `optim.learning_rate`), `finite`, and the health figures of `sslmd_jax.health`: `depth_spread`
-  (of the target frames' predicted depth) and `translation_to_depth`.
+  Metrics: `loss`, every term by name, `grad_norm`, `param_norm`, `learning_rate` (what the
+  update applied: `optim.learning_rate`, so `optimizer`, by default `optim.make_optimizer(config)`,
+  injects its rate), `finite`, and the health figures of `sslmd_jax.health`: `depth_spread` (of
+  the target frames' predicted depth) and `translation_to_depth`.
 
   Gradient accumulation (`config.optim.microbatches = k > 1`): the batch is split into `k`
   chunks (`microbatch`), each a forward and backward pass; the update uses the mean of the

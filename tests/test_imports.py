@@ -25,18 +25,20 @@ MODULES = sorted(_module_name(p) for p in PACKAGE.rglob("*.py"))
 def _imported(path: pathlib.Path, modules: set[str]) -> set[str]:
   """The package modules that `path` imports anywhere in its body (top level or in a function)."""
   found = set()
-  package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+  name = _module_name(path)
+  package = name if path.name == "__init__.py" else name.rpartition(".")[0]
   for node in ast.walk(ast.parse(path.read_text())):
     if isinstance(node, ast.Import):
       names = [alias.name for alias in node.names]
     elif isinstance(node, ast.ImportFrom):
       base = node.module or ""
       if node.level:
-        base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + [base]).strip(".")
+        parts = package.split(".")
+        base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
       names = [base] + [f"{base}.{alias.name}" for alias in node.names]
     else:
       continue
-    found.update(name for name in names if name in modules)
+    found.update(n for n in names if n in modules)
   return found
 
 

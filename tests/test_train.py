@@ -32,6 +32,11 @@ def _state_and_step(config, mesh, optimizer=None):
   return state, step
 
 
+def _sgd(rate: float):
+  """Plain SGD whose state holds its rate (the train step logs it: `optim.learning_rate`)."""
+  return optax.inject_hyperparams(optax.sgd)(learning_rate=rate)
+
+
 def _replicated(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -90,7 +95,7 @@ def test_eight_devices_equal_one_device():
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = train.make_mesh(devices)
     # Plain SGD: Adam's first update is lr·sign(g), which flips for gradients at round-off level.
-    state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+    state, step = _state_and_step(config, mesh, _sgd(0.05))
     state, metrics = step(state, _shard(batch, mesh))
     results.append((jax.device_get(state), jax.device_get(metrics)))
   (s1, m1), (s8, m8) = results
@@ -129,7 +134,7 @@ def test_gradient_accumulation_on_eight_devices_equals_one_device():
     config.optim.microbatches = chunks
     objectives.validate_config(config)
     mesh = train.make_mesh(devices)
-    state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+    state, step = _state_and_step(config, mesh, _sgd(0.05))
     initial = jax.device_get(state.params)
     results[chunks, len(devices)] = jax.device_get(step(state, _shard(batch, mesh)))
   (s1, m1), (s21, m21), (s28, m28) = results[1, 8], results[2, 1], results[2, 8]
@@ -154,11 +159,11 @@ def test_gradient_accumulation_runs_batchnorm_per_chunk():
   config.optim.microbatches = 2
   batch = train_utils.synthetic_batch(config)
   mesh = train.make_mesh(jax.devices()[:1])
-  state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+  state, step = _state_and_step(config, mesh, _sgd(0.05))
   batch_on_mesh = _shard(batch, mesh)
   # The same step as one pure program (the definition the host loop must reproduce).
   one_program = jax.device_get(jax.jit(train.make_train_step(
-      config, objectives.make_networks(config), optax.sgd(0.05)))(state, batch_on_mesh))
+      config, objectives.make_networks(config), _sgd(0.05)))(state, batch_on_mesh))
   # Run by `jit_train_step`: three programs, the chunk's called once per chunk, no recompilation.
   compiled = step.compile(state, batch_on_mesh)
   assert {name: calls for name, (_, calls) in compiled.items()} == {
@@ -271,7 +276,7 @@ def test_the_optimiser_state_holds_the_learning_rate_adam_applied():
     held.append(float(optim.learning_rate(state)))
   assert held == pytest.approx(applied, rel=1e-4)  # Adam divides by sqrt(v) + eps.
   assert held == pytest.approx([lr, lr, lr / 10, lr / 10], rel=1e-5)
-  with pytest.raises(ValueError, match="optim.make_optimizer"):
+  with pytest.raises(ValueError, match="inject_hyperparams"):
     optim.learning_rate(optax.adam(lr).init(params))
 
 
