@@ -221,8 +221,8 @@ def error_line(error: BaseException) -> tuple[str, int] | None:
             f"expected {expected}", RUNTIME_EXIT_CODE)
   if isinstance(error, DistributedError):
     return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE
-  trainer = sys.modules.get("sslmd_jax.train")
-  run_errors = (trainer.ConfigMismatchError, trainer.CheckpointError) if trainer else ()
+  run_dir = sys.modules.get("sslmd_jax.checkpoints")
+  run_errors = (run_dir.ConfigMismatchError, run_dir.CheckpointError) if run_dir else ()
   if isinstance(error, (DataError, OSError, ImportError, FloatingPointError, *run_errors)):
     return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE  # FloatingPointError: a NaN loss.
   return None
