@@ -54,12 +54,8 @@ def define_flags() -> None:
 def load_config(path: str, *, height: int, width: int, batch_size: int, dtype: str):
   """The recipe's config (full-size, or a variant after a colon as `sslmd train` reads it:
   `configs/monodepth2.py:tiny`) at the benchmark's resolution, batch and dtype."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, variant = path.partition(":")
-  spec = importlib.util.spec_from_file_location("benchmark_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  from sslmd_jax import run_config  # pylint: disable=g-import-not-at-top
+  config = run_config.load_config_file(path)
   config.data.height, config.data.width = height, width
   config.data.batch_size = batch_size
   config.model.dtype = dtype

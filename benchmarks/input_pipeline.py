@@ -24,7 +24,7 @@ Sources measured (all served at 192 x 640, three-frame snippets `(0, -1, 1)`):
   * `video_folder`: a folder of 375 x 1242 JPEG frames (written once to
     `--video_dir` from the `memory` frames) read through `sslmd_jax.data.video_folder`;
   * `prepared`: the `kitti_odometry` clip prepared once at 192 x 640 into
-    `--prepared_dir` (`sslmd_jax.data.prepared.prepare`, what `sslmd prepare` runs)
+    `--prepared_dir` (`sslmd_jax.data.sources.prepare`, what `sslmd prepare` runs)
     and read through the `prepared` source without ground truth (`extra_keys=()`,
     what training reads): frames are raw bytes at the output size, so serving one
     is a copy (and a flip), with no decode and no resampling.
@@ -119,18 +119,18 @@ def prepared_sequences() -> list[FrameSequence] | None:
   """The KITTI odometry clip prepared at 192 x 640 (once), read as `data.name = 'prepared'`."""
   try:
     from sslmd_jax import run_config  # pylint: disable=g-import-not-at-top
-    from sslmd_jax.data import prepared, sources  # pylint: disable=g-import-not-at-top
+    from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
   root = _DATA / "kitti_odometry"
   if not root.is_dir():
     return None
-  config = run_config.load_config_file(str(_REPO / "configs" / "default.py"))
+  config = run_config.default_config()
   config.data.name, config.data.path = "kitti_odometry", str(root)
   config.data.sequences = config.data.test_sequences = "06"
   config.data.camera = 0
   config.data.height, config.data.width = 192, 640
-  prepared.prepare(config, _PREPARED_DIR.value)
+  sources.prepare(config, _PREPARED_DIR.value)
   config.data.name, config.data.path = "prepared", _PREPARED_DIR.value
   return sources.load_sequences(config, "train")
 

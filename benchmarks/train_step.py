@@ -60,12 +60,12 @@ def rendered_batch(config, mesh) -> dict:
 
 
 def measure(batch_size: int, peak: float | None) -> dict:
-  from sslmd_jax import objectives, train  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import objectives, optim, train  # pylint: disable=g-import-not-at-top
   config = common.load_config(common.CONFIG.value, height=common.HEIGHT.value, width=common.WIDTH.value,
                        batch_size=batch_size, dtype=common.DTYPE.value)
   config.optim.microbatches = _MICROBATCHES.value
   networks = objectives.make_networks(config)
-  optimizer = train.make_optimizer(config)
+  optimizer = optim.make_optimizer(config)
   mesh = train.make_mesh()
   state = train.create_train_state(config, networks, optimizer, seed=0)
   # As `train_and_evaluate` does: the state is replicated on the mesh before the first step.

@@ -1,1 +1,1 @@
-"""Experiment configs: `default.py` declares every field; each recipe overrides a few."""
+"""Experiment recipes: each imports `sslmd_jax.configs.default` (every field) and overrides a few."""

@@ -33,13 +33,7 @@ Commands, hardware, time and expected result:
     --config.data.height=128 --config.data.width=416 --config.data.batch_size=16
 """
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "sslmd_configs_default", pathlib.Path(__file__).with_name("default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+from sslmd_jax.configs import default
 
 
 def get_config(variant: str = ""):

@@ -34,13 +34,7 @@ Commands, hardware, time and expected result:
     --config.model.pretrained=/data/resnet18-f37072fd.pth
 """
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location(
-    "sslmd_configs_default", pathlib.Path(__file__).with_name("default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+from sslmd_jax.configs import default
 
 
 def get_config(variant: str = ""):

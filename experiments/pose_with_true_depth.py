@@ -89,13 +89,13 @@ def train_motion(config, clips: list, steps: int, depth_unit: float, seed: int):
   """Trains the motion network alone on `clips` ((frames, depth, K) each); its params, stats."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from sslmd_jax import objectives, train  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import objectives, optim  # pylint: disable=g-import-not-at-top
   networks = objectives.make_networks(config)
   stand_in = objectives.Networks(TrueDepth(config.loss.num_scales), networks.pose, networks.pose_kind)
   variables = objectives.init_variables(networks, config, jax.random.key(config.seed))
   params = {"depth": {}, "pose": variables["params"]["pose"]}
   stats = {"depth": {}, "pose": variables["batch_stats"]["pose"]}
-  optimizer = train.make_optimizer(config)
+  optimizer = optim.make_optimizer(config)
   opt_state = optimizer.init(params)
 
   def loss(params, stats, batch, disparity, step):

@@ -37,6 +37,7 @@ import numpy as np
 from sslmd_jax import evaluate_run
 from sslmd_jax import inference
 from sslmd_jax import predict
+from sslmd_jax import run_config
 from sslmd_jax import train
 from sslmd_jax.data import sources
 
@@ -53,12 +54,7 @@ print("repository:", ROOT, "\noutputs:", OUTPUT)
 # `OUTPUT/tfds` on first use).
 
 # %%
-import importlib.util
-
-spec = importlib.util.spec_from_file_location("monodepth2_config", ROOT / "configs" / "monodepth2.py")
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-config = module.get_config("tiny")
+config = run_config.load_config_file(f"{ROOT / 'configs' / 'monodepth2.py'}:tiny")
 config.data.height, config.data.width = 64, 96
 config.data.batch_size = 8
 config.data.synthetic_train_sequences = 2

@@ -201,13 +201,9 @@ def machine() -> dict:
 
 def baseline_config(name: str, data_dir: str):
   """The config whose test split a run is evaluated on (for the baselines)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import run_config  # pylint: disable=g-import-not-at-top
   config_path, overrides = run_spec(name, _BUDGET.value, data_dir, _KITTI.value)
-  path, _, variant = config_path.partition(":")
-  spec = importlib.util.spec_from_file_location("benchmark_config", _REPO / path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  config = run_config.load_config_file(_REPO / config_path)
   for key, value in overrides.items():
     section, field = key.split(".")
     current = config[section][field]

@@ -64,13 +64,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
-DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
+DEFAULT_CONFIG = str(pathlib.Path(__file__).resolve().parent / "configs" / "default.py")
 USAGE_EXIT_CODE = 2  # Usage and config errors.
 RUNTIME_EXIT_CODE = 1  # Data and runtime errors.
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "Config file configs/<recipe>.py, with a variant after a colon "
-    "(configs/monodepth2.py:tiny); default: configs/default.py.")
+    "(configs/monodepth2.py:tiny); default: sslmd_jax/configs/default.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, events, checkpoints).")
 _INPUT = flags.DEFINE_string("input", None, "An image, a frames folder, a video, or a folder of those.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (created); export: the "
@@ -221,8 +221,8 @@ def error_line(error: BaseException) -> tuple[str, int] | None:
             f"expected {expected}", RUNTIME_EXIT_CODE)
   if isinstance(error, DistributedError):
     return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE
-  trainer = sys.modules.get("sslmd_jax.train")
-  run_errors = (trainer.ConfigMismatchError, trainer.CheckpointError) if trainer else ()
+  run_dir = sys.modules.get("sslmd_jax.checkpoints")
+  run_errors = (run_dir.ConfigMismatchError, run_dir.CheckpointError) if run_dir else ()
   if isinstance(error, (DataError, OSError, ImportError, FloatingPointError, *run_errors)):
     return f"error: {_one_line(error)}", RUNTIME_EXIT_CODE  # FloatingPointError: a NaN loss.
   return None
@@ -410,8 +410,8 @@ def _workdir(command: str) -> pathlib.Path:
 
 def _require_checkpoint(workdir: pathlib.Path) -> None:
   """Fails fast, before any network is built, for a run that has saved no checkpoint yet."""
-  from sslmd_jax import train
-  if not train.saved_steps(workdir):
+  from sslmd_jax import checkpoints
+  if not checkpoints.saved_steps(workdir):
     raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint, expected a step saved by "
                             f"sslmd train (has the run in {workdir} saved one yet?)")
 
@@ -430,7 +430,7 @@ def _run_config(workdir: pathlib.Path, overrides: dict[str, str]):
 
 
 def _train_config(overrides: dict[str, str]):
-  """The recipe file's config (default: configs/default.py) with the overrides, validated, locked."""
+  """The recipe file's config (default: sslmd_jax/configs/default.py) with the overrides, validated, locked."""
   from sslmd_jax import objectives
   from sslmd_jax import run_config
   config = run_config.apply_overrides(run_config.load_config_file(_CONFIG.value or DEFAULT_CONFIG),
@@ -521,10 +521,10 @@ def _export() -> None:
 
 def _prepare(overrides: dict[str, str]) -> None:
   import tensorflow_datasets as tfds
-  from sslmd_jax.data import prepared
+  from sslmd_jax.data import sources
   config = _train_config(overrides)
   tfds.disable_progress_bar()  # prepare prints its own progress lines.
-  prepared.prepare(config, _OUTPUT.value)
+  sources.prepare(config, _OUTPUT.value)
 
 
 class _QuietLibraries:

@@ -51,16 +51,17 @@ import json
 import pathlib
 import re
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
+from sslmd_jax import checkpoints
 from sslmd_jax import evaluation
 from sslmd_jax import geometry
 from sslmd_jax import inference
 from sslmd_jax import metric_scale
 from sslmd_jax import objectives
+from sslmd_jax import predict
 from sslmd_jax import run_config
 from sslmd_jax.data import base
 from sslmd_jax.data import sources
@@ -329,8 +330,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   Raises:
     OSError: naming the path when the output folder cannot be created.
   """
-  from sslmd_jax import predict
-  from sslmd_jax import train
   if max_frames_per_sequence is not None and max_frames_per_sequence < 1:
     raise ValueError(f"max_frames_per_sequence: expected None (whole sequences) or a positive "
                      f"number of frames, got {max_frames_per_sequence}")
@@ -343,14 +342,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     out.mkdir(parents=True, exist_ok=True)  # An unwritable workdir fails before any prediction.
   networks = networks or objectives.make_networks(config)
   if state is None:
-    optimizer = train.make_optimizer(config)
-    state = train.create_train_state(config, networks, optimizer)
-    state = train.restore_state(workdir, state)
-  state = jax.device_get(state)
-  predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
+    step, params, batch_stats = checkpoints.restore_variables(workdir, config, networks)
+  else:
+    state = jax.device_get(state)
+    step, params, batch_stats = int(state.step), state.params, state.batch_stats
+  predictor = inference.Predictor(config, params, batch_stats, networks)
   sequences = sources.load_sequences(config, "test")
   garg = sources.source_name(config) == "kitti_raw"  # Prepared KITTI raw too.
-  results: dict = {"step": int(state.step), "data": config.data.name, "recipe": config.recipe,
+  results: dict = {"step": step, "data": config.data.name, "recipe": config.recipe,
                    "flip_post_process": flip_post_process,
                    "max_frames_per_sequence": max_frames_per_sequence}
   if differs:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sslmd_jax import checkpoints
 from sslmd_jax import geometry
 from sslmd_jax import metric_scale
 from sslmd_jax import motion as motion_lib
@@ -123,20 +124,13 @@ class Predictor:
     Raises:
       FileNotFoundError: naming the file when `config.json` or every checkpoint is missing.
     """
-    from sslmd_jax import train  # Local: train imports the data pipeline.
     workdir = pathlib.Path(workdir)
     if config is None:
       config = run_config.config_from_workdir(workdir)
     networks = objectives.make_networks(config)
-    # Only the state's structure is needed to restore: trace the initialisation, never run it.
-    init_config = ml_collections.ConfigDict(config.to_dict())
-    init_config.model.pretrained = ""
-    abstract = jax.eval_shape(lambda: train.create_train_state(
-        init_config, networks, train.make_optimizer(init_config)))
-    state = jax.device_get(train.restore_state(workdir, abstract))
-    predictor = cls(config, state.params, state.batch_stats, networks,
-                    images_per_call=images_per_call)
-    predictor.step = int(state.step)
+    step, params, batch_stats = checkpoints.restore_variables(workdir, config, networks)
+    predictor = cls(config, params, batch_stats, networks, images_per_call=images_per_call)
+    predictor.step = step
     return predictor
 
   def _vars(self, name):

@@ -152,6 +152,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "known pose; it cannot be combined with model.pose_net='motion_field', "
                       "loss.geometry_consistency_weight, loss.self_discovered_mask, "
                       "loss.occlusion_aware or loss.both_directions (they need its depth).")
+  if d.stereo and lo.explainability_weight > 0:
+    raise ConfigError(f"config.data.stereo=True with config.loss.explainability_weight="
+                      f"{lo.explainability_weight}: PoseExpNet predicts explainability masks for "
+                      "the temporal sources only (Zhou et al. 2017), none for the stereo partner; "
+                      "expected data.stereo=False or loss.explainability_weight=0.")
   if m.layer_norm_ramp_steps <= 0 or m.motion_burn_in_steps <= 0:
     raise ConfigError("config.model.layer_norm_ramp_steps and motion_burn_in_steps must be "
                       f"positive, got {m.layer_norm_ramp_steps} and {m.motion_burn_in_steps}.")

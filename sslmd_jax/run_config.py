@@ -1,7 +1,7 @@
 """Configs as the code reads them: a recipe file, a run's `config.json`, command-line overrides.
 
 A run directory keeps the config it was trained with (`config.json`, written by
-`train.train_and_evaluate`). Fields added to `configs/default.py` after the run was made are
+`train.train_and_evaluate`). Fields added to `sslmd_jax/configs/default.py` after the run was made are
 absent there; `config_from_workdir` fills them with their defaults, so `sslmd eval`,
 `sslmd predict`, `sslmd export` and `Predictor.from_workdir` load runs of older versions.
 
@@ -10,7 +10,7 @@ absent there; `config_from_workdir` fills them with their defaults, so `sslmd ev
 value by the type of the field it replaces, as `ml_collections.config_flags`
 does: every `sslmd` command that takes a config uses these two.
 `config_changes` lists the fields in which a new config differs from a run's (the trainer refuses
-to resume a run with a config that differs where it matters, `train.check_resumable`).
+to resume a run with a config that differs where it matters, `checkpoints.check_resumable`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-DEFAULT_CONFIG_FILE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
+DEFAULT_CONFIG_FILE = pathlib.Path(__file__).resolve().parent / "configs" / "default.py"
 
 _TRUE, _FALSE = ("true", "t", "1"), ("false", "f", "0")  # absl's boolean flag spellings.
 
@@ -58,7 +58,7 @@ def load_config_file(spec: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """`configs/default.py`'s config (every field, with its default value)."""
+  """`sslmd_jax/configs/default.py`'s config (every field, with its default value)."""
   return load_config_file(DEFAULT_CONFIG_FILE)
 
 
@@ -133,7 +133,7 @@ def _unknown_field(node: ml_collections.ConfigDict, where: str, key: str) -> Con
   close = difflib.get_close_matches(key, list(node.keys()), n=1)
   hint = f" (did you mean {where}{close[0]}?)" if close else ""
   return ConfigError(f"{where}{key}: no such field, expected a field of {where.rstrip('.')}{hint}; "
-                     "every field is in configs/default.py")
+                     "every field is in sslmd_jax/configs/default.py")
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
@@ -155,7 +155,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     for part in key.split("."):
       if not isinstance(node, ml_collections.ConfigDict):
         raise ConfigError(f"config.{key}: {where.rstrip('.')} is a field, not a group of fields; "
-                          "expected --config.GROUP.FIELD=VALUE (configs/default.py)")
+                          "expected --config.GROUP.FIELD=VALUE (sslmd_jax/configs/default.py)")
       if part not in node:
         raise _unknown_field(node, where, part)
       parent, node, where = node, node[part], f"{where}{part}."

@@ -31,26 +31,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
+from sslmd_jax import checkpoints
+from sslmd_jax import evaluate_run
 from sslmd_jax import health
 from sslmd_jax import objectives
+from sslmd_jax import optim
+from sslmd_jax.checkpoints import TrainState
 from sslmd_jax.data import pipeline as pipeline_lib
 from sslmd_jax.data import sources
-from sslmd_jax.models import motion_field
 
 
 class NonFiniteLossError(FloatingPointError):
   """A loss term or gradient became NaN/inf; the message names the step and the term."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a step updates: `step`, `params`, `batch_stats` and `opt_state` (all replicated)."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
 
 
 # --------------------------------------------------------------------------- pieces
@@ -79,65 +72,6 @@ def replicate(tree, mesh: jax.sharding.Mesh):
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
   return jax.tree.map(put, tree)
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Step decay from `config.optim`: `learning_rate`, times `decay_factor` after `decay_steps`,
-  with a linear warm-up from 0 over the first `warmup_steps` (none when 0).
-
-  Adam's first updates move every parameter by about the learning rate whatever its gradient
-  (its second-moment estimate is still small; Liu et al. 2020, "On the Variance of the Adaptive
-  Learning Rate and Beyond"); the warm-up keeps those steps short.
-  """
-  o = config.optim
-  decay_steps = o.decay_steps or max(1, int(0.75 * o.num_steps))
-  decay = optax.piecewise_constant_schedule(o.learning_rate, {decay_steps: o.decay_factor})
-  if o.warmup_steps <= 0:
-    return decay
-  return lambda step: decay(step) * jnp.minimum((step + 1) / o.warmup_steps, 1.0)
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with step decay (and optional global-norm clipping) from `config.optim`."""
-  o = config.optim
-  schedule = learning_rate_schedule(config)
-  parts = []
-  if o.grad_clip_norm > 0:
-    parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
-  parts.append(optax.adam(schedule, b1=o.b1, b2=o.b2))
-  if config.model.pose_net == "motion_field":
-    parts.append(keep_at_least(motion_field.SCALE_PARAMS, motion_field.SCALE_MIN))
-  return optax.chain(*parts)
-
-
-def keep_at_least(names: tuple[str, ...], minimum: float) -> optax.GradientTransformation:
-  """Projects the parameters whose (last) name is in `names` onto `[minimum, ∞)` after each update.
-
-  Placed last in the chain: an update that would take such a parameter below `minimum` is
-  replaced by one that lands it on `minimum` (projected gradient descent, like a variable
-  constraint); every other update passes unchanged. `make_optimizer` adds it for
-  `pose_net='motion_field'`: Li et al.'s learned rotation and translation scales
-  (`models.motion_field.constrained_scale`).
-
-  Args:
-    names: parameter names (the last key of their path in the parameter tree).
-    minimum: the floor.
-
-  Returns:
-    A stateless optax transformation whose `update` needs `params`.
-  """
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("keep_at_least needs the parameters: call update(updates, state, params).")
-
-    def project(path, update, param):
-      if getattr(path[-1], "key", None) in names:
-        return jnp.maximum(param + update, minimum) - param
-      return update
-
-    return jax.tree_util.tree_map_with_path(project, updates, params), state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def create_train_state(config: ml_collections.ConfigDict, networks: objectives.Networks,
@@ -263,9 +197,10 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   Randomness is `fold_in(PRNGKey(config.seed), step)`. A step whose loss or
   gradients are not finite leaves the state unchanged and reports
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
-  Metrics: `loss`, every term by name, `grad_norm`, `param_norm`,
-  `learning_rate`, `finite`, and the health figures of `sslmd_jax.health`: `depth_spread`
-  (of the target frames' predicted depth) and `translation_to_depth`.
+  Metrics: `loss`, every term by name, `grad_norm`, `param_norm`, `learning_rate` (what the
+  update applied: `optim.learning_rate`, so `optimizer`, by default `optim.make_optimizer(config)`,
+  injects its rate), `finite`, and the health figures of `sslmd_jax.health`: `depth_spread` (of
+  the target frames' predicted depth) and `translation_to_depth`.
 
   Gradient accumulation (`config.optim.microbatches = k > 1`): the batch is split into `k`
   chunks (`microbatch`), each a forward and backward pass; the update uses the mean of the
@@ -278,9 +213,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   (benchmarks/README.md has the figures).
   """
   networks = networks or objectives.make_networks(config)
-  optimizer = optimizer or make_optimizer(config)
+  optimizer = optimizer or optim.make_optimizer(config)
   base_key = jax.random.PRNGKey(config.seed)
-  schedule = learning_rate_schedule(config)
   num_chunks = config.optim.microbatches
 
   def gradients(params, batch_stats, batch, step, key):
@@ -331,7 +265,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                            opt_state=keep(new_opt_state, state.opt_state))
     metrics = {**summary, "grad_norm": grad_norm,
                "param_norm": _tree_norm(state.params),
-               "learning_rate": schedule(state.step),
+               "learning_rate": optim.learning_rate(new_opt_state),
                "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
@@ -447,226 +381,6 @@ def pipeline_options(config: ml_collections.ConfigDict, *, train: bool = True,
       extra_keys=extra_keys)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointError(RuntimeError):
-  """None of a workdir's checkpoints restores; the message names the workdir and each reason."""
-
-
-class ConfigMismatchError(ValueError):
-  """A start whose config differs from the checkpoints' run where a resume cannot follow it;
-  the message names each field with its stored and new values."""
-
-
-# The fields a resumed run may change: how long it trains, how it logs, checkpoints, recovers and
-# evaluates, and where its data lives or its encoders came from. Every other field shapes the
-# checkpoint's parameters (networks, input size) or what they mean (recipe, losses, optimiser,
-# data and its order), so changing it needs a new workdir.
-RESUMABLE_CHANGES = ("optim.num_steps", "run", "model.pretrained", "data.path",
-                     "data.synthetic_generation_workers", "data.test_split_file",
-                     "data.test_sequences", "data.synthetic_test_split",
-                     "data.synthetic_odometry_sequences", "data.synthetic_odometry_frames")
-# Where training moves the newest checkpoints that do not restore (`restore_checkpoint`).
-BROKEN_CHECKPOINTS = "broken_checkpoints"
-# Where a checkpoint goes that the run collapsed from twice (`_recover`).
-UNHEALTHY_CHECKPOINTS = "unhealthy_checkpoints"
-
-
-def saved_steps(workdir: str | os.PathLike) -> list[int]:
-  """The steps of `workdir/checkpoints`' finished checkpoints, oldest first (reads the folder only).
-
-  Orbax writes a step into `N.orbax-checkpoint-tmp*` and renames it to `N` when complete, so a
-  save that was killed leaves no step.
-  """
-  root = pathlib.Path(workdir) / "checkpoints"
-  if not root.is_dir():
-    return []
-  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
-
-
-def check_resumable(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
-  """Checks, reading only, that `config` can continue the checkpoints in `workdir`.
-
-  A workdir without checkpoints accepts any config. With checkpoints, `config` may differ from
-  the run's `config.json` only in `RESUMABLE_CHANGES` (say, a larger `optim.num_steps` to extend
-  the run). Without a readable `config.json` the restore itself checks the parameters' shapes.
-
-  Raises:
-    ConfigMismatchError: naming each other field that differs, with both values, in one line.
-  """
-  from sslmd_jax import run_config  # Local: reads configs/default.py.
-  workdir = pathlib.Path(workdir)
-  if not saved_steps(workdir) or not (workdir / "config.json").is_file():
-    return
-  try:
-    stored = run_config.config_from_workdir(workdir)
-  except ValueError as e:
-    logging.warning("%s; the restore checks the checkpoints' shapes instead", e)
-    return
-  changes = run_config.config_changes(stored, config, may_change=RESUMABLE_CHANGES)
-  if changes:
-    fields = "; ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changes)
-    raise ConfigMismatchError(
-        f"{workdir} holds checkpoints trained with another config: {fields} (the run's values are "
-        f"in {workdir / 'config.json'}). A resumed run may change only how long it trains and how "
-        "it logs, checkpoints and evaluates; to train with these values, start a new run with "
-        "another --workdir.")
-
-
-def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
-  """Writes `workdir/config.json` atomically (a kill leaves the old file or the new one)."""
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  tmp = workdir / "config.json.tmp"
-  tmp.write_text(config.to_json_best_effort(indent=2) + "\n")
-  os.replace(tmp, workdir / "config.json")
-
-
-def checkpoint_manager(workdir: str | os.PathLike, config) -> ocp.CheckpointManager:
-  """Orbax manager of `workdir/checkpoints` (state + data-iterator state) for training: async
-  saves, the newest `config.run.keep_checkpoints` kept, and the temporary folders of saves that
-  were killed (`N.orbax-checkpoint-tmp*`) removed when it opens."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.run.keep_checkpoints, create=True,
-                                         enable_async_checkpointing=True,
-                                         cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                               options=options)
-
-
-def save_checkpoint(manager, state: TrainState, iterator, step: int) -> None:
-  import grain  # Local: grain's checkpoint handlers.
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(iterator)), force=True)
-
-
-def _reason(error: BaseException, limit: int = 300) -> str:
-  """The first line of the exception that started `error` (tensorstore and grain wrap the
-  informative one), at most `limit` characters."""
-  for _ in range(16):  # A bound, not a walk that a cyclic chain could keep going.
-    if (error.__cause__ or error.__context__) is None:
-      break
-    error = error.__cause__ or error.__context__
-  lines = str(error).strip().splitlines()
-  line = lines[0].rstrip(".") if lines else type(error).__name__
-  return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def _restore_newest(manager, args: ocp.args.Composite) -> tuple[int, Any, list[int]]:
-  """Restores `args`' items from the newest checkpoint that restores them all.
-
-  Each step that fails (a truncated or missing file, a missing data-iterator state) is skipped
-  with one warning line naming the step and the reason.
-
-  Returns:
-    `(step, restored items, the newer steps skipped)`.
-
-  Raises:
-    FileNotFoundError: no checkpoint at all.
-    CheckpointError: none restores (naming the workdir and each step's reason).
-  """
-  root = pathlib.Path(manager.directory)
-  steps = sorted(manager.all_steps(), reverse=True)
-  if not steps:
-    raise FileNotFoundError(f"{root.parent}: no checkpoint under {root}")
-  failures = []
-  for step in steps:
-    try:
-      return step, manager.restore(step, args=args), [s for s, _ in failures]
-    except Exception as e:  # pylint: disable=broad-except  # Damage shows as any error type.
-      failures.append((step, _reason(e)))
-      logging.warning("checkpoint step %d in %s does not restore, skipped: %s", step, root,
-                      failures[-1][1])
-  raise CheckpointError(
-      f"{root.parent}: no checkpoint restores (" +
-      "; ".join(f"step {s}: {r}" for s, r in failures) + "). If the run's config.json was "
-      "edited, restore it; otherwise start a new run with another --workdir.")
-
-
-def _set_aside(manager, steps: list[int], folder: str = BROKEN_CHECKPOINTS,
-               why: str = "does not restore") -> None:
-  """Moves the step folders `steps` to `workdir/<folder>/` (kept for inspection, out of
-  Orbax's way: the run saves those steps again) and says so in the log."""
-  root = pathlib.Path(manager.directory)
-  if jax.process_index() == 0:
-    aside = root.parent / folder
-    aside.mkdir(exist_ok=True)
-    for step in steps:
-      target, n = aside / str(step), 1
-      while target.exists():
-        n += 1
-        target = aside / f"{step}-{n}"
-      os.replace(root / str(step), target)
-      logging.warning("moved checkpoint step %d, which %s, to %s", step, why, target)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("sslmd_set_aside_broken_checkpoints")
-  manager.reload()
-
-
-def restore_checkpoint(manager, state: TrainState, iterator) -> TrainState:
-  """Restores the newest checkpoint whose state and data-iterator state both restore, into (an
-  abstract copy of) `state` and into `iterator`; for training.
-
-  Newer checkpoints that do not restore are skipped (one warning line each) and moved to
-  `workdir/broken_checkpoints/`, so that the run can save those steps again. The arrays are
-  restored straight into `state`'s shardings (replicated on the run's mesh: `replicate`), so a
-  checkpoint of any number of processes resumes in any other.
-
-  Raises:
-    FileNotFoundError: the manager holds no checkpoint.
-    CheckpointError: none restores.
-  """
-  import grain
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  _, restored, skipped = _restore_newest(manager, ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract),
-      data=grain.checkpoint.CheckpointRestore(iterator)))
-  if skipped:
-    _set_aside(manager, skipped)
-  return restored["state"]
-
-
-def restore_state(workdir: str | os.PathLike, state: TrainState,
-                  sharding: jax.sharding.Sharding | None = None) -> TrainState:
-  """The state (no data iterator) of the newest checkpoint whose state restores, for evaluation
-  and inference.
-
-  Reads only: newer checkpoints that do not restore are skipped with one warning line each and
-  left as they are, and nothing is created, cleaned or deleted (a training run may be writing).
-
-  The arrays are restored into `sharding`, whatever the number of processes and devices that
-  wrote them: by default, whole onto this process's first device, so that one process loads a
-  checkpoint of a run over several (Orbax would otherwise rebuild the writers' shardings and
-  refuse a topology it cannot see).
-
-  Args:
-    workdir: a run directory.
-    state: a `TrainState` (or its `jax.eval_shape`) of the run's structure.
-    sharding: where the restored arrays go (default: this process's first device).
-
-  Raises:
-    FileNotFoundError: `workdir/checkpoints` holds no checkpoint.
-    CheckpointError: none restores.
-  """
-  root = pathlib.Path(workdir).absolute() / "checkpoints"
-  if not saved_steps(workdir):
-    raise FileNotFoundError(f"{workdir}: no checkpoint under {root}")
-  options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
-                                         save_root_metadata=False)
-  manager = ocp.CheckpointManager(root, options=options)
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  try:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                            state)
-    _, restored, _ = _restore_newest(
-        manager, ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  finally:
-    manager.close()
-  return restored["state"]
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -708,8 +422,9 @@ class TrainResult:
   evaluation: dict | None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainResult:
-  """Trains the recipe in `config` in `workdir`, resuming from its newest checkpoint; then evaluates.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+                       ) -> TrainResult:
+  """Trains the recipe in `config` in `workdir`, resuming from its newest checkpoint; evaluates.
 
   The workdir gets `config.json`, `metrics.jsonl` (one JSON object per log
   step), TensorBoard events under `tensorboard/`, and Orbax checkpoints under
@@ -720,11 +435,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   it was.
 
   A start writes nothing before it is known to be valid: the config is checked
-  (`objectives.validate_config`, and `check_resumable` against a workdir with checkpoints), the
-  data read and the state built and restored first; only then is `config.json` written. A start
-  that fails before leaves the workdir as it was (a new one is not created). The restore skips
-  checkpoints that do not restore (`restore_checkpoint`). Every exit, error or not, waits for
-  pending saves.
+  (`objectives.validate_config`, and `checkpoints.check_resumable` against a workdir with
+  checkpoints), the data read and the state built and restored first; only then is `config.json`
+  written. A start that fails before leaves the workdir as it was (a new one is not created). The
+  restore skips checkpoints that do not restore (`checkpoints.restore_checkpoint`). Every exit,
+  error or not, waits for pending saves.
 
   Collapse (`sslmd_jax.health`): the run's health is checked at every log step and
   before every checkpoint, so only healthy states are saved. A failed check rolls the
@@ -734,15 +449,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   raises `health.TrainingCollapsedError`.
 
   Raises:
-    objectives.ConfigError, ConfigMismatchError: the config, before anything is written.
+    objectives.ConfigError, checkpoints.ConfigMismatchError: the config, before anything is written.
     data.base.DataError: bad data (before anything is written, or mid-run).
-    CheckpointError: the workdir's checkpoints exist but none restores.
+    checkpoints.CheckpointError: the workdir's checkpoints exist but none restores.
     NonFiniteLossError, health.TrainingCollapsedError: the run broke (module docstrings).
   """
   from sslmd_jax import summaries  # Local: tensorboardX only for runs.
   objectives.validate_config(config)
   workdir = pathlib.Path(workdir)
-  check_resumable(config, workdir)
+  checkpoints.check_resumable(config, workdir)
   is_main = jax.process_index() == 0
   sequences = sources.load_sequences(config, "train")  # Bad data fails here, before compiling.
   mesh = make_mesh()
@@ -757,13 +472,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   networks = objectives.make_networks(config)
   loader = pipeline_lib.make_data_loader(sequences, pipeline_options(config))
   recoveries = health.read_recoveries(workdir)
-  manager = checkpoint_manager(workdir, config) if saved_steps(workdir) else None
+  manager = (checkpoints.checkpoint_manager(workdir, config) if checkpoints.saved_steps(workdir)
+             else None)
   writer = progress = None
   try:
     run = _start(config, networks, mesh, manager, loader, recoveries)
     if is_main:
-      write_config(config, workdir)  # The start is valid: the workdir records it from now on.
-    manager = manager or checkpoint_manager(workdir, config)
+      checkpoints.write_config(config, workdir)  # The start is valid: recorded from now on.
+    manager = manager or checkpoints.checkpoint_manager(workdir, config)
     if run.restored:
       logging.info("resumed from %s at step %d", workdir / "checkpoints", run.step)
       _say(f"Resuming {workdir} from step {run.step}.")
@@ -782,7 +498,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return TrainResult(step, True, metrics_host, None)
   evaluation = None
   if config.run.evaluate:
-    from sslmd_jax import evaluate_run
     evaluation = evaluate_run.evaluate(config, workdir, state=run.state, networks=networks)
   health_line = (f"depth_spread {metrics_host.get('depth_spread', float('nan')):.3f}, "
                  f"{len(recoveries)} recover{'y' if len(recoveries) == 1 else 'ies'}")
@@ -810,7 +525,7 @@ def _finish(manager, *logs, failing: bool) -> None:
   except Exception as e:  # pylint: disable=broad-except
     if not failing:
       raise
-    logging.warning("a pending checkpoint save failed too: %s", _reason(e))
+    logging.warning("a pending checkpoint save failed too: %s", checkpoints.error_reason(e))
   finally:
     for log in logs:
       if log is not None:
@@ -868,7 +583,7 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
       if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
         writer.images(step, summaries.image_summaries(run.state, batch, networks, config))
       if save_now:
-        save_checkpoint(manager, run.state, run.iterator, step)
+        checkpoints.save_checkpoint(manager, run.state, run.iterator, step)
       if preemption.requested:
         return step, True, metrics_host, recoveries, run
   return step, False, metrics_host, recoveries, run
@@ -924,12 +639,12 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   rate, regulariser weights and seed of the newest recovery (`health.with_recoveries`), with its
   jitted step. `manager`: None for a workdir without checkpoints (nothing to restore)."""
   attempt = health.with_recoveries(config, recoveries)
-  optimizer = make_optimizer(attempt)
+  optimizer = optim.make_optimizer(attempt)
   state = replicate(create_train_state(attempt, networks, optimizer), mesh)
   iterator = iter(loader)
   restored = manager is not None and manager.latest_step() is not None
   if restored:
-    state = restore_checkpoint(manager, state, iterator)
+    state = checkpoints.restore_checkpoint(manager, state, iterator)
   step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
   return _Run(state=state, iterator=iterator, step_fn=step_fn,
               step=int(jax.device_get(state.step)), restored=restored)
@@ -947,7 +662,7 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
   restored = manager.latest_step() or 0
   if recoveries and recoveries[-1].restored_step == restored and restored > 0:
     # Healthy by the checks but on its way to the same collapse: go back further.
-    _set_aside(manager, [restored], UNHEALTHY_CHECKPOINTS,
+    checkpoints.set_aside(manager, [restored], checkpoints.UNHEALTHY_CHECKPOINTS,
                "the run collapsed again after going back to it")
     restored = manager.latest_step() or 0
   if len(recoveries) >= config.run.max_recoveries:

@@ -213,15 +213,13 @@ def test_color_jitter_is_a_per_snippet_draw_applied_to_network_inputs_only():
   np.testing.assert_allclose(identity * 255.0, off["images"], atol=1e-3)
 
 
-def test_batch_contract_shapes_and_intrinsics_known():
+def test_batch_contract_shapes_and_default_intrinsics():
   seqs = [random_sequence("known", 5), random_sequence("unknown", 5, seed=1, intrinsics=None)]
   opts = options(frame_offsets=(-1, 0, 1), batch_size=6, shuffle=False, flip_prob=0.0, num_epochs=1)
   batch = next(iter(pipeline.make_data_loader(seqs, opts)))
   assert opts.target_index == 1
-  assert set(batch) == {"images", "color_jitter", "intrinsics", "intrinsics_known"}
+  assert set(batch) == {"images", "color_jitter", "intrinsics"}
   assert batch["images"].shape == (6, 3, 24, 32, 3) and batch["intrinsics"].shape == (6, 3, 3)
-  assert batch["intrinsics_known"].shape == (6,)
-  np.testing.assert_array_equal(batch["intrinsics_known"], [1, 1, 1, 0, 0, 0])
   expected = pipeline.transforms.crop_resize_intrinsics(
       default_intrinsics(H0, W0), box=(0, 0, W0, H0), out_height=24, out_width=32)
   np.testing.assert_allclose(batch["intrinsics"][3], expected, rtol=1e-6)
@@ -230,7 +228,7 @@ def test_batch_contract_shapes_and_intrinsics_known():
   resized = pipeline.transforms.resize_image(frame, box=(0, 0, W0, H0), out_height=24, out_width=32)
   np.testing.assert_array_equal(batch["images"][0, 1], resized)
   assert batch["images"].dtype == np.uint8 and batch["color_jitter"].dtype == np.float32
-  assert batch["intrinsics"].dtype == np.float32 and batch["intrinsics_known"].dtype == np.float32
+  assert batch["intrinsics"].dtype == np.float32
 
 
 def test_extra_keys_selects_the_ground_truth_served():
@@ -239,7 +237,7 @@ def test_extra_keys_selects_the_ground_truth_served():
   assert {"depth", "world_from_camera", "moving_mask"} <= set(full)
   none = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False,
                                                             extra_keys=()))))
-  assert set(none) == {"images", "color_jitter", "intrinsics", "intrinsics_known"}
+  assert set(none) == {"images", "color_jitter", "intrinsics"}
   depth = next(iter(pipeline.make_data_loader([seq], options(batch_size=2, shuffle=False,
                                                              extra_keys=["depth"]))))
   assert set(depth) == set(none) | {"depth"}

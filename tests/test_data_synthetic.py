@@ -332,7 +332,7 @@ def test_tfds_round_trip(tmp_path):
 
 def test_odometry_split_through_sources(tmp_path):
   """`data.synthetic_test_split = 'odometry'` serves the block-loop drives as the test split, alone."""
-  from configs import default
+  from sslmd_jax.configs import default
   from sslmd_jax.data import sources, synthetic_tfds
   from sslmd_jax.data.base import DataError
 

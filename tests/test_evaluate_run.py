@@ -11,6 +11,7 @@ from sslmd_jax import evaluate_run
 from sslmd_jax import evaluation
 from sslmd_jax import inference
 from sslmd_jax import objectives
+from sslmd_jax import optim
 from sslmd_jax import train
 from tests import train_utils
 
@@ -36,7 +37,7 @@ def test_evaluate_scores_whole_chained_sequences_and_plots_them(recipe, tmp_path
   config = train_utils.micro_config(recipe)
   config.data.name, config.data.path = "video_folder", str(data)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=3)
   monkeypatch.setattr(evaluate_run, "CHUNK", 4)  # Several chunks per sequence.
   run = tmp_path / "run"
   results = evaluate_run.evaluate(config, run, state=state, networks=networks)
@@ -125,7 +126,7 @@ def test_a_stereo_run_reports_metric_figures_without_scaling(tmp_path):
   config = train_utils.micro_config("monodepth2")
   config.data.name, config.data.path = "video_folder", str(data)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=3)
   plain = evaluate_run.evaluate(config, tmp_path / "mono", state=state, networks=networks)
   assert "metric_stereo" not in plain
   config.data.stereo = True  # The test split has no partners: evaluation needs none.

@@ -66,7 +66,12 @@ def test_export_rejects_unknown_format(tmp_path, trained_workdir):
 def test_onnx_export_matches_jax(tmp_path, trained_workdir, predictor):
   pytest.importorskip("jax2onnx")
   ort = pytest.importorskip("onnxruntime")
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from flax.linen import pooling  # pylint: disable=g-import-not-at-top
+  before = [nn.max_pool, nn.pool, pooling.max_pool, pooling.pool]
   path = export.export_main(trained_workdir, tmp_path / "depth.onnx", fmt="onnx")
+  after = [nn.max_pool, nn.pool, pooling.max_pool, pooling.pool]
+  assert all(a is b for a, b in zip(after, before)), "the export left Flax's pooling patched"
   session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
   assert [i.name for i in session.get_inputs()] == ["images"]
   for n in (1, 3):

@@ -20,8 +20,10 @@ import jax
 import numpy as np
 import pytest
 
+from sslmd_jax import checkpoints
 from sslmd_jax import inference
 from sslmd_jax import objectives
+from sslmd_jax import optim
 from sslmd_jax import train
 from sslmd_jax.data import base
 from sslmd_jax.data import pipeline
@@ -92,8 +94,8 @@ def _state(workdir, data):
   config = _config(data)
   networks = objectives.make_networks(config)
   abstract = jax.eval_shape(lambda: train.create_train_state(config, networks,
-                                                             train.make_optimizer(config)))
-  return train.restore_state(workdir, abstract)
+                                                             optim.make_optimizer(config)))
+  return checkpoints.restore_state(workdir, abstract)
 
 
 def _last_logged(workdir) -> dict:
@@ -124,7 +126,7 @@ def _assert_same_run(a, b, data):
   """
   config = _config(data)
   start = train.create_train_state(config, objectives.make_networks(config),
-                                   train.make_optimizer(config))
+                                   optim.make_optimizer(config))
   x, y = _state(a, data), _state(b, data)
   assert int(x.step) == int(y.step) == STEPS
   assert _gap(x.params, y.params, start.params) < 1e-2
@@ -178,7 +180,7 @@ def test_a_killed_process_resumes_and_ends_as_an_uninterrupted_run(runs, data, t
     procs[0].send_signal(signal.SIGKILL)
   for p in procs:
     p.communicate()
-  assert train.saved_steps(workdir)[-1] < STEPS
+  assert checkpoints.saved_steps(workdir)[-1] < STEPS
   outs = _wait(_launch(tmp_path, data, workdir, 2))
   assert "Resuming" in outs[0]
   _assert_same_run(two, workdir, data)

@@ -38,7 +38,7 @@ def build_trained_workdir() -> pathlib.Path:
   Rather than training (about 2 minutes of TFDS generation and compilation on
   the shared CPU), the initial state with its step set to `STEP` is saved the
   way `train.train_and_evaluate` saves it: `config.json` plus an Orbax
-  checkpoint whose `state` item `train.restore_state` reads. `test_notebook.py`
+  checkpoint whose `state` item `checkpoints.restore_state` reads. `test_notebook.py`
   covers the trained path end to end.
   """
   workdir = pathlib.Path(tempfile.mkdtemp(prefix="sslmd_predict_")) / "run"
@@ -244,11 +244,12 @@ def _training_aux_and_predictor(config):
   10^6, past every burn-in), and a `Predictor` of the same (randomly initialised) state."""
   import jax.numpy as jnp
   from sslmd_jax import objectives
+  from sslmd_jax import optim
   from sslmd_jax import train
   from sslmd_jax.data import transforms
   config.data.batch_size = 1
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=3)
   rng = np.random.default_rng(0)
   base = rng.integers(0, 256, (1, 3, 8, 12, 3), dtype=np.uint8)
   frames = np.asarray(jax.image.resize(base.astype(np.float32), (1, 3, 64, 96, 3), "linear"))
@@ -256,7 +257,7 @@ def _training_aux_and_predictor(config):
   assert tuple(config.data.frame_offsets) == (0, -1, 1)
   k = np.array([[[50.0, 0, 47.5], [0, 50.0, 31.5], [0, 0, 1]]], np.float32)
   batch = {"images": frames, "color_jitter": transforms.IDENTITY_JITTER[None],
-           "intrinsics": k, "intrinsics_known": np.ones(1, np.float32)}
+           "intrinsics": k}
   _, (_, aux, _) = objectives.compute_loss(
       state.params, state.batch_stats, batch, networks=networks, config=config,
       step=jnp.asarray(10**6, jnp.int32), key=jax.random.key(0), train=False)

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import default
+from sslmd_jax.configs import default
 from sslmd_jax.data import pipeline, prepared, sources, transforms
 from sslmd_jax.data.base import DataError
 from tests import train_utils
@@ -45,7 +45,7 @@ def clip(tmp_path_factory):
   """A video folder and its prepared data set at 32 x 64."""
   root = tmp_path_factory.mktemp("prepare")
   folder = _video_folder(root / "clip")
-  prepared.prepare(_config("video_folder", folder), root / "out", progress=_quiet)
+  sources.prepare(_config("video_folder", folder), root / "out", progress=_quiet)
   return folder, root / "out"
 
 
@@ -101,7 +101,7 @@ def test_synthetic_depth_masks_and_poses_are_carried(tmp_path):
   config = _config("synthetic", tmp_path / "tfds", (16, 48))
   config.data.synthetic_train_sequences, config.data.synthetic_test_sequences = 1, 1
   config.data.synthetic_frames = 3
-  prepared.prepare(config, tmp_path / "out", progress=_quiet)
+  sources.prepare(config, tmp_path / "out", progress=_quiet)
   for split in ("train", "test"):
     (source,) = sources.source_sequences(config, split)
     (stored,) = sources.source_sequences(_config("prepared", tmp_path / "out", (16, 48)), split)
@@ -123,7 +123,7 @@ def test_kitti_raw_keeps_its_splits_stereo_partners_and_lidar_depth(tmp_path):
   config = _config("kitti_raw", root, (fake.H, fake.W))
   config.data.train_split_file, config.data.test_split_file = str(train), str(
       fake._one_line(tmp_path, 3))
-  prepared.prepare(config, tmp_path / "out", progress=_quiet)
+  sources.prepare(config, tmp_path / "out", progress=_quiet)
   read = _config("prepared", tmp_path / "out", (fake.H, fake.W))
   read.data.stereo = True
   config.data.stereo = True
@@ -171,18 +171,18 @@ def test_an_interrupted_prepare_leaves_nothing_that_looks_complete(tmp_path, mon
 
   monkeypatch.setattr(prepared, "frame_example", dies_at_the_fourth_frame)
   with pytest.raises(KeyboardInterrupt):
-    prepared.prepare(_config("video_folder", folder), out, progress=_quiet)
+    sources.prepare(_config("video_folder", folder), out, progress=_quiet)
   assert not out.exists() and (tmp_path / "out.incomplete").is_dir()
   with pytest.raises(DataError, match=r"no prepared.json \(out.incomplete beside it"):
     sources.load_sequences(_config("prepared", out), "train")
   lines = []
-  prepared.prepare(_config("video_folder", folder), out, progress=lines.append)  # Starts over.
+  sources.prepare(_config("video_folder", folder), out, progress=lines.append)  # Starts over.
   assert not (tmp_path / "out.incomplete").exists()
   assert any("removing what an interrupted prepare left" in l for l in lines)
   assert sources.load_sequences(_config("prepared", out), "train")[0].num_frames == 6
   monkeypatch.setattr(prepared, "frame_example", None)  # A complete output is not rewritten.
   lines.clear()
-  prepared.prepare(_config("video_folder", folder), out, progress=lines.append)
+  sources.prepare(_config("video_folder", folder), out, progress=lines.append)
   assert lines == [f"{out}: already prepared (complete prepared.json); nothing to do."]
 
 
@@ -206,7 +206,7 @@ def test_the_command_writes_progress_and_reruns_as_a_no_op(tmp_path):
 def test_a_micro_run_trains_and_evaluates_on_prepared_data(tmp_path):
   from sslmd_jax import train
   source = train_utils.micro_config("monodepth2", tmp_path / "tfds")
-  prepared.prepare(source, tmp_path / "prepared", progress=_quiet)
+  sources.prepare(source, tmp_path / "prepared", progress=_quiet)
   config = train_utils.micro_config("monodepth2", tmp_path / "prepared")
   config.data.name = "prepared"
   config.optim.num_steps = 2

@@ -13,8 +13,11 @@ import shutil
 import jax.numpy as jnp
 import pytest
 
+from sslmd_jax import checkpoints
+from sslmd_jax import evaluate_run
 from sslmd_jax import inference
 from sslmd_jax import objectives
+from sslmd_jax import optim
 from sslmd_jax import train
 from sslmd_jax.data import base
 from sslmd_jax.data import pipeline
@@ -39,14 +42,14 @@ def saved_run(tmp_path_factory, synthetic_dir):  # noqa: F811
   workdir = tmp_path_factory.mktemp("saved") / "run"
   config = _config(synthetic_dir)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config))
+  state = train.create_train_state(config, networks, optim.make_optimizer(config))
   iterator = iter(pipeline.make_data_loader(sources.load_sequences(config, "train"),
                                             train.pipeline_options(config)))
-  train.write_config(config, workdir)
-  manager = train.checkpoint_manager(workdir, config)
+  checkpoints.write_config(config, workdir)
+  manager = checkpoints.checkpoint_manager(workdir, config)
   for step in STEPS:
     next(iterator), next(iterator)
-    train.save_checkpoint(manager, state.replace(step=jnp.asarray(step, jnp.int32)), iterator, step)
+    checkpoints.save_checkpoint(manager, state.replace(step=jnp.asarray(step, jnp.int32)), iterator, step)
   manager.wait_until_finished()
   manager.close()
   return workdir
@@ -114,7 +117,7 @@ def test_a_start_that_changes_the_networks_fails_naming_the_fields_and_writes_no
   config.data.height = 128
   config.optim.num_steps = 40  # Extending the run is allowed: not named.
   config.run.log_every = 5
-  with pytest.raises(train.ConfigMismatchError) as info:
+  with pytest.raises(checkpoints.ConfigMismatchError) as info:
     train.train_and_evaluate(config, workdir)
   message = str(info.value)
   assert "data.height 64 -> 128; model.base_width 4 -> 8 (" in message
@@ -168,11 +171,22 @@ def test_predict_uses_a_checkpoint_whose_state_is_whole_without_its_data_iterato
   assert inference.Predictor.from_workdir(workdir).step == 4
 
 
+def test_evaluation_reads_the_checkpoint_without_the_imagenet_weights(saved_run, tmp_path,
+                                                                     synthetic_dir):  # noqa: F811
+  """A run started from ImageNet weights is evaluated from its checkpoint alone: the weights'
+  file may be gone."""
+  workdir = _copy(saved_run, tmp_path)
+  config = _config(synthetic_dir)
+  config.model.pretrained = str(tmp_path / "gone" / "resnet18.pth")
+  results = evaluate_run.evaluate(config, workdir, max_frames_per_sequence=3)
+  assert results["step"] == 4
+
+
 def test_no_checkpoint_that_restores_is_one_error_naming_the_workdir(saved_run, tmp_path):
   workdir = _copy(saved_run, tmp_path)
   for step in STEPS:
     _truncate_an_array(workdir / "checkpoints" / str(step))
-  with pytest.raises(train.CheckpointError,
+  with pytest.raises(checkpoints.CheckpointError,
                      match=rf"^{workdir}: no checkpoint restores \(step 4: .*; step 2: .*\)"):
     inference.Predictor.from_workdir(workdir)
 
@@ -193,7 +207,7 @@ def test_training_falls_back_past_a_broken_checkpoint_and_saves_its_step_again(
   skipped = [r.getMessage() for r in caplog.records if "does not restore" in r.getMessage()]
   assert skipped[0].startswith("checkpoint step 4 in ") and "process_0-of-1.json" in skipped[0]
   assert (workdir / "broken_checkpoints" / "4" / "state").is_dir()
-  assert train.saved_steps(workdir) == [4, 6]
+  assert checkpoints.saved_steps(workdir) == [4, 6]
   assert not tmp.exists()
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -210,7 +224,7 @@ def test_a_data_error_mid_run_waits_for_the_pending_save(
   """A frame that fails to decode right after a save started: the save completes, then the
   error leaves."""
   saved = []
-  real_save, real_batch = train.save_checkpoint, pipeline.global_batch
+  real_save, real_batch = checkpoints.save_checkpoint, pipeline.global_batch
 
   def save(manager, state, iterator, step):
     real_save(manager, state, iterator, step)
@@ -221,12 +235,12 @@ def test_a_data_error_mid_run_waits_for_the_pending_save(
       raise base.DataError("frame_000007.png: corrupt or unreadable image")
     return real_batch(local, mesh)
 
-  monkeypatch.setattr(train, "save_checkpoint", save)
+  monkeypatch.setattr(checkpoints, "save_checkpoint", save)
   monkeypatch.setattr(pipeline, "global_batch", batch)
   workdir = tmp_path / "run"
   with pytest.raises(base.DataError, match="frame_000007.png"):
     train.train_and_evaluate(_config(synthetic_dir), workdir)
   assert saved == [2]
   assert [p.name for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name] == []
-  assert train.saved_steps(workdir) == [2]
+  assert checkpoints.saved_steps(workdir) == [2]
   assert inference.Predictor.from_workdir(workdir).step == 2

@@ -16,7 +16,9 @@ import numpy as np
 import optax
 import pytest
 
+from sslmd_jax import checkpoints
 from sslmd_jax import objectives
+from sslmd_jax import optim
 from sslmd_jax import train
 from sslmd_jax.data import sources
 from tests import train_utils
@@ -24,10 +26,15 @@ from tests import train_utils
 
 def _state_and_step(config, mesh, optimizer=None):
   networks = objectives.make_networks(config)
-  optimizer = optimizer or train.make_optimizer(config)
+  optimizer = optimizer or optim.make_optimizer(config)
   state = jax.device_put(train.create_train_state(config, networks, optimizer), _replicated(mesh))
   step = train.jit_train_step(train.make_train_step(config, networks, optimizer), mesh, state)
   return state, step
+
+
+def _sgd(rate: float):
+  """Plain SGD whose state holds its rate (the train step logs it: `optim.learning_rate`)."""
+  return optax.inject_hyperparams(optax.sgd)(learning_rate=rate)
 
 
 def _replicated(mesh):
@@ -47,7 +54,7 @@ def test_each_recipe_decreases_its_loss_without_recompiling(recipe):
     config.model.motion_burn_in_steps = 2  # exercise the residual field from step 1
   mesh = train.make_mesh()
   networks = objectives.make_networks(config)
-  optimizer = train.make_optimizer(config)
+  optimizer = optim.make_optimizer(config)
   traces = []
   inner = train.make_train_step(config, networks, optimizer)
 
@@ -88,7 +95,7 @@ def test_eight_devices_equal_one_device():
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = train.make_mesh(devices)
     # Plain SGD: Adam's first update is lr·sign(g), which flips for gradients at round-off level.
-    state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+    state, step = _state_and_step(config, mesh, _sgd(0.05))
     state, metrics = step(state, _shard(batch, mesh))
     results.append((jax.device_get(state), jax.device_get(metrics)))
   (s1, m1), (s8, m8) = results
@@ -127,7 +134,7 @@ def test_gradient_accumulation_on_eight_devices_equals_one_device():
     config.optim.microbatches = chunks
     objectives.validate_config(config)
     mesh = train.make_mesh(devices)
-    state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+    state, step = _state_and_step(config, mesh, _sgd(0.05))
     initial = jax.device_get(state.params)
     results[chunks, len(devices)] = jax.device_get(step(state, _shard(batch, mesh)))
   (s1, m1), (s21, m21), (s28, m28) = results[1, 8], results[2, 1], results[2, 8]
@@ -152,11 +159,11 @@ def test_gradient_accumulation_runs_batchnorm_per_chunk():
   config.optim.microbatches = 2
   batch = train_utils.synthetic_batch(config)
   mesh = train.make_mesh(jax.devices()[:1])
-  state, step = _state_and_step(config, mesh, optax.sgd(0.05))
+  state, step = _state_and_step(config, mesh, _sgd(0.05))
   batch_on_mesh = _shard(batch, mesh)
   # The same step as one pure program (the definition the host loop must reproduce).
   one_program = jax.device_get(jax.jit(train.make_train_step(
-      config, objectives.make_networks(config), optax.sgd(0.05)))(state, batch_on_mesh))
+      config, objectives.make_networks(config), _sgd(0.05)))(state, batch_on_mesh))
   # Run by `jit_train_step`: three programs, the chunk's called once per chunk, no recompilation.
   compiled = step.compile(state, batch_on_mesh)
   assert {name: calls for name, (_, calls) in compiled.items()} == {
@@ -231,22 +238,73 @@ def test_bad_config_fails_with_the_field_named(field, value, match):
     objectives.validate_config(config)
 
 
+def test_sfmlearner_explainability_with_stereo_is_refused_naming_both_fields():
+  config = train_utils.micro_config("sfmlearner")
+  assert config.loss.explainability_weight > 0
+  config.data.name, config.data.stereo = "kitti_raw", True
+  with pytest.raises(objectives.ConfigError, match=r"^config\.data\.stereo=True with "
+                     r"config\.loss\.explainability_weight=0\.\d+: .*expected") as info:
+    objectives.validate_config(config)
+  assert "\n" not in str(info.value)
+
+
 def test_learning_rate_warms_up_linearly_then_decays():
   config = train_utils.load_config("monodepth2", "tiny")  # 5e-4, decay x0.1 at step 225 of 300.
   config.optim.warmup_steps = 10
-  schedule = train.learning_rate_schedule(config)
+  schedule = optim.learning_rate_schedule(config)
   lr = config.optim.learning_rate
   assert [float(schedule(s)) for s in (0, 4, 9, 10, 224, 225)] == pytest.approx(
       [lr / 10, lr / 2, lr, lr, lr, lr / 10])
   config.optim.warmup_steps = 0  # The papers: the full rate from step 0.
-  assert float(train.learning_rate_schedule(config)(0)) == pytest.approx(lr)
+  assert float(optim.learning_rate_schedule(config)(0)) == pytest.approx(lr)
+
+
+def test_the_optimiser_state_holds_the_learning_rate_adam_applied():
+  """Under a constant gradient each of Adam's updates moves a parameter by the learning rate
+  (bias-corrected moments): the state holds that rate, through a step decay."""
+  config = train_utils.load_config("monodepth2", "tiny")
+  config.optim.warmup_steps, config.optim.decay_steps, config.optim.decay_factor = 0, 2, 0.1
+  optimizer = optim.make_optimizer(config)
+  params = {"w": jnp.zeros((), jnp.float32)}
+  state = optimizer.init(params)
+  lr = config.optim.learning_rate
+  assert float(optim.learning_rate(state)) == pytest.approx(lr)
+  applied, held = [], []
+  for _ in range(4):
+    updates, state = optimizer.update({"w": jnp.float32(1.0)}, state, params)
+    applied.append(-float(updates["w"]))
+    held.append(float(optim.learning_rate(state)))
+  assert held == pytest.approx(applied, rel=1e-4)  # Adam divides by sqrt(v) + eps.
+  assert held == pytest.approx([lr, lr, lr / 10, lr / 10], rel=1e-5)
+  with pytest.raises(ValueError, match="inject_hyperparams"):
+    optim.learning_rate(optax.adam(lr).init(params))
+
+
+def test_the_logged_learning_rate_is_the_optimisers_not_the_configs():
+  """A step given an optimiser of another rate (as a recovery builds) logs that optimiser's rate,
+  through a step decay."""
+  config = train_utils.micro_config("monodepth2")
+  config.optim.warmup_steps, config.optim.decay_steps, config.optim.decay_factor = 0, 2, 0.1
+  slower = train_utils.micro_config("monodepth2")
+  slower.optim.warmup_steps, slower.optim.decay_steps, slower.optim.decay_factor = 0, 2, 0.1
+  slower.optim.learning_rate = config.optim.learning_rate / 2
+  mesh = train.make_mesh()
+  state, step = _state_and_step(config, mesh, optim.make_optimizer(slower))
+  batch = _shard(train_utils.synthetic_batch(config), mesh)
+  logged = []
+  for _ in range(3):
+    state, metrics = step(state, batch)
+    logged.append(float(metrics["learning_rate"]))
+    assert logged[-1] == float(optim.learning_rate(state.opt_state))
+  lr = slower.optim.learning_rate
+  assert logged == pytest.approx([lr, lr, lr / 10])
 
 
 def test_li_scales_are_projected_onto_their_floor_and_recover():
   """Li et al.'s learned scales: an update below 0.001 lands on 0.001; the next may raise it."""
   config = train_utils.load_config("dynamic_scenes", "tiny")
   config.optim.warmup_steps = 0  # The full rate at step 0, as the expected updates assume.
-  optimizer = train.make_optimizer(config)
+  optimizer = optim.make_optimizer(config)
   params = {"pose": {"rotation_scale": jnp.float32(0.0015), "translation_scale": jnp.float32(0.01),
                      "conv": jnp.full((2,), 0.0015, jnp.float32)}}
   state = optimizer.init(params)
@@ -276,7 +334,7 @@ def test_li_motion_net_is_told_each_pairs_time_direction():
   config = train_utils.micro_config("dynamic_scenes")
   config.model.temporal_order = True
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=2)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=2)
   assert state.params["pose"]["conv1"]["conv"]["kernel"].shape[2] == 9
 
   class Recording:
@@ -314,7 +372,7 @@ def test_the_self_discovered_mask_alone_weights_the_photometric_error():
   config.loss.self_discovered_mask = True
   objectives.validate_config(config)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=1)
   loss, (terms, aux, _) = objectives.compute_loss(
       state.params, state.batch_stats, train_utils.synthetic_batch(config), networks=networks,
       config=config, step=jnp.int32(5), key=jax.random.key(0), train=False)
@@ -328,7 +386,7 @@ def test_automask_start_step_switches_auto_masking_on_at_that_step():
   config = train_utils.micro_config("monodepth2")
   batch = train_utils.synthetic_batch(config)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=1)
 
   def photometric(automask, start, step):
     c = train_utils.micro_config("monodepth2")
@@ -353,7 +411,7 @@ def test_smoothness_ramp_steps_scales_the_smoothness_term_linearly(recipe):
   config = train_utils.micro_config(recipe)
   batch = train_utils.synthetic_batch(config)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=2)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=2)
 
   def terms_at(ramp, step):
     c = train_utils.micro_config(recipe)
@@ -414,8 +472,8 @@ def _launch(workdir, data, steps, overrides=None, compilation_cache=None):
 def _params(workdir, data):
   config = train_utils.micro_config("monodepth2", data)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=1)
-  return train.restore_state(workdir, state)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=1)
+  return checkpoints.restore_state(workdir, state)
 
 
 def _wait_for_checkpoint(workdir, step, proc, timeout=300):
@@ -478,7 +536,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_the_preempted_code(tmp_path, 
   assert match, out
   step = int(match.group(1))
   assert 2 <= step < 400
-  assert train.saved_steps(workdir)[-1] == step
+  assert checkpoints.saved_steps(workdir)[-1] == step
   assert "Traceback" not in out
 
 
@@ -487,7 +545,7 @@ def test_flip_post_processed_evaluation_is_written_beside_the_plain_one(tmp_path
   from sslmd_jax import evaluate_run
   config = train_utils.micro_config("monodepth2", synthetic_dir)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config), seed=3)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=3)
   plain = evaluate_run.evaluate(config, tmp_path, state=state, networks=networks)
   flipped = evaluate_run.evaluate(config, tmp_path, state=state, networks=networks, flip_post_process=True)
   on_disk = {name: json.loads((tmp_path / "eval" / name).read_text())
@@ -596,7 +654,7 @@ def test_a_second_collapse_from_the_same_checkpoint_goes_back_further(tmp_path, 
   assert result.step == 6
   recoveries = health.read_recoveries(tmp_path / "run")
   assert [(r.step, r.restored_step, r.factor) for r in recoveries] == [(5, 4, 0.5), (5, 2, 0.25)]
-  assert (tmp_path / "run" / train.UNHEALTHY_CHECKPOINTS / "4").is_dir()  # Kept, out of the way.
+  assert (tmp_path / "run" / checkpoints.UNHEALTHY_CHECKPOINTS / "4").is_dir()  # Kept, out of the way.
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
   assert int(_params(tmp_path / "run", synthetic_dir).step) == 6

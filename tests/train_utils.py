@@ -1,6 +1,5 @@
 """Shared helpers of the training tests: recipe configs shrunk to seconds, in-memory batches."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -8,16 +7,16 @@ import sys
 
 import numpy as np
 
+from sslmd_jax import run_config
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPES = ("monodepth2", "sfmlearner", "sc_sfmlearner", "dynamic_scenes")
 
 
 def load_config(name: str, variant: str = ""):
-  path = REPO / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"test_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  """`configs/<name>.py:<variant>` as `sslmd train --config` reads it ('default': every field)."""
+  path = run_config.DEFAULT_CONFIG_FILE if name == "default" else REPO / "configs" / f"{name}.py"
+  return run_config.load_config_file(f"{path}:{variant}")
 
 
 def micro_config(name: str, data_dir=None):
@@ -50,15 +49,17 @@ def save_run(workdir, config, step: int) -> pathlib.Path:
   state saved as the checkpoint of `step` the way `train.train_and_evaluate` saves it."""
   import jax.numpy as jnp
   import orbax.checkpoint as ocp
+  from sslmd_jax import checkpoints
   from sslmd_jax import objectives
+  from sslmd_jax import optim
   from sslmd_jax import train
   workdir = pathlib.Path(workdir)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, train.make_optimizer(config))
+  state = train.create_train_state(config, networks, optim.make_optimizer(config))
   state = state.replace(step=jnp.asarray(step, jnp.int32))
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-  manager = train.checkpoint_manager(workdir, config)
+  manager = checkpoints.checkpoint_manager(workdir, config)
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
   manager.wait_until_finished()
   manager.close()

@@ -38,7 +38,8 @@ from sslmd_jax.data.base import DataError, FrameSequence
 from sslmd_jax.data.calibration import (calib_matrix, intrinsics_from_projection,
                                         partner_from_camera, read_calib_file)
 from sslmd_jax.data.video_folder import (image_files_sequence, list_image_files,
-                                         matching_partner_files, validate_sequences)
+                                         matching_partner_files, read_kitti_poses,
+                                         validate_sequences)
 
 PathLike = str | os.PathLike
 
@@ -90,42 +91,6 @@ def _with_stereo(seq: FrameSequence, seq_dir: pathlib.Path, camera: int) -> Fram
   transform = stereo_partner_from_camera(seq_dir / "calib.txt", camera)
   logging.info("%s: stereo partner %s, baseline %.4f m", seq.name, right_dir, -transform[0, 3])
   return dataclasses.replace(seq, stereo=(partner_seq.load_frame, transform))
-
-
-def read_kitti_poses(path: PathLike) -> np.ndarray:
-  """Reads a KITTI pose file: one row-major 3x4 `world_from_camera` per line.
-
-  Args:
-    path: e.g. `poses/06.txt`.
-
-  Returns:
-    float64 `[N, 4, 4]` `world_from_camera` transforms (metres).
-
-  Raises:
-    DataError: naming the file and line for a line without exactly 12
-      numbers, non-finite values, or an empty file.
-  """
-  path = pathlib.Path(path)
-  try:
-    lines = path.read_text().splitlines()
-  except (OSError, UnicodeDecodeError) as e:
-    raise DataError(f"{path}: cannot read pose file ({e})") from e
-  poses = []
-  for lineno, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      values = np.array([float(v) for v in line.split()], np.float64)
-    except ValueError:
-      raise DataError(f"{path}:{lineno}: expected 12 numbers (row-major 3x4 pose), got {line.strip()!r}") from None
-    if values.size != 12 or not np.all(np.isfinite(values)):
-      raise DataError(f"{path}:{lineno}: expected 12 finite numbers (row-major 3x4 pose), got {values.size}")
-    pose = np.eye(4)
-    pose[:3] = values.reshape(3, 4)
-    poses.append(pose)
-  if not poses:
-    raise DataError(f"{path}: no poses")
-  return np.stack(poses)
 
 
 def write_kitti_poses(path: PathLike, poses: np.ndarray) -> None:

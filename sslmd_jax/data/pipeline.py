@@ -18,9 +18,8 @@ and intrinsics describe the output `H x W = options.height x options.width`.
     (`transforms.ColorJitter.as_array`; `transforms.IDENTITY_JITTER` when none was
     drawn). The train step makes the networks' inputs from it on the device
     (`sslmd_jax.augment.color_jitter(images, color_jitter)`);
-  * `intrinsics`: float32 `[B, 3, 3]` in pixels of `H x W` (pixel-centre convention);
-  * `intrinsics_known`: float32 `[B]`, 1 when the source gave intrinsics, 0 when
-    `default_intrinsics` stood in;
+  * `intrinsics`: float32 `[B, 3, 3]` in pixels of `H x W` (pixel-centre convention;
+    `default_intrinsics` where the source gave none);
   * only when every sequence provides them (and `options.extra_keys` asks for
     them): `depth` float32 `[B, S, H, W, 1]` (metres, 0 = unknown),
     `world_from_camera` float32 `[B, S, 4, 4]`, `moving_mask` float32 `[B, S, H, W, 1]`;
@@ -300,7 +299,7 @@ class SnippetSource:
 
   Each record is a dict with `frames` (a list of `S` uint8 `[h0, w0, 3]`, not
   stacked: the augmentation resamples them one by one), `intrinsics`
-  float32 `[3, 3]` (pixels of the stored frames), `intrinsics_known` float32 `[]`,
+  float32 `[3, 3]` (pixels of the stored frames; `default_intrinsics` when unknown),
   the shared extras stacked over `S`, and for stereo sequences `stereo_frame`
   uint8 `[h0, w0, 3]` and `stereo_from_target` float32 `[4, 4]`.
   """
@@ -340,13 +339,9 @@ class SnippetSource:
       if self._extra_keys:
         extras = seq.load_extras(t + o)
         per_frame.append([extras[key] for key in self._extra_keys])
-    known = seq.intrinsics is not None
-    k_mat = seq.intrinsics if known else default_intrinsics(seq.height, seq.width)
-    record = {
-        "frames": frames,
-        "intrinsics": np.asarray(k_mat, dtype=np.float32),
-        "intrinsics_known": np.float32(known),
-    }
+    k_mat = seq.intrinsics if seq.intrinsics is not None else default_intrinsics(seq.height,
+                                                                                 seq.width)
+    record = {"frames": frames, "intrinsics": np.asarray(k_mat, dtype=np.float32)}
     for j, key in enumerate(self._extra_keys):
       values = np.stack([np.asarray(e[j], dtype=np.float32) for e in per_frame])
       expected = (4, 4) if key == "world_from_camera" else (seq.height, seq.width, 1)
@@ -419,7 +414,6 @@ class AugmentSnippet(grain.transforms.RandomMap):
         "images": images,
         "color_jitter": jitter.as_array() if jitter is not None else transforms.IDENTITY_JITTER,
         "intrinsics": intrinsics,
-        "intrinsics_known": np.asarray(element["intrinsics_known"], np.float32),
     }
     for key in ("depth", "moving_mask"):
       if key in element:

@@ -1,6 +1,6 @@
 """Prepared data sets: any source converted once to TFDS array_record at the training resolution.
 
-`prepare(config, output)` (the `sslmd prepare` command) reads the source named by
+`sources.prepare(config, output)` (the `sslmd prepare` command) reads the source named by
 `config.data` through `sources.source_sequences` for the splits 'train' and
 'test', with that source's own split semantics (KITTI raw: the train / Eigen
 test split files; KITTI odometry: `sequences` / `test_sequences`; a video
@@ -488,42 +488,3 @@ def prepared_sequences(root: str | os.PathLike, split: str, *, height: int | Non
         intrinsics=k_mat, load_frame=view.load_frame,
         load_extras=view.load_extras if e["extras"] else None, stereo=pair))
   return sequences
-
-
-# --------------------------------------------------------------------------- the command
-
-
-def prepare(config, output: str | os.PathLike, *,
-            progress: Callable[[str], None] = print) -> dict:
-  """`sslmd prepare`: the source of `config.data` at `config.data.height x width` into `output`.
-
-  Reads both splits with the source's own semantics (`sources.source_sequences`;
-  KITTI raw with its stereo partners whatever `config.data.stereo` says), checks
-  them up front, and writes them with `write_prepared`.
-
-  Returns:
-    The metadata of `output/prepared.json`.
-
-  Raises:
-    DataError: `config.data.name` is 'prepared', bad source data (named by the
-      source's reader), or an `output` that exists and is not complete.
-  """
-  from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top  (sources imports us)
-  d = config.data
-  if d.name == "prepared":
-    raise DataError(f"config.data.name='prepared' ({d.path}): already prepared, expected a source "
-                    "to prepare (synthetic, kitti_raw, kitti_odometry or video_folder)")
-  if is_complete(pathlib.Path(output).expanduser()):
-    progress(f"{output}: already prepared (complete {METADATA_FILE}); nothing to do.")
-    return read_metadata(output)
-  read = config.copy_and_resolve_references()
-  # KITTI raw's partners are always stored; the other sources' when config.data.stereo asks.
-  read.data.stereo = d.name == "kitti_raw" or bool(d.stereo)
-  split_sequences = {}
-  for split in SPLITS:
-    split_sequences[split] = sources.source_sequences(read, split)
-    progress(f"prepare {split}: {len(split_sequences[split])} sequences, "
-             f"{sum(s.num_frames for s in split_sequences[split])} frames from {d.name} "
-             f"{d.path or ''}".rstrip())
-  return write_prepared(split_sequences, output, height=d.height, width=d.width,
-                        source=read.data.to_dict(), progress=progress)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import Callable
 
 from absl import logging
 import ml_collections
@@ -154,4 +155,41 @@ def _with_intrinsics(sequence: FrameSequence, config: ml_collections.ConfigDict)
     logging.warning("%s: no intrinsics.txt; using KITTI's average camera fx = 0.58·W, "
                     "fy = 1.92·H, cx = 0.5·W, cy = 0.5·H (set config.data.default_focal or add "
                     "intrinsics.txt to change it).", sequence.name)
-  return sequence  # The pipeline substitutes `default_intrinsics` and flags `intrinsics_known`.
+  return sequence  # The pipeline substitutes `default_intrinsics`.
+
+
+def prepare(config, output: str | os.PathLike, *,
+            progress: Callable[[str], None] = print) -> dict:
+  """`sslmd prepare`: the source of `config.data` at `config.data.height x width` into `output`.
+
+  Reads both splits with the source's own semantics (`source_sequences`;
+  KITTI raw with its stereo partners whatever `config.data.stereo` says, the other
+  sources' partners when it is set), checks
+  them up front, and writes them with `prepared.write_prepared`.
+
+  Returns:
+    The metadata of `output/prepared.json`.
+
+  Raises:
+    DataError: `config.data.name` is 'prepared', bad source data (named by the
+      source's reader), or an `output` that exists and is not complete.
+  """
+  from sslmd_jax.data import prepared  # Imports tfds: only when used.
+  d = config.data
+  if d.name == "prepared":
+    raise DataError(f"config.data.name='prepared' ({d.path}): already prepared, expected a source "
+                    "to prepare (synthetic, kitti_raw, kitti_odometry or video_folder)")
+  if prepared.is_complete(pathlib.Path(output).expanduser()):
+    progress(f"{output}: already prepared (complete {prepared.METADATA_FILE}); nothing to do.")
+    return prepared.read_metadata(output)
+  read = config.copy_and_resolve_references()
+  # KITTI raw's partners are always stored; the other sources' when config.data.stereo asks.
+  read.data.stereo = d.name == "kitti_raw" or bool(d.stereo)
+  split_sequences = {}
+  for split in prepared.SPLITS:
+    split_sequences[split] = source_sequences(read, split)
+    progress(f"prepare {split}: {len(split_sequences[split])} sequences, "
+             f"{sum(s.num_frames for s in split_sequences[split])} frames from {d.name} "
+             f"{d.path or ''}".rstrip())
+  return prepared.write_prepared(split_sequences, output, height=d.height, width=d.width,
+                                 source=read.data.to_dict(), progress=progress)

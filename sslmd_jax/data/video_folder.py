@@ -378,6 +378,42 @@ def _with_right_camera(seq: FrameSequence, folder: pathlib.Path, *intrinsics_fol
   return dataclasses.replace(seq, stereo=(partner.load_frame, partner_from_camera))
 
 
+def read_kitti_poses(path: PathLike) -> np.ndarray:
+  """Reads a KITTI pose file: one row-major 3x4 `world_from_camera` per line.
+
+  Args:
+    path: e.g. `poses/06.txt`.
+
+  Returns:
+    float64 `[N, 4, 4]` `world_from_camera` transforms (metres).
+
+  Raises:
+    DataError: naming the file and line for a line without exactly 12
+      numbers, non-finite values, or an empty file.
+  """
+  path = pathlib.Path(path)
+  try:
+    lines = path.read_text().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: cannot read pose file ({e})") from e
+  poses = []
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      values = np.array([float(v) for v in line.split()], np.float64)
+    except ValueError:
+      raise DataError(f"{path}:{lineno}: expected 12 numbers (row-major 3x4 pose), got {line.strip()!r}") from None
+    if values.size != 12 or not np.all(np.isfinite(values)):
+      raise DataError(f"{path}:{lineno}: expected 12 finite numbers (row-major 3x4 pose), got {values.size}")
+    pose = np.eye(4)
+    pose[:3] = values.reshape(3, 4)
+    poses.append(pose)
+  if not poses:
+    raise DataError(f"{path}: no poses")
+  return np.stack(poses)
+
+
 def _pose_extras(poses: np.ndarray, i: int) -> dict[str, np.ndarray]:
   return {"world_from_camera": poses[i]}
 
@@ -392,7 +428,6 @@ def _with_poses(seq: FrameSequence, folder: pathlib.Path) -> FrameSequence:
   path = folder / POSES_FILE
   if not path.is_file():
     return seq
-  from sslmd_jax.data.odometry import read_kitti_poses  # pylint: disable=g-import-not-at-top  (cycle)
   poses = read_kitti_poses(path).astype(np.float32)
   if len(poses) != seq.num_frames:
     raise DataError(f"{path}: {len(poses)} pose line(s) for {seq.num_frames} frames in {folder}; "

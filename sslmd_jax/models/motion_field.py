@@ -18,7 +18,7 @@ SCALE_MIN = 0.001
 
 
 # Names of the learned scale parameters, which the optimiser keeps >= SCALE_MIN
-# (`train.keep_at_least`).
+# (`optim.keep_at_least`).
 SCALE_PARAMS = ("rotation_scale", "translation_scale")
 
 
@@ -29,7 +29,7 @@ def constrained_scale(raw: jax.Array, minimum: float = SCALE_MIN) -> jax.Array:
   there: Adam (lr 2e-4) carried the rotation scale from 0.01 below the floor within the first
   150 steps of Li et al.'s runs, where it stayed for good (README "Results"). The optimiser
   projects the parameter itself back onto `[minimum, ∞)` after every update
-  (`train.keep_at_least`), so the scale can grow again as soon as the loss asks for it.
+  (`optim.keep_at_least`), so the scale can grow again as soon as the loss asks for it.
 
   Args:
     raw: scalar parameter.

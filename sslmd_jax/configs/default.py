@@ -4,15 +4,16 @@ The defaults are the Monodepth2 recipe (monocular, ResNet-18, 4 scales, minimum
 reprojection + auto-masking) on the built-in synthetic driving world at the CPU
 size 96x320, sized so that `sslmd train` with no arguments finishes in under 15
 minutes on 2 CPU cores (150 steps of batch 4); longer runs set
-`--config.optim.num_steps` and `--config.data.batch_size`. Recipes (`configs/sfmlearner.py`, `monodepth2.py`, `sc_sfmlearner.py`,
-`dynamic_scenes.py`) import this file and override a few fields. The config is
-locked: a mistyped `--config.x.y=...` fails before anything is compiled.
+`--config.optim.num_steps` and `--config.data.batch_size`. Recipes (`configs/sfmlearner.py`,
+`monodepth2.py`, `sc_sfmlearner.py`, `dynamic_scenes.py`) import this module
+(`from sslmd_jax.configs import default`) and override a few fields. The config is locked: a
+mistyped `--config.x.y=...` fails before anything is compiled.
 
 Command (trains the default recipe on the synthetic world, then evaluates it):
 
   sslmd train --workdir=/tmp/sslmd/default
 
-Variants are chosen after a colon: `--config=configs/default.py:tiny` shrinks
+Variants are chosen after a colon: `--config=sslmd_jax/configs/default.py:tiny` shrinks
 resolution, batch and steps so that a run finishes on a 2-core CPU in minutes.
 """
 
