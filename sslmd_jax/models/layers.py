@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sslmd_jax.models import conv
+
 Dtype = Any
 NormKind = Literal["batch", "randomized_layer", "none"]
 NORM_KINDS = ("batch", "randomized_layer", "none")
@@ -95,7 +97,7 @@ class Conv(nn.Module):
     return nn.Conv(self.features, (self.kernel_size, self.kernel_size),
                    strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
                    use_bias=self.use_bias, dtype=self.dtype, param_dtype=jnp.float32,
-                   name="conv")(x)
+                   conv_general_dilated=conv.conv_general_dilated, name="conv")(x)
 
 
 class ConvTranspose(nn.Module):
