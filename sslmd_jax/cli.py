@@ -575,7 +575,10 @@ def run():
   """Console-script entry point: `sslmd train|eval|predict|export|prepare ...` (module docstring)."""
   text = _help_requested(sys.argv)
   if text is not None:
-    print(text)
+    try:
+      print(text, flush=True)
+    except BrokenPipeError:  # `sslmd train --help | head`: the reader left; not an error.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   argv, overrides = split_overrides(sys.argv)
   app.run(functools.partial(main, overrides=overrides), argv=argv, flags_parser=_parse_flags)
