@@ -144,7 +144,7 @@ def _jitted_aux(networks, config, max_images: int, replicated):
     def aux_fn(params, batch_stats, batch, step):
       _, (_, aux, _) = objectives.compute_loss(params, batch_stats, batch, networks=networks,
                                                config=config, step=step,
-                                               key=jax.random.PRNGKey(0), train=False)
+                                               key=jax.random.key(0), train=False)
       images = objectives.as_float_images(batch["images"][:max_images, t])
       return images, {k: aux[k][:max_images] for k in _SUMMARY_KEYS if k in aux}
 

@@ -194,7 +194,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                     optimizer: optax.GradientTransformation | None = None) -> TrainStep:
   """The pure train step of the recipe in `config`: `step(state, batch) -> (state, metrics)`.
 
-  Randomness is `fold_in(PRNGKey(config.seed), step)`. A step whose loss or
+  Randomness is `fold_in(jax.random.key(config.seed), step)`. A step whose loss or
   gradients are not finite leaves the state unchanged and reports
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
   Metrics: `loss`, every term by name, `grad_norm`, `param_norm`, `learning_rate` (what the
@@ -214,7 +214,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   """
   networks = networks or objectives.make_networks(config)
   optimizer = optimizer or optim.make_optimizer(config)
-  base_key = jax.random.PRNGKey(config.seed)
+  base_key = jax.random.key(config.seed)
   num_chunks = config.optim.microbatches
 
   def gradients(params, batch_stats, batch, step, key):

@@ -177,7 +177,7 @@ def test_gradient_accumulation_runs_batchnorm_per_chunk():
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
   networks = objectives.make_networks(config)
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+  key = jax.random.fold_in(jax.random.key(config.seed), 0)
   chunk_gradient = jax.jit(jax.value_and_grad(
       lambda p, stats, chunk, key: objectives.compute_loss(
           p, stats, chunk, networks=networks, config=config, step=jnp.int32(0), key=key),
@@ -203,7 +203,7 @@ def test_every_config_resolves(recipe, variant):
   objectives.validate_config(config)
   networks = objectives.make_networks(config)
   shapes = jax.eval_shape(lambda k: objectives.init_variables(networks, config, k),
-                          jax.random.PRNGKey(0))
+                          jax.random.key(0))
   assert shapes["params"]["depth"] and shapes["params"]["pose"]
   with pytest.raises(AttributeError):
     config.loss.no_such_field = 1  # locked
