@@ -23,6 +23,7 @@ would need a resize with dynamic output shape, which neither format offers).
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import pathlib
 from typing import Callable, Sequence
@@ -70,7 +71,8 @@ def export_onnx(predictor: inference.Predictor, output: PathLike, *, opset: int 
   """Converts depth inference to ONNX with `jax2onnx` (input `images`, output `depth`, batch `b`).
 
   Raises:
-    ImportError: when the optional `jax2onnx` is not installed (extra `onnx`).
+    ImportError: when the optional `jax2onnx` is not installed (extra `onnx`), or does not
+      work with the installed JAX (jax2onnx 0.17 and JAX 0.12).
   """
   try:
     import jax2onnx  # pylint: disable=g-import-not-at-top
@@ -98,9 +100,15 @@ def export_onnx(predictor: inference.Predictor, output: PathLike, *, opset: int 
       for (module, name), fn in patched.items():
         setattr(module, name, fn)
 
-  jax2onnx.to_onnx(depth_unpatched, [("b", predictor.height, predictor.width, 3)],
-                   model_name="sslmd_depth", opset=opset, return_mode="file",
-                   output_path=str(output), input_names=["images"], output_names=["depth"])
+  try:
+    jax2onnx.to_onnx(depth_unpatched, [("b", predictor.height, predictor.width, 3)],
+                     model_name="sslmd_depth", opset=opset, return_mode="file",
+                     output_path=str(output), input_names=["images"], output_names=["depth"])
+  except AttributeError as e:  # jax2onnx reaching into a JAX internal this JAX no longer has.
+    raise ImportError(
+        f"--format=onnx: jax2onnx {importlib.metadata.version('jax2onnx')} does not work with JAX "
+        f"{jax.__version__} ({e}); expected the JAX it supports (tested: JAX 0.10 on Python 3.11), "
+        "or use --format=jax") from e
   return output
 
 

@@ -78,3 +78,15 @@ def test_onnx_export_matches_jax(tmp_path, trained_workdir, predictor):
     images = _images(n, seed=10 + n)
     (got,) = session.run(["depth"], {"images": images})
     np.testing.assert_allclose(got, predictor.predict_depth(images), rtol=1e-4, atol=1e-4)
+
+
+def test_a_jax2onnx_that_does_not_fit_this_jax_is_one_clear_error(tmp_path, monkeypatch, predictor):
+  """jax2onnx 0.17 reaches into JAX internals that JAX 0.12 dropped: one line, not a traceback."""
+  jax2onnx = pytest.importorskip("jax2onnx")
+
+  def to_onnx(*args, **kwargs):
+    raise AttributeError("module 'jax._src.core' has no attribute 'ClosedJaxpr'")
+
+  monkeypatch.setattr(jax2onnx, "to_onnx", to_onnx)
+  with pytest.raises(ImportError, match=r"jax2onnx .* does not work with JAX .*ClosedJaxpr.*--format=jax"):
+    export.export_onnx(predictor, tmp_path / "depth.onnx")

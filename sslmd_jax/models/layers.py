@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sslmd_jax.models import conv
+from sslmd_jax.models.conv import conv_general_dilated
 
 Dtype = Any
 NormKind = Literal["batch", "randomized_layer", "none"]
@@ -97,7 +97,7 @@ class Conv(nn.Module):
     return nn.Conv(self.features, (self.kernel_size, self.kernel_size),
                    strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
                    use_bias=self.use_bias, dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=conv.conv_general_dilated, name="conv")(x)
+                   conv_general_dilated=conv_general_dilated, name="conv")(x)
 
 
 class ConvTranspose(nn.Module):
