@@ -153,8 +153,11 @@ def error_reason(error: BaseException, limit: int = 300) -> str:
   return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def _restore_newest(manager, args: ocp.args.Composite) -> tuple[int, Any, list[int]]:
+def _restore_newest(manager, args: ocp.args.Composite,
+                    check=None) -> tuple[int, Any, list[int]]:
   """Restores `args`' items from the newest checkpoint that restores them all.
+
+  `check(step_dir)`, when given, runs first and raises for a step that cannot restore.
 
   Each step that fails (a truncated or missing file, a missing data-iterator state) is skipped
   with one warning line naming the step and the reason.
@@ -173,6 +176,8 @@ def _restore_newest(manager, args: ocp.args.Composite) -> tuple[int, Any, list[i
   failures = []
   for step in steps:
     try:
+      if check is not None:
+        check(root / str(step))
       return step, manager.restore(step, args=args), [s for s, _ in failures]
     except Exception as e:  # pylint: disable=broad-except  # Damage shows as any error type.
       failures.append((step, error_reason(e)))
@@ -267,16 +272,46 @@ def restore_state(workdir: str | os.PathLike, state: TrainState,
   return restored["state"]
 
 
+def check_variables(step_dir: pathlib.Path, wanted: Any) -> None:
+  """Raises ValueError naming the first variable of `wanted` that the checkpoint lacks or holds
+  with another shape (read from the checkpoint's metadata only, nothing restored).
+
+  Args:
+    step_dir: a checkpoint step's folder (`workdir/checkpoints/<step>`).
+    wanted: `{'step', 'params', 'batch_stats'}` of `jax.ShapeDtypeStruct`.
+  """
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    stored = handler.metadata(step_dir / "state").tree
+  finally:
+    handler.close()
+  shapes = {jax.tree_util.keystr(p): tuple(v.shape)
+            for p, v in jax.tree_util.tree_flatten_with_path(
+                {k: stored.get(k) for k in ("params", "batch_stats")})[0]}
+  for path, value in jax.tree_util.tree_flatten_with_path(
+      {k: wanted[k] for k in ("params", "batch_stats")})[0]:
+    name = jax.tree_util.keystr(path)
+    if name not in shapes:
+      raise ValueError(f"the checkpoint has no {name} (the config's networks differ from the run's)")
+    if shapes[name] != tuple(value.shape):
+      raise ValueError(f"{name} is {shapes[name]} in the checkpoint, {tuple(value.shape)} for the "
+                       "config's networks")
+
+
 def restore_variables(workdir: str | os.PathLike, config: ml_collections.ConfigDict,
                       networks: objectives.Networks) -> tuple[int, Any, Any]:
-  """The newest restorable checkpoint of `workdir`, for evaluation, inference and export.
+  """The newest restorable checkpoint's variables, for evaluation, inference and export.
 
-  Reads only (`restore_state`) into this process's first device, with the structure of
-  `abstract_state` (no ImageNet weights read).
+  Reads only `step`, `params` and `batch_stats` (Orbax's partial restore), with the structure
+  of `abstract_state` (no ImageNet weights read), into this process's first device: the
+  optimiser's state is neither read nor checked, so a run whose optimiser state changed form
+  (e.g. one written before the learning rate was logged through `optax.inject_hyperparams`)
+  still loads, while a network that differs from the checkpoint's is refused. Like
+  `restore_state`, nothing in `workdir` is created or changed.
 
   Args:
     workdir: a run directory.
-    config: the run's config (its networks and optimiser give the checkpoint's structure).
+    config: the run's config (its networks give the checkpoint's structure).
     networks: `objectives.make_networks(config)`.
 
   Returns:
@@ -284,7 +319,25 @@ def restore_variables(workdir: str | os.PathLike, config: ml_collections.ConfigD
 
   Raises:
     FileNotFoundError: `workdir/checkpoints` holds no checkpoint.
-    CheckpointError: none restores.
+    CheckpointError: none restores (e.g. the config's networks differ from the checkpoint's).
   """
-  state = jax.device_get(restore_state(workdir, abstract_state(config, networks)))
-  return int(state.step), state.params, state.batch_stats
+  root = pathlib.Path(workdir).absolute() / "checkpoints"
+  if not saved_steps(workdir):
+    raise FileNotFoundError(f"{workdir}: no checkpoint under {root}")
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  state = abstract_state(config, networks)
+  wanted = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        {"step": state.step, "params": state.params,
+                         "batch_stats": state.batch_stats})
+  options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
+                                         save_root_metadata=False)
+  manager = ocp.CheckpointManager(root, options=options,
+                                  item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  try:
+    _, restored, _ = _restore_newest(manager, ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+        partial_restore=True)), check=lambda step_dir: check_variables(step_dir, wanted))
+  finally:
+    manager.close()
+  variables = jax.device_get(restored["state"])
+  return int(variables["step"]), variables["params"], variables["batch_stats"]

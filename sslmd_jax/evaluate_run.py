@@ -20,8 +20,9 @@ top view of the ground truth against the 7-DoF aligned prediction is written to
 Results are printed as a table and written to `workdir/eval/metrics.json` when
 the evaluation is the run's own: its config.json's data and model, whole
 sequences, no flip post-processing. Any other evaluation (other data or model
-fields, flip post-processing of the depth as in Monodepth2's "PP" rows, or
-`max_frames_per_sequence`) never replaces it: it is written to
+fields, flip post-processing of the depth as in Monodepth2's "PP" rows, motion refined
+photometrically as `sslmd predict` does (`refine_motion`), or `max_frames_per_sequence`)
+never replaces it: it is written to
 `workdir/eval/<name>/metrics.json` (plots beside it) with the name from
 `evaluation_name`, e.g. `video_folder-clips-flip-max100`, and records the fields
 that differ from the run's config under `differs_from_run`. A metric family the
@@ -105,19 +106,20 @@ def _safe(text: str) -> str:
 
 
 def evaluation_name(config: ml_collections.ConfigDict, *, differs: bool, flip_post_process: bool,
-                    max_frames_per_sequence: int | None) -> str | None:
+                    max_frames_per_sequence: int | None, refine_motion: bool = False) -> str | None:
   """None for the run's own evaluation (`eval/metrics.json`), else the folder name under `eval/`.
 
-  `<data.name>-<what>[-flip][-max<N>]`, where `<what>` is the synthetic test split,
+  `<data.name>-<what>[-flip][-refined][-max<N>]`, where `<what>` is the synthetic test split,
   the KITTI raw test split file's stem, the KITTI odometry test sequence ids, or the
   last part of a video folder's `data.path`.
 
   Args:
     config: the evaluated config.
     differs: whether its data or model fields differ from the run's (`differences_from_run`).
-    flip_post_process, max_frames_per_sequence: as for `evaluate`.
+    flip_post_process, max_frames_per_sequence, refine_motion: as for `evaluate`.
   """
-  if not differs and not flip_post_process and max_frames_per_sequence is None:
+  if (not differs and not flip_post_process and not refine_motion
+      and max_frames_per_sequence is None):
     return None
   d = config.data
   what = {"synthetic": d.synthetic_test_split,
@@ -125,6 +127,7 @@ def evaluation_name(config: ml_collections.ConfigDict, *, differs: bool, flip_po
           "kitti_odometry": "_".join(s.strip() for s in str(d.test_sequences).split(",")),
           }.get(d.name, pathlib.PurePath(str(d.path).rstrip("/")).name)
   return (f"{_safe(d.name)}-{_safe(what)}" + ("-flip" if flip_post_process else "")
+          + ("-refined" if refine_motion else "")
           + (f"-max{max_frames_per_sequence}" if max_frames_per_sequence is not None else ""))
 
 
@@ -150,13 +153,15 @@ def _where(config: ml_collections.ConfigDict) -> str:
 
 
 def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bool,
-                      flip_post_process: bool):
+                      flip_post_process: bool, refine_motion: bool = False):
   """Depth `[n, H, W]` (or None) and motion `[n-1, 4, 4]` (or None) of a sequence's first n frames.
 
   Frames are read `CHUNK` at a time. The motion of pair (i, i+1) is predicted from a
   window reaching `max |frame offset| + 1` frames beyond the chunk on each side, so that
   PoseExpNet (which sees whole snippets, clamped at the window's ends) gives the same
-  motion as on the whole sequence at once.
+  motion as on the whole sequence at once. With `refine_motion` each pair's motion is then
+  refined on the depth of its first frame at the frames' size (`Predictor.refine_motion`,
+  as `sslmd predict` does).
   """
   margin = max(abs(int(o)) for o in config.data.frame_offsets) + 1
   depths, motions, first_window = [], [], None
@@ -170,6 +175,11 @@ def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bo
                                             flip_post_process=flip_post_process)[..., 0])
     if motion and start < n - 1:
       pairs = predictor.predict_motion(frames)
+      if refine_motion:
+        pairs = predictor.refine_motion(
+            frames, pairs, predictor.predict_depth(frames, flip_post_process=flip_post_process,
+                                                   at_input_size=True),
+            _input_intrinsics(predictor, config, seq, frames))
       motions.append(pairs[start - lo:min(stop, n - 1) - lo])
   return (np.concatenate(depths) if depth else None,
           np.concatenate(motions).astype(np.float64) if motion else None, first_window)
@@ -185,6 +195,13 @@ def _model_intrinsics(predictor, config, seq, first_window) -> np.ndarray:
   if config.model.learn_intrinsics and first_window is not None and len(first_window) > 1:
     return np.asarray(predictor.predict_intrinsics(first_window))
   return base.default_intrinsics(h, w)
+
+
+def _input_intrinsics(predictor, config, seq, frames) -> np.ndarray:
+  """`_model_intrinsics` in pixels of the sequence's frames (`seq.height x seq.width`)."""
+  h, w = config.data.height, config.data.width
+  k = _model_intrinsics(predictor, config, seq, frames)
+  return np.asarray(geometry.scale_intrinsics(k, seq.width / w, seq.height / h, pixel_centers=True))
 
 
 def metric_figures(depth: np.ndarray, intrinsics: np.ndarray, camera_height: float, *, name: str,
@@ -290,7 +307,7 @@ def _metric_summary(header: dict, per_sequence: dict, gts: list, scaled: list,
 
 def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks=None,
              max_frames_per_sequence: int | None = None, flip_post_process: bool = False,
-             camera_height: float | None = None) -> dict:
+             camera_height: float | None = None, refine_motion: bool = False) -> dict:
   """Evaluates `state` (or the workdir's newest checkpoint) on `config.data`'s test split.
 
   Args:
@@ -307,9 +324,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
       and intrinsics are unaffected.
     camera_height: metres from the camera down to the road: adds `metric` (module
       docstring; `metric_figures`), sequences without a ground plane named with a reason.
+    refine_motion: refine the pose network's frame-to-frame motion photometrically on the
+      predicted depth before scoring it (`motion_refinement`; as `sslmd predict` does by
+      default); recorded as `refine_motion` in the results.
 
   Returns:
-    The results written: `step`, `data`, `recipe`, `flip_post_process`,
+    The results written: `step`, `data`, `recipe`, `flip_post_process`, `refine_motion`,
     `max_frames_per_sequence`, `differs_from_run` (the data and model fields
     that differ from the run's config.json; absent when none do), `skipped`
     (`{'depth' | 'pose': reason}` for a family without ground truth; absent when
@@ -336,7 +356,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   differs = differences_from_run(config, workdir)
   out = _output_dir(workdir, evaluation_name(
       config, differs=bool(differs), flip_post_process=flip_post_process,
-      max_frames_per_sequence=max_frames_per_sequence), differs)
+      max_frames_per_sequence=max_frames_per_sequence, refine_motion=refine_motion), differs)
   write = jax.process_index() == 0
   if write:
     out.mkdir(parents=True, exist_ok=True)  # An unwritable workdir fails before any prediction.
@@ -350,7 +370,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
   sequences = sources.load_sequences(config, "test")
   garg = sources.source_name(config) == "kitti_raw"  # Prepared KITTI raw too.
   results: dict = {"step": step, "data": config.data.name, "recipe": config.recipe,
-                   "flip_post_process": flip_post_process,
+                   "flip_post_process": flip_post_process, "refine_motion": refine_motion,
                    "max_frames_per_sequence": max_frames_per_sequence}
   if differs:
     results["differs_from_run"] = differs
@@ -369,7 +389,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir, *, state=None, networks
     depth, relative, first_window = _predict_sequence(
         predictor, config, seq, n,
         depth=has_depth or ((camera_height is not None or stereo) and has_poses),
-        motion=has_poses, flip_post_process=flip_post_process)
+        motion=has_poses, flip_post_process=flip_post_process, refine_motion=refine_motion)
     ratios = gt_start = None
     if has_poses:  # The true trajectory re-expressed in its first camera's frame.
       gt_poses = np.stack([e["world_from_camera"] for e in extras]).astype(np.float64)

@@ -33,6 +33,7 @@ from sslmd_jax import checkpoints
 from sslmd_jax import geometry
 from sslmd_jax import metric_scale
 from sslmd_jax import motion as motion_lib
+from sslmd_jax import motion_refinement
 from sslmd_jax import objectives
 from sslmd_jax import run_config
 
@@ -278,6 +279,41 @@ class Predictor:
       first, second = self._posexp_inputs(frames)
     out = [np.asarray(transform)[:n]
            for n, (transform, _) in self._calls(self._motion, first, second)]
+    return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
+
+  def refine_motion(self, frames, motion, depth, intrinsics, *,
+                    translation_prior: float = 1.0) -> np.ndarray:
+    """Consecutive frames' motion refined photometrically on their depth (`motion_refinement`).
+
+    Args:
+      frames: `[N, h, w, 3]` RGB (uint8, or float in [0, 1]), at any size.
+      motion: `[N−1, 4, 4]` `camera_{i+1}_from_camera_i`, e.g. `predict_motion(frames)`.
+      depth: `[N−1, h, w, 1]` (or `[N, ...]`: the last is unused) depth of the first frame of
+        each pair at the frames' size, e.g. `predict_depth(frames, at_input_size=True)`.
+      intrinsics: `[3, 3]` pixels of the frames.
+      translation_prior: λ of `motion_refinement` (0: the photometric error alone).
+
+    Returns:
+      float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units.
+
+    Raises:
+      ValueError: naming the argument whose shape does not match the frames'.
+    """
+    frames = self._prepare(frames, "frames")
+    n, h, w = frames.shape[:3]
+    motion = np.asarray(motion, np.float32)
+    depth = np.asarray(depth, np.float32)
+    if motion.shape != (n - 1, 4, 4):
+      raise ValueError(f"motion must be [{n - 1}, 4, 4] for {n} frames, got shape {motion.shape}")
+    if depth.shape[0] not in (n - 1, n) or depth.shape[1:] != (h, w, 1):
+      raise ValueError(f"depth must be [{n - 1}, {h}, {w}, 1] for frames {frames.shape}, "
+                       f"got shape {depth.shape}")
+    if np.shape(intrinsics) != (3, 3):
+      raise ValueError(f"intrinsics must be [3, 3], got shape {np.shape(intrinsics)}")
+    k = np.broadcast_to(np.asarray(intrinsics, np.float32), (n - 1, 3, 3))
+    fn = functools.partial(motion_refinement.refine_motions, translation_prior=translation_prior)
+    out = [np.asarray(r)[:m] for m, r in self._calls(fn, frames[:-1], frames[1:], depth[:n - 1],
+                                                     k, motion)]
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
   def predict_object_motion(self, frames) -> np.ndarray:

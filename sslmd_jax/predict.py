@@ -21,7 +21,10 @@ the input resolution. Per frame it writes
 
 and per sequence of two frames or more `poses.txt` (the chained
 `world_from_camera` trajectory in KITTI format, frame 0 the identity, translations
-times `scale`) and `trajectory.png` (its x-z top view).
+times `scale`) and `trajectory.png` (its x-z top view). With `refine_motion` (the
+default) each frame-to-frame motion is first refined by direct image alignment on the predicted
+depth (`motion_refinement`): on turning video nobody tuned on, it recovers the
+rotation that a small pose network misses (`docs/unseen_video.md`).
 
 Names: an image's file stem; a video's frames `<video stem>_<index:06d>`.
 
@@ -265,7 +268,8 @@ def sequence_scale(predictor: inference.Predictor, sequence: base.FrameSequence,
 def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequence,
                      names: Sequence[str], output_dir: PathLike, *, flip_post_process: bool = False,
                      scale: float = 1.0, point_cloud: bool = False,
-                     camera_height: float | None = None) -> PredictionSummary:
+                     camera_height: float | None = None,
+                     refine_motion: bool = True) -> PredictionSummary:
   """Predicts and writes depth (and poses for 2+ frames) of one sequence (module docstring).
 
   Args:
@@ -278,6 +282,8 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
     point_cloud: also write `<name>.ply` per frame.
     camera_height: metres from the camera to the road; recovers `scale` from the ground
       plane (`sequence_scale`) and writes `scale.json` (with `scale`, an error).
+    refine_motion: refine each pair's predicted motion photometrically on the predicted depth
+      (`Predictor.refine_motion`, `motion_refinement`) before chaining the trajectory.
 
   Returns:
     A `PredictionSummary`.
@@ -300,10 +306,13 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
     scale = report.scale
     (output_dir / "scale.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     print(f"{sequence.name}: {report.summary()}", flush=True)
-  relative, previous, intrinsics = [], None, None
+  relative, previous, previous_depth, intrinsics = [], None, None, None
   for start, frames in _chunks(sequence):
-    depth = predictor.predict_depth(frames, flip_post_process=flip_post_process,
-                                    at_input_size=True)[..., 0] * scale
+    network_depth = predictor.predict_depth(frames, flip_post_process=flip_post_process,
+                                            at_input_size=True)
+    depth = network_depth[..., 0] * scale
+    if point_cloud or refine_motion:
+      intrinsics = intrinsics if intrinsics is not None else _intrinsics(predictor, sequence, frames)
     if point_cloud:
       intrinsics = intrinsics if intrinsics is not None else _intrinsics(predictor, sequence, frames)
       points = np.asarray(geometry.backproject(depth[..., None], intrinsics[None]))
@@ -316,8 +325,13 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
     if sequence.num_frames > 1:
       pair_frames = frames if previous is None else np.concatenate([previous, frames])
       if len(pair_frames) > 1:
-        relative.append(predictor.predict_motion(pair_frames))
-      previous = frames[-1:]
+        motion = predictor.predict_motion(pair_frames)
+        if refine_motion:
+          pair_depth = (network_depth if previous_depth is None
+                        else np.concatenate([previous_depth, network_depth]))
+          motion = predictor.refine_motion(pair_frames, motion, pair_depth, intrinsics)
+        relative.append(motion)
+      previous, previous_depth = frames[-1:], network_depth[-1:]
   poses = None
   if relative:
     motion = np.concatenate(relative).astype(np.float64)
@@ -332,6 +346,7 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
 def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, *,
                  flip_post_process: bool = False, scale: float = 1.0,
                  point_cloud: bool = False, camera_height: float | None = None,
+                 refine_motion: bool = True,
                  predictor: inference.Predictor | None = None) -> list[PredictionSummary]:
   """`sslmd predict`: loads the run in `workdir` and predicts on `input_path` (module docstring).
 
@@ -344,6 +359,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
     point_cloud: write a PLY point cloud per frame.
     camera_height: metres from the camera to the road, instead of `scale`: each
       sequence's scale is recovered from its ground plane (`scale.json` beside its outputs).
+    refine_motion: refine the predicted motion photometrically before chaining it
+      (`predict_sequence`).
     predictor: an already loaded run to reuse (default: load `workdir`'s).
 
   Returns:
@@ -373,7 +390,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
   predictor = predictor or inference.Predictor.from_workdir(workdir)
   summaries = [predict_sequence(predictor, item.sequence, item.names, item.output_dir,
                                 flip_post_process=flip_post_process, scale=scale,
-                                point_cloud=point_cloud, camera_height=camera_height)
+                                point_cloud=point_cloud, camera_height=camera_height,
+                                refine_motion=refine_motion)
                for item in inputs]
   frames = sum(len(s.names) for s in summaries)
   print(f"Predicted {frames} frame(s) in {len(summaries)} sequence(s); outputs in {output_dir}.",

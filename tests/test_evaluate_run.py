@@ -89,6 +89,42 @@ def test_evaluate_scores_whole_chained_sequences_and_plots_them(recipe, tmp_path
   assert {e["num_frames"] for e in cut["trajectory"]["per_sequence"].values()} == {5}
 
 
+def test_refined_motion_is_scored_in_its_own_folder_as_predict_refines_it(tmp_path, monkeypatch):
+  data = tmp_path / "videos"
+  _sequence(data / "clip", 9, 1.0, 2)
+  config = train_utils.micro_config("monodepth2")
+  config.data.name, config.data.path = "video_folder", str(data)
+  networks = objectives.make_networks(config)
+  state = train.create_train_state(config, networks, optim.make_optimizer(config), seed=3)
+  monkeypatch.setattr(evaluate_run, "CHUNK", 4)  # Pairs that straddle chunks are refined too.
+  run = tmp_path / "run"
+  plain = evaluate_run.evaluate(config, run, state=state, networks=networks)
+  refined = evaluate_run.evaluate(config, run, state=state, networks=networks, refine_motion=True)
+  on_disk = json.loads((run / "eval" / "video_folder-videos-refined" / "metrics.json").read_text())
+  assert on_disk["refine_motion"] is True and plain["refine_motion"] is False
+  assert json.loads((run / "eval" / "metrics.json").read_text())["refine_motion"] is False
+  # The same figures as the whole clip's motion refined at once (Predictor.refine_motion).
+  predictor = inference.Predictor(config, state.params, state.batch_stats, networks)
+  frames = np.stack([np.asarray(Image.open(data / "clip" / f"{i:06d}.png")) for i in range(9)])
+  motion = predictor.refine_motion(frames, predictor.predict_motion(frames),
+                                   predictor.predict_depth(frames, at_input_size=True),
+                                   evaluate_run._input_intrinsics(predictor, config, _Seq(), frames))
+  gt = refined["trajectory"]["per_sequence"][str(data / "clip")]
+  pred = evaluation.chain_relative_poses(motion.astype(np.float64))
+  truth = evaluation.chain_relative_poses(evaluation.relative_poses(np.stack(
+      [np.vstack([np.array(line.split(), float).reshape(3, 4), [0, 0, 0, 1]])
+       for line in (data / "clip" / "poses.txt").read_text().splitlines()])))
+  expected = evaluation.trajectory_report({"c": (truth, pred)})["per_sequence"]["c"]["7dof"]
+  assert gt["7dof"]["ate_rmse"] == pytest.approx(expected["ate_rmse"], rel=1e-3)
+  assert refined["pose"]["ate_5frame"] != plain["pose"]["ate_5frame"]
+
+
+class _Seq:
+  """The video folder's stand-in for `_input_intrinsics`: no intrinsics file, 64 x 96 frames."""
+  intrinsics = None
+  height, width = 64, 96
+
+
 @pytest.mark.parametrize("recipe", train_utils.RECIPES)
 @pytest.mark.parametrize("variant", ["", "tiny"])
 def test_a_runs_own_config_is_its_default_evaluation(recipe, variant, tmp_path):

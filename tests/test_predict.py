@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sslmd_jax import checkpoints
 from sslmd_jax import inference
 from sslmd_jax import predict
 from sslmd_jax.data import base
@@ -73,6 +74,42 @@ def test_from_workdir_loads_the_trained_step(trained_workdir, predictor):
   assert (predictor.height, predictor.width) == (64, 96)
   with pytest.raises(FileNotFoundError, match="config.json"):
     inference.Predictor.from_workdir(trained_workdir.parent / "nothing_here")
+
+
+def _save_with_optimizer(workdir: pathlib.Path, config, optimizer) -> None:
+  """`save_run` with another optimiser: a checkpoint whose `opt_state` has another form."""
+  import orbax.checkpoint as ocp
+  from sslmd_jax import checkpoints
+  from sslmd_jax import objectives
+  from sslmd_jax import train
+  state = train.create_train_state(config, objectives.make_networks(config), optimizer)
+  state = state.replace(step=np.int32(STEP))
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  manager = checkpoints.checkpoint_manager(workdir, config)
+  manager.save(STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def test_a_run_whose_optimiser_state_changed_form_still_loads_its_variables(tmp_path):
+  """Inference reads only the variables: a checkpoint written with a plain `optax.adam` (before
+  the learning rate was injected) loads, with its parameters, and a run whose network differs
+  from its config is still refused."""
+  import optax
+  config = micro_config("monodepth2")
+  _save_with_optimizer(tmp_path / "old", config, optax.adam(1e-4))
+  predictor = inference.Predictor.from_workdir(tmp_path / "old")
+  assert predictor.step == STEP
+  assert predictor.predict_depth(_frames(1)).shape == (1, 64, 96, 1)
+  other = micro_config("monodepth2")
+  other.model.base_width = 8
+  _save_with_optimizer(tmp_path / "wider", other, optax.adam(1e-4))
+  (tmp_path / "wider" / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r"no checkpoint restores \(step 3: \['batch_stats'\]\['depth'\].* is "
+                           r"\(.*\) in the checkpoint, \(.*\) for the config's networks\)"):
+    inference.Predictor.from_workdir(tmp_path / "wider")
 
 
 def test_predict_depth_buckets_batch_sizes(predictor):
@@ -177,7 +214,7 @@ def test_predict_frames_folder_with_poses_and_point_clouds(tmp_path, trained_wor
   frames = _frames(5, seed=1)
   names = _write_frames(tmp_path / "clip", frames)
   predict.predict_main(trained_workdir, tmp_path / "clip", tmp_path / "out", point_cloud=True,
-                       predictor=predictor)
+                       refine_motion=False, predictor=predictor)
   out = tmp_path / "out"
   depth = np.stack([np.load(out / f"{n}_depth.npy") for n in names])
   np.testing.assert_allclose(depth, _reference_depth(predictor, frames), rtol=1e-5)
@@ -200,6 +237,36 @@ def test_predict_frames_folder_with_poses_and_point_clouds(tmp_path, trained_wor
   np.testing.assert_array_equal(colours, frames[2].reshape(-1, 3))
 
 
+def test_predict_with_refine_motion_chains_the_refined_motion(tmp_path, trained_workdir,
+                                                             predictor):
+  frames = _frames(4, seed=2)
+  _write_frames(tmp_path / "clip", frames)
+  (tmp_path / "clip" / "intrinsics.txt").write_text("40 40 34.5 24.5\n")
+  predict.predict_main(trained_workdir, tmp_path / "clip", tmp_path / "out", refine_motion=True,
+                       predictor=predictor)
+  poses = odometry.read_kitti_poses(tmp_path / "out" / "poses.txt")
+  network = predictor.predict_motion(frames)
+  k = np.array([[40, 0, 34.5], [0, 40, 24.5], [0, 0, 1]], np.float32)
+  refined = predictor.refine_motion(frames, network,
+                                    predictor.predict_depth(frames, at_input_size=True), k)
+  assert not np.allclose(refined, network, atol=1e-4)  # The refinement did something,
+  for i in range(3):  # and poses.txt chains it.
+    np.testing.assert_allclose(np.linalg.inv(poses[i + 1]) @ poses[i], refined[i], atol=1e-4)
+
+
+def test_refine_motion_names_a_mismatched_argument(predictor):
+  frames = _frames(3)
+  motion = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
+  depth = np.ones((3, HEIGHT, WIDTH, 1), np.float32)
+  k = np.eye(3, dtype=np.float32)
+  with pytest.raises(ValueError, match=r"^motion must be \[2, 4, 4\] for 3 frames"):
+    predictor.refine_motion(frames, motion[:1], depth, k)
+  with pytest.raises(ValueError, match=r"^depth must be \[2, 50, 70, 1\]"):
+    predictor.refine_motion(frames, motion, depth[:, :10], k)
+  with pytest.raises(ValueError, match=r"^intrinsics must be \[3, 3\]"):
+    predictor.refine_motion(frames, motion, depth, k[:2])
+
+
 def _write_video(path: pathlib.Path, frames: np.ndarray) -> None:
   import av
   with av.open(str(path), "w") as container:
@@ -216,7 +283,7 @@ def _write_video(path: pathlib.Path, frames: np.ndarray) -> None:
 def test_predict_video_with_scale_and_flip(tmp_path, trained_workdir, predictor):
   _write_video(tmp_path / "drive.mp4", _frames(6, seed=2))
   predict.predict_main(trained_workdir, tmp_path / "drive.mp4", tmp_path / "out", scale=3.0,
-                       flip_post_process=True, predictor=predictor)
+                       flip_post_process=True, refine_motion=False, predictor=predictor)
   (sequence,) = video_folder.video_folder_sequences(tmp_path / "drive.mp4")
   decoded = np.stack([sequence.load_frame(i) for i in range(sequence.num_frames)])
   assert decoded.shape == (6, HEIGHT, WIDTH, 3)

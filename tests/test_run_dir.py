@@ -10,6 +10,7 @@ import json
 import pathlib
 import shutil
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -214,6 +215,38 @@ def test_training_falls_back_past_a_broken_checkpoint_and_saves_its_step_again(
   assert [r["loss"] for r in rows[:2]] == [-1, -2]  # Kept: logged before the checkpoint.
   assert json.loads((workdir / "config.json").read_text())["optim"]["num_steps"] == 6
   assert inference.Predictor.from_workdir(workdir).step == 6
+
+
+def test_the_host_reads_device_values_only_on_log_and_checkpoint_steps(
+    tmp_path, synthetic_dir, monkeypatch, counting_step):  # noqa: F811
+  """Between log and checkpoint steps the loop only queues work (issue 26): a device array is
+  read on the host, explicitly (`jax.device_get`) or implicitly (`float(x)`, `int(x)`,
+  `np.asarray(x)`, which all go through `ArrayImpl._value`), before the first step and on
+  steps that log or save only. (JAX's transfer guard would say the same on an accelerator,
+  but CPU arrays live in host memory and it does not apply to them.)"""
+  from jax._src import array  # The implicit reads' common path; private, so only in a test.
+  config = _config(synthetic_dir)
+  config.optim.num_steps, config.run.log_every, config.run.checkpoint_every = 12, 4, 6
+  steps, reads = [], []
+  queue = _CountingStep.__call__
+  monkeypatch.setattr(_CountingStep, "__call__",
+                      lambda self, state, batch: (steps.append(1), queue(self, state, batch))[1])
+  device_get, value = jax.device_get, array.ArrayImpl._value
+
+  def explicit(tree):  # Host arrays pass through device_get too: only device arrays count.
+    if any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(tree)):
+      reads.append(len(steps))
+    return device_get(tree)
+
+  def implicit(x):
+    reads.append(len(steps))
+    return value.fget(x)
+
+  monkeypatch.setattr(jax, "device_get", explicit)
+  monkeypatch.setattr(array.ArrayImpl, "_value", property(implicit))
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  assert result.step == 12
+  assert set(reads) == {0, 4, 6, 8, 12}, reads  # Start, logs (4, 8, 12), saves (6, 12).
 
 
 # ----------------------------------------------------------------------------- error exits

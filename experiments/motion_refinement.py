@@ -1,0 +1,109 @@
+"""How much photometric refinement (`sslmd_jax.motion_refinement`) corrects a trained run's motion.
+
+For each held-out clip of a set rendered by `experiments/unseen_video.py` (`CLIPS/heldout/<clip>/`
+with `poses.txt` and `intrinsics.txt`, `CLIPS/gt/<clip>.npy` the true depth), predicts the
+frame-to-frame motion with the run's pose network, refines it on the predicted depth (or, with
+`--depth=true`, on the true depth: what the refinement can do when the depth is right) and
+compares both with the true motion:
+
+  * ATE-5: SfMLearner's 5-frame ATE (scale fitted per snippet; Zhou et al. 2017);
+  * clip ATE: the whole chained clip after one 7-DoF alignment (Umeyama 1991);
+  * rotation error: the angle of `true⁻¹ · predicted` per pair (degrees), mean and median;
+  * translation direction error: the angle between the true and predicted translations (degrees,
+    median over pairs that move);
+  * yaw slope: least-squares slope of predicted on true per-pair yaw (1: all of it, 0: none).
+
+  python experiments/motion_refinement.py --run=RUN --clips=runs/unseen/tune/clips
+  python experiments/motion_refinement.py --run=RUN --clips=... --depth=true --translation_prior=0
+
+With `--depth=true` the network's translation is first scaled to the true speed (the true
+depth fixes the scale), so that the prior pulls towards a translation of the right size.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+
+_RUN = flags.DEFINE_string("run", None, "A training run's directory.", required=True)
+_CLIPS = flags.DEFINE_string("clips", None, "A clip set's folder (heldout/, gt/).", required=True)
+_DEPTH = flags.DEFINE_enum("depth", "predicted", ["predicted", "true"], "Depth to align on.")
+_PRIOR = flags.DEFINE_float("translation_prior", 1.0, "λ of motion_refinement.")
+
+
+def _yaw_deg(transforms: np.ndarray) -> np.ndarray:
+  return np.degrees(np.arctan2(transforms[:, 0, 2], transforms[:, 2, 2]))
+
+
+def _direction_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Angles between translations `[N, 3]`, NaN where either is (nearly) zero."""
+  na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+  cos = np.sum(a * b, axis=-1) / np.maximum(na * nb, 1e-12)
+  return np.where((na > 1e-6) & (nb > 1e-6), np.degrees(np.arccos(np.clip(cos, -1, 1))), np.nan)
+
+
+def motion_figures(gt_poses: np.ndarray, relative: np.ndarray) -> dict:
+  """The module docstring's figures of predicted `camera_{i+1}_from_camera_i` against the truth."""
+  from sslmd_jax import evaluation  # pylint: disable=g-import-not-at-top
+  true = evaluation.relative_poses(gt_poses)
+  rotation = np.degrees(evaluation.rotation_angle(np.linalg.inv(true) @ relative))
+  report = evaluation.trajectory_report(
+      {"clip": (gt_poses, evaluation.chain_relative_poses(relative))}, alignments=("7dof",))
+  return {"ate5": evaluation.snippet_ate(gt_poses, relative)["ate_mean"],
+          "clip_ate": report["per_sequence"]["clip"]["7dof"]["ate_rmse"],
+          "rotation_error_mean": float(rotation.mean()),
+          "rotation_error_median": float(np.median(rotation)),
+          "direction_error_median": float(np.nanmedian(
+              _direction_error_deg(relative[:, :3, 3], true[:, :3, 3]))),
+          "true_yaw": _yaw_deg(true).tolist(), "yaw": _yaw_deg(relative).tolist()}
+
+
+def refine_clip(predictor, clip: pathlib.Path, gt_depth: np.ndarray, depth_kind: str,
+                prior: float) -> dict:
+  """Network and refined motion figures of one clip."""
+  from sslmd_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from sslmd_jax.data import odometry  # pylint: disable=g-import-not-at-top
+  frames = np.stack([np.asarray(Image.open(p)) for p in sorted(clip.glob("*.png"))])
+  fx, fy, cx, cy = np.loadtxt(clip / "intrinsics.txt")
+  k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
+  gt = odometry.read_kitti_poses(clip / "poses.txt")
+  network = predictor.predict_motion(frames).astype(np.float64)
+  if depth_kind == "true":
+    depth = np.where(gt_depth > 0, gt_depth, 80.0)[..., None].astype(np.float32)
+    speed = np.linalg.norm(evaluation.relative_poses(gt)[:, :3, 3], axis=-1)
+    network[:, :3, 3] *= (speed / np.maximum(np.linalg.norm(network[:, :3, 3], axis=-1), 1e-9)
+                          )[:, None]
+  else:
+    depth = predictor.predict_depth(frames, at_input_size=True)
+  refined = predictor.refine_motion(frames, network, depth, k, translation_prior=prior)
+  return {"network": motion_figures(gt, network),
+          "refined": motion_figures(gt, refined.astype(np.float64))}
+
+
+def main(argv):
+  del argv
+  from sslmd_jax import inference  # pylint: disable=g-import-not-at-top
+  predictor = inference.Predictor.from_workdir(_RUN.value)
+  clips = pathlib.Path(_CLIPS.value)
+  results = {}
+  for clip in sorted((clips / "heldout").iterdir()):
+    results[clip.name] = refine_clip(predictor, clip, np.load(clips / "gt" / f"{clip.name}.npy"),
+                                     _DEPTH.value, _PRIOR.value)
+  print(f"run {_RUN.value}, clips {clips}, depth {_DEPTH.value}, λ {_PRIOR.value}")
+  for motion in ("network", "refined"):
+    rows = [r[motion] for r in results.values()]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("yaw", "true_yaw")}
+    true_yaw = np.concatenate([r["true_yaw"] for r in rows])
+    yaw = np.concatenate([r["yaw"] for r in rows])
+    mean["yaw_slope"] = float(np.polyfit(true_yaw, yaw, 1)[0])
+    mean["yaw_correlation"] = float(np.corrcoef(true_yaw, yaw)[0, 1])
+    print(motion, json.dumps({k: round(v, 4) for k, v in mean.items()}))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,156 @@
+"""Photometric refinement of a predicted camera motion: direct image alignment on the predicted depth.
+
+A pose network trained from scratch on a small budget learns the forward translation of a
+driving camera but little of its rotation on video it was not trained on (`docs/unseen_video.md`:
+1.8 degrees of true yaw per frame come out as 0.00-0.04), so chained trajectories drift in
+every turn. Given the depth of the first frame, the motion to the next frame is the one whose
+view synthesis (`geometry.inverse_warp`, Zhou et al. 2017 §3.2) reproduces the first frame;
+this module finds it by Gauss-Newton on the photometric residuals, starting from the
+network's motion, as direct visual odometry does (Engel et al. 2014, "LSD-SLAM", §3; Engel et
+al. 2018, "Direct Sparse Odometry", §2.2):
+
+  minimise over ξ ∈ se(3):   Σ_p w_p r_p(ξ)² / Σ_p w_p  +  λ ‖t(ξ) − t_net‖² / median(D)²
+  r_p(ξ) = I_b(π(exp(ξ) · T · D_a(p) K⁻¹ p̃)) − I_a(p)          (grey levels in [0, 1])
+
+with `T` the current `b_from_a`, updated `T ← exp(ξ) T` after each step; Huber weights `w_p`
+(threshold 1.345 robust standard deviations of the residuals; pixels warped outside the
+image weigh 0), a Levenberg-Marquardt damping of the diagonal, and coarse-to-fine over an
+image pyramid (factor 2 per level) so that motions of several pixels are found. The prior
+(`translation_prior`, λ) keeps the translation near the network's: with a predicted depth
+whose shape is wrong, a sideways translation and a yaw explain a turn almost equally, and
+the photometric term alone then trades one for the other (measured in `docs/unseen_video.md`).
+
+Units: translations in the depth's units (the network's, before any metric scale).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from sslmd_jax import geometry
+
+HUBER_K = 1.345  # Huber threshold in robust standard deviations (95 % efficiency for Gaussian noise).
+DAMPING = 1e-3  # Levenberg-Marquardt: added to each diagonal entry of JᵀWJ, relative to it.
+MAX_WIDTH = 512  # The finest pyramid level used is at most this wide (pixels).
+
+
+def grey(image: jax.Array) -> jax.Array:
+  """ITU-R BT.601 luma of RGB `[..., H, W, 3]` in [0, 1] → `[..., H, W, 1]`."""
+  return jnp.sum(image * jnp.array([0.299, 0.587, 0.114], image.dtype), axis=-1, keepdims=True)
+
+
+def box_downsample(x: jax.Array, factor: int) -> jax.Array:
+  """Mean of `factor x factor` blocks of `[H, W, C]`; a remainder at the bottom and right is dropped."""
+  if factor == 1:
+    return x
+  h, w = x.shape[0] // factor, x.shape[1] // factor
+  return x[:h * factor, :w * factor].reshape(h, factor, w, factor, x.shape[-1]).mean(axis=(1, 3))
+
+
+def downsampled_intrinsics(intrinsics: jax.Array, factor: int) -> jax.Array:
+  """`[3, 3]` pixels → the camera of `box_downsample(·, factor)` (pixel-centre convention)."""
+  return geometry.scale_intrinsics(intrinsics, 1.0 / factor, 1.0 / factor, pixel_centers=True)
+
+
+def se3_exp_approx(xi: jax.Array) -> jax.Array:
+  """`[6]` (axis-angle rotation, translation) → `[4, 4]` `[[R(ω), v], [0, 1]]`.
+
+  Not the exact exponential map (whose translation is `V(ω) v`): a retraction that agrees with
+  it to first order, which is all a Gauss-Newton step needs.
+  """
+  rotation = geometry.rotation_from_axis_angle(xi[:3])
+  return jnp.eye(4, dtype=xi.dtype).at[:3, :3].set(rotation).at[:3, 3].set(xi[3:])
+
+
+def photometric_residuals(xi: jax.Array, b_from_a: jax.Array, image_a: jax.Array,
+                          image_b: jax.Array, depth_a: jax.Array, intrinsics: jax.Array
+                          ) -> tuple[jax.Array, jax.Array]:
+  """`(residuals [H, W], valid [H, W])` of `exp(ξ) · b_from_a` (module docstring); grey `[H, W, 1]` images."""
+  warped, valid = geometry.inverse_warp(image_b, depth_a, se3_exp_approx(xi) @ b_from_a,
+                                        intrinsics, padding="border")
+  return (warped - image_a)[..., 0], valid
+
+
+def gauss_newton_step(b_from_a: jax.Array, net_translation: jax.Array, image_a: jax.Array,
+                      image_b: jax.Array, depth_a: jax.Array, intrinsics: jax.Array,
+                      prior_weight: jax.Array) -> jax.Array:
+  """One damped, Huber-weighted Gauss-Newton update of `b_from_a` `[4, 4]` (module docstring).
+
+  `prior_weight` is λ / median(D)²: the translation prior in the depth's units.
+  """
+  zero = jnp.zeros((6,), b_from_a.dtype)
+  residuals, valid = photometric_residuals(zero, b_from_a, image_a, image_b, depth_a, intrinsics)
+  jacobian = jax.jacfwd(lambda xi: photometric_residuals(xi, b_from_a, image_a, image_b, depth_a,
+                                                         intrinsics)[0])(zero)
+  r, j, valid = residuals.reshape(-1), jacobian.reshape(-1, 6), valid.reshape(-1)
+  spread = 1.4826 * jnp.median(jnp.abs(jnp.where(valid > 0, r, 0.0))) + 1e-4
+  threshold = HUBER_K * spread
+  weights = valid * jnp.where(jnp.abs(r) <= threshold, 1.0,
+                              threshold / jnp.maximum(jnp.abs(r), 1e-12))
+  count = jnp.maximum(jnp.sum(weights), 1.0)
+  hessian = (j * weights[:, None]).T @ j / count
+  gradient = (j * weights[:, None]).T @ r / count
+  hessian = hessian.at[3:, 3:].add(prior_weight * jnp.eye(3, dtype=hessian.dtype))
+  gradient = gradient.at[3:].add(prior_weight * (b_from_a[:3, 3] - net_translation))
+  hessian = hessian + DAMPING * jnp.diag(jnp.diag(hessian)) + 1e-9 * jnp.eye(6, dtype=hessian.dtype)
+  xi = -jnp.linalg.solve(hessian, gradient)
+  xi = jnp.where(jnp.all(jnp.isfinite(xi)), xi, zero)
+  return se3_exp_approx(xi) @ b_from_a
+
+
+def finest_factor(width: int, max_width: int = MAX_WIDTH) -> int:
+  """The smallest power of two that brings `width` to at most `max_width` pixels."""
+  factor = 1
+  while width / factor > max_width:
+    factor *= 2
+  return factor
+
+
+def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
+                  intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = 3,
+                  iterations: int = 8, translation_prior: float = 1.0) -> jax.Array:
+  """The camera motion from frame a to frame b that best re-synthesises a from b (module docstring).
+
+  One pair; `jax.vmap` it over a batch. Jit-compatible (the pyramid is static).
+
+  Args:
+    image_a, image_b: `[H, W, 3]` RGB in [0, 1], consecutive frames a → b.
+    depth_a: `[H, W, 1]` depth of frame a (any consistent unit, e.g. the network's).
+    intrinsics: `[3, 3]` pixels, of images at `H x W`.
+    b_from_a: `[4, 4]` the initial motion (camera a → camera b), e.g. the pose network's.
+    levels: pyramid levels (each halves the size), coarsest first; the finest is the input
+      size, or half of it until it is at most `MAX_WIDTH` wide.
+    iterations: Gauss-Newton steps per level.
+    translation_prior: λ, the weight that keeps the translation near `b_from_a`'s (0: none).
+
+  Returns:
+    `[4, 4]` the refined `b_from_a`, same units. Where a step cannot be solved (no valid pixel)
+    the motion is left as it was.
+  """
+  grey_a, grey_b = grey(image_a), grey(image_b)
+  net_translation = b_from_a[:3, 3]
+  prior_weight = translation_prior / jnp.maximum(jnp.median(depth_a), 1e-6) ** 2
+  finest = finest_factor(image_a.shape[1])
+  for level in reversed(range(levels)):
+    factor = finest * 2 ** level
+    a, b = box_downsample(grey_a, factor), box_downsample(grey_b, factor)
+    depth = box_downsample(depth_a, factor)
+    k = downsampled_intrinsics(intrinsics, factor)
+    step = functools.partial(gauss_newton_step, net_translation=net_translation, image_a=a,
+                             image_b=b, depth_a=depth, intrinsics=k, prior_weight=prior_weight)
+    b_from_a = jax.lax.fori_loop(0, iterations, lambda _, t, step=step: step(t), b_from_a)
+  return b_from_a
+
+
+@functools.partial(jax.jit, static_argnames=("levels", "iterations"))
+def refine_motions(images_a: jax.Array, images_b: jax.Array, depths_a: jax.Array,
+                   intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = 3,
+                   iterations: int = 8, translation_prior: float = 1.0) -> jax.Array:
+  """`refine_motion` over a batch, jitted: images `[N, H, W, 3]`, depth `[N, H, W, 1]`, intrinsics
+  `[N, 3, 3]`, motions `b_from_a` `[N, 4, 4]` → refined `[N, 4, 4]`."""
+  one = functools.partial(refine_motion, levels=levels, iterations=iterations,
+                          translation_prior=translation_prior)
+  return jax.vmap(one)(images_a, images_b, depths_a, intrinsics, b_from_a)
