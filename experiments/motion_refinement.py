@@ -4,7 +4,7 @@ For each held-out clip of a set rendered by `experiments/unseen_video.py` (`CLIP
 with `poses.txt` and `intrinsics.txt`, `CLIPS/gt/<clip>.npy` the true depth), predicts the
 frame-to-frame motion with the run's pose network, refines it on the predicted depth (or, with
 `--depth=true`, on the true depth: what the refinement can do when the depth is right) and
-compares both with the true motion:
+compares both, and constant forward motion at the clip's mean speed, with the true motion:
 
   * ATE-5: SfMLearner's 5-frame ATE (scale fitted per snippet; Zhou et al. 2017);
   * clip ATE: the whole chained clip after one 7-DoF alignment (Umeyama 1991);
@@ -30,10 +30,15 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-_RUN = flags.DEFINE_string("run", None, "A training run's directory.", required=True)
-_CLIPS = flags.DEFINE_string("clips", None, "A clip set's folder (heldout/, gt/).", required=True)
-_DEPTH = flags.DEFINE_enum("depth", "predicted", ["predicted", "true"], "Depth to align on.")
-_PRIOR = flags.DEFINE_float("translation_prior", 1.0, "λ of motion_refinement.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The script's flags, defined only when it runs (importing it, e.g. in tests, defines none)."""
+  flags.DEFINE_string("run", None, "A training run's directory.", required=True)
+  flags.DEFINE_string("clips", None, "A clip set's folder (heldout/, gt/).", required=True)
+  flags.DEFINE_enum("depth", "predicted", ["predicted", "true"], "Depth to align on.")
+  flags.DEFINE_float("translation_prior", 1.0, "λ of motion_refinement.")
 
 
 def _yaw_deg(transforms: np.ndarray) -> np.ndarray:
@@ -81,21 +86,27 @@ def refine_clip(predictor, clip: pathlib.Path, gt_depth: np.ndarray, depth_kind:
   else:
     depth = predictor.predict_depth(frames, at_input_size=True)
   refined = predictor.refine_motion(frames, network, depth, k, translation_prior=prior)
-  return {"network": motion_figures(gt, network),
+  forward = np.eye(4)
+  forward[2, 3] = -evaluation.trajectory_distances(gt)[-1] / (len(gt) - 1)
+  return {"constant": motion_figures(gt, np.tile(forward, (len(gt) - 1, 1, 1))),
+          "network": motion_figures(gt, network),
           "refined": motion_figures(gt, refined.astype(np.float64))}
 
 
 def main(argv):
   del argv
   from sslmd_jax import inference  # pylint: disable=g-import-not-at-top
-  predictor = inference.Predictor.from_workdir(_RUN.value)
-  clips = pathlib.Path(_CLIPS.value)
+  predictor = inference.Predictor.from_workdir(FLAGS.run)
+  clips = pathlib.Path(FLAGS.clips)
   results = {}
   for clip in sorted((clips / "heldout").iterdir()):
     results[clip.name] = refine_clip(predictor, clip, np.load(clips / "gt" / f"{clip.name}.npy"),
-                                     _DEPTH.value, _PRIOR.value)
-  print(f"run {_RUN.value}, clips {clips}, depth {_DEPTH.value}, λ {_PRIOR.value}")
-  for motion in ("network", "refined"):
+                                     FLAGS.depth, FLAGS.translation_prior)
+  print(f"run {FLAGS.run}, clips {clips}, depth {FLAGS.depth}, λ {FLAGS.translation_prior}")
+  for name, result in results.items():
+    print(name, json.dumps({m: {k: round(v, 4) for k, v in r.items() if k not in ("yaw", "true_yaw")}
+                            for m, r in result.items()}))
+  for motion in ("constant", "network", "refined"):
     rows = [r[motion] for r in results.values()]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("yaw", "true_yaw")}
     true_yaw = np.concatenate([r["true_yaw"] for r in rows])
@@ -106,4 +117,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

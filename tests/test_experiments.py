@@ -238,3 +238,42 @@ def test_automask_keeps_what_true_geometry_explains_and_drops_a_still_camera():
   assert all(v == 0.0 for v in kept.values() if not np.isnan(v)) and "moving" not in kept
   with pytest.raises(ValueError, match="T >= 3"):
     depth_errors.automask_kept(seq["images"][:2], *(a[:2] for a in args[:2]), seq["intrinsics"])
+
+
+def _load(name: str):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _turning_drive(n: int = 9) -> np.ndarray:
+  """`world_from_camera` `[n, 4, 4]`: 1 m forward per frame (-z, as the world's cameras drive)
+  while yawing 1 degree per frame."""
+  poses, pose = [], np.eye(4)
+  step = np.eye(4)
+  a = np.radians(1.0)
+  step[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+  step[2, 3] = -1.0
+  for _ in range(n):
+    poses.append(pose)
+    pose = pose @ np.linalg.inv(step)
+  return np.stack(poses)
+
+
+def test_motion_figures_of_the_true_motion_and_of_a_motion_without_yaw():
+  motion_refinement = _load("motion_refinement")
+  from sslmd_jax import evaluation
+  gt = _turning_drive()
+  true = evaluation.relative_poses(gt)
+  exact = motion_refinement.motion_figures(gt, true)
+  assert exact["ate5"] < 1e-9 and exact["clip_ate"] < 1e-9
+  assert exact["rotation_error_mean"] < 1e-5 and exact["direction_error_median"] < 1e-5
+  np.testing.assert_allclose(exact["yaw"], exact["true_yaw"], atol=1e-9)
+  assert abs(abs(exact["true_yaw"][0]) - 1.0) < 1e-9  # 1 degree per frame.
+  straight = true.copy()
+  straight[:, :3, :3] = np.eye(3)  # The translation kept, the yaw missed.
+  missed = motion_refinement.motion_figures(gt, straight)
+  assert missed["rotation_error_mean"] == pytest.approx(1.0, rel=1e-6)
+  np.testing.assert_allclose(missed["yaw"], 0.0, atol=1e-9)
+  assert missed["clip_ate"] > 0.01 and missed["ate5"] > 1e-4
