@@ -74,6 +74,14 @@ def bucket_size(n: int) -> int:
   return int(np.ceil(n / BUCKETS[-1]) * BUCKETS[-1])
 
 
+def _box_mean(x: np.ndarray, factor: int) -> np.ndarray:
+  """Mean of `factor x factor` blocks of `[H, W, C]` (`motion_refinement.box_downsample`, on the host)."""
+  if factor == 1:
+    return x
+  h, w = x.shape[0] // factor, x.shape[1] // factor
+  return x[:h * factor, :w * factor].reshape(h, factor, w, factor, x.shape[-1]).mean(axis=(1, 3))
+
+
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
   if x.shape[0] == size:
     return x
@@ -299,7 +307,9 @@ class Predictor:
     Raises:
       ValueError: naming the argument whose shape does not match the frames'.
     """
-    frames = self._prepare(frames, "frames")
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ValueError(f"frames must be [N, H, W, 3] (RGB), got shape {frames.shape}")
     n, h, w = frames.shape[:3]
     motion = np.asarray(motion, np.float32)
     depth = np.asarray(depth, np.float32)
@@ -310,10 +320,16 @@ class Predictor:
                        f"got shape {depth.shape}")
     if np.shape(intrinsics) != (3, 3):
       raise ValueError(f"intrinsics must be [3, 3], got shape {np.shape(intrinsics)}")
-    k = np.broadcast_to(np.asarray(intrinsics, np.float32), (n - 1, 3, 3))
+    # Large frames are reduced on the host to the finest level the alignment uses, so that
+    # only that much reaches the device (a 4K chunk would otherwise be gigabytes of float32).
+    factor = motion_refinement.finest_factor(w)
+    frames = np.stack([_box_mean(self._prepare(f[None], "frames")[0], factor) for f in frames])
+    depth = np.stack([_box_mean(d, factor) for d in depth[:n - 1]])
+    k = np.asarray(geometry.scale_intrinsics(np.asarray(intrinsics, np.float32), 1.0 / factor,
+                                             1.0 / factor, pixel_centers=True))
+    k = np.broadcast_to(k, (n - 1, 3, 3))
     fn = functools.partial(motion_refinement.refine_motions, translation_prior=translation_prior)
-    out = [np.asarray(r)[:m] for m, r in self._calls(fn, frames[:-1], frames[1:], depth[:n - 1],
-                                                     k, motion)]
+    out = [np.asarray(r)[:m] for m, r in self._calls(fn, frames[:-1], frames[1:], depth, k, motion)]
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
   def predict_object_motion(self, frames) -> np.ndarray:

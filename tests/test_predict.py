@@ -265,6 +265,31 @@ def test_refine_motion_names_a_mismatched_argument(predictor):
     predictor.refine_motion(frames, motion, depth[:, :10], k)
   with pytest.raises(ValueError, match=r"^intrinsics must be \[3, 3\]"):
     predictor.refine_motion(frames, motion, depth, k[:2])
+  with pytest.raises(ValueError, match=r"^frames must be \[N, H, W, 3\] \(RGB\), got shape \(3, 50, 70\)"):
+    predictor.refine_motion(frames[..., 0], motion, depth, k)
+
+
+def test_refine_motion_of_large_frames_is_the_alignment_at_the_finest_level_it_uses(predictor):
+  """Frames wider than `motion_refinement.MAX_WIDTH` are box-reduced on the host first: the same
+  motion as the jitted alignment of the full frames (which reduces them itself)."""
+  import jax.numpy as jnp
+  from sslmd_jax import motion_refinement
+  big = np.kron(_frames(3, seed=4), np.ones((1, 8, 8, 1), np.uint8))  # 400 x 560 -> x2: 800 x 1120.
+  big = np.kron(big, np.ones((1, 2, 2, 1), np.uint8))[:, :800, :1120]
+  assert motion_refinement.finest_factor(big.shape[2]) == 4
+  depth = np.broadcast_to(np.linspace(2.0, 20.0, 800)[None, :, None, None],
+                          (3, 800, 1120, 1)).astype(np.float32)
+  k = np.array([[800.0, 0, 559.5], [0, 800.0, 399.5], [0, 0, 1]], np.float32)
+  motion = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
+  motion[:, 2, 3] = -0.1
+  reduced = predictor.refine_motion(big, motion, depth, k)
+  full = np.asarray(motion_refinement.refine_motions(
+      jnp.asarray(big[:-1] / 255.0, jnp.float32), jnp.asarray(big[1:] / 255.0, jnp.float32),
+      jnp.asarray(depth[:-1]), jnp.asarray(np.stack([k, k])), jnp.asarray(motion)))
+  assert np.abs(full - motion).max() > 0.05  # The alignment moved the motion,
+  # and both paths agree up to float32 round-off amplified by the Gauss-Newton steps (the host
+  # and the device average the blocks in different orders).
+  np.testing.assert_allclose(reduced, full, atol=2e-3)
 
 
 def _write_video(path: pathlib.Path, frames: np.ndarray) -> None:
