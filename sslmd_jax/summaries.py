@@ -108,7 +108,7 @@ def image_summaries(state, batch, networks, config, max_images: int = 2) -> dict
   samples are gathered onto every device inside the jitted call, so each process can read them
   whatever devices and processes the batch spans.
   """
-  fn = _jitted_aux(networks, config, max_images, _replicated_like(batch["images"]))
+  fn = compile_image_summaries(state, batch, networks, config, max_images)
   images, aux = jax.device_get(fn(state.params, state.batch_stats, batch, state.step))
   out = {"input": (np.clip(np.asarray(images), 0, 1) * 255).astype(np.uint8),
          "disparity": colorize(np.asarray(aux["disp"])[..., 0])}
@@ -119,6 +119,22 @@ def image_summaries(state, batch, networks, config, max_images: int = 2) -> dict
     field = np.linalg.norm(np.asarray(aux["motion_field"]), axis=-1)
     out["motion_field"] = colorize(field, cmap="viridis", robust=False)
   return out
+
+
+def compile_image_summaries(state, batch, networks, config, max_images: int = 2):
+  """The compiled program of `image_summaries` for this state and batch, compiled once.
+
+  The train loop calls it before its first step, beside the step's own compilation, so that
+  compiling the summaries (the whole loss's forward pass, seconds on a CPU) neither stalls the
+  first image step nor counts in the run's images/s.
+  """
+  replicated = _replicated_like(batch["images"])
+  key = (id(networks), config.to_json_best_effort(), max_images, replicated)
+  if key not in _COMPILED_AUX:
+    fn = _jitted_aux(networks, config, max_images, replicated)
+    _COMPILED_AUX.clear()
+    _COMPILED_AUX[key] = fn.lower(state.params, state.batch_stats, batch, state.step).compile()
+  return _COMPILED_AUX[key]
 
 
 def _replicated_like(array) -> jax.sharding.Sharding | None:
@@ -132,6 +148,7 @@ def _replicated_like(array) -> jax.sharding.Sharding | None:
 _SUMMARY_KEYS = ("disp", "automask", "explainability", "self_discovered_mask", "occlusion_mask",
                  "motion_field")
 _AUX_CACHE: dict = {}
+_COMPILED_AUX: dict = {}
 
 
 def _jitted_aux(networks, config, max_images: int, replicated):

@@ -552,6 +552,8 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
       batch = pipeline_lib.global_batch(next(run.iterator), mesh)
       if not run.compiled:  # Compile first, then hand the compiler's freed memory back.
         run.step_fn.compile(run.state, batch)
+        if config.run.image_every:
+          summaries.compile_image_summaries(run.state, batch, networks, config)
         run.compiled = True
       run.state, metrics = run.step_fn(run.state, batch)
       step += 1

@@ -249,6 +249,31 @@ def test_the_host_reads_device_values_only_on_log_and_checkpoint_steps(
   assert set(reads) == {0, 4, 6, 8, 12}, reads  # Start, logs (4, 8, 12), saves (6, 12).
 
 
+def test_image_summaries_compile_once_before_the_first_step(tmp_path, synthetic_dir, monkeypatch,
+                                                          counting_step):  # noqa: F811
+  """Their compilation (the loss's forward pass) happens beside the step's, before the first
+  step: it neither stalls the first image step nor counts in the run's images/s."""
+  from sslmd_jax import summaries
+  config = _config(synthetic_dir)
+  config.run.image_every = 2
+  steps, programs = [], []
+  queue = _CountingStep.__call__
+  monkeypatch.setattr(_CountingStep, "__call__",
+                      lambda self, state, batch: (steps.append(1), queue(self, state, batch))[1])
+  compile_summaries = summaries.compile_image_summaries
+
+  def spy(*args, **kwargs):
+    program = compile_summaries(*args, **kwargs)
+    programs.append((len(steps), id(program)))
+    return program
+
+  monkeypatch.setattr(summaries, "compile_image_summaries", spy)
+  assert train.train_and_evaluate(config, tmp_path / "run").step == 4
+  assert [s for s, _ in programs] == [0, 2, 4]  # Before the first step, then at image steps,
+  assert len({p for _, p in programs}) == 1  # one program.
+  assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
 # ----------------------------------------------------------------------------- error exits
 
 
