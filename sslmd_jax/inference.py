@@ -74,14 +74,6 @@ def bucket_size(n: int) -> int:
   return int(np.ceil(n / BUCKETS[-1]) * BUCKETS[-1])
 
 
-def _box_mean(x: np.ndarray, factor: int) -> np.ndarray:
-  """Mean of `factor x factor` blocks of `[H, W, C]` (`motion_refinement.box_downsample`, on the host)."""
-  if factor == 1:
-    return x
-  h, w = x.shape[0] // factor, x.shape[1] // factor
-  return x[:h * factor, :w * factor].reshape(h, factor, w, factor, x.shape[-1]).mean(axis=(1, 3))
-
-
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
   if x.shape[0] == size:
     return x
@@ -323,8 +315,9 @@ class Predictor:
     # Large frames are reduced on the host to the finest level the alignment uses, so that
     # only that much reaches the device (a 4K chunk would otherwise be gigabytes of float32).
     factor = motion_refinement.finest_factor(w)
-    frames = np.stack([_box_mean(self._prepare(f[None], "frames")[0], factor) for f in frames])
-    depth = np.stack([_box_mean(d, factor) for d in depth[:n - 1]])
+    reduce = functools.partial(motion_refinement.box_downsample, factor=factor)  # NumPy in, out.
+    frames = np.stack([reduce(self._prepare(f[None], "frames")[0]) for f in frames])
+    depth = np.stack([reduce(d) for d in depth[:n - 1]])
     k = np.asarray(geometry.scale_intrinsics(np.asarray(intrinsics, np.float32), 1.0 / factor,
                                              1.0 / factor, pixel_centers=True))
     k = np.broadcast_to(k, (n - 1, 3, 3))

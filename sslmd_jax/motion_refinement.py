@@ -43,7 +43,9 @@ def grey(image: jax.Array) -> jax.Array:
 
 
 def box_downsample(x: jax.Array, factor: int) -> jax.Array:
-  """Mean of `factor x factor` blocks of `[H, W, C]`; a remainder at the bottom and right is dropped."""
+  """Mean of `factor x factor` blocks of `[H, W, C]`; a remainder at the bottom and right is dropped.
+
+  Works on NumPy arrays (on the host, returning NumPy) as on JAX arrays."""
   if factor == 1:
     return x
   h, w = x.shape[0] // factor, x.shape[1] // factor

@@ -314,7 +314,6 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
     if point_cloud or refine_motion:
       intrinsics = intrinsics if intrinsics is not None else _intrinsics(predictor, sequence, frames)
     if point_cloud:
-      intrinsics = intrinsics if intrinsics is not None else _intrinsics(predictor, sequence, frames)
       points = np.asarray(geometry.backproject(depth[..., None], intrinsics[None]))
     for j, d in enumerate(depth):
       name = names[start + j]

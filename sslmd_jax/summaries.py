@@ -132,7 +132,7 @@ def compile_image_summaries(state, batch, networks, config, max_images: int = 2)
   key = (id(networks), config.to_json_best_effort(), max_images, replicated)
   if key not in _COMPILED_AUX:
     fn = _jitted_aux(networks, config, max_images, replicated)
-    _COMPILED_AUX.clear()
+    _COMPILED_AUX.clear()  # One run's program at a time.
     _COMPILED_AUX[key] = fn.lower(state.params, state.batch_stats, batch, state.step).compile()
   return _COMPILED_AUX[key]
 
@@ -147,27 +147,22 @@ def _replicated_like(array) -> jax.sharding.Sharding | None:
 
 _SUMMARY_KEYS = ("disp", "automask", "explainability", "self_discovered_mask", "occlusion_mask",
                  "motion_field")
-_AUX_CACHE: dict = {}
 _COMPILED_AUX: dict = {}
 
 
 def _jitted_aux(networks, config, max_images: int, replicated):
   """`fn(params, batch_stats, batch, step) -> (target images, aux)` of the first `max_images`
   samples, replicated on `replicated` (None: wherever jit puts them)."""
-  key = (id(networks), config.to_json_best_effort(), max_images, replicated)
-  if key not in _AUX_CACHE:
-    t = objectives.target_index(config)
+  t = objectives.target_index(config)
 
-    def aux_fn(params, batch_stats, batch, step):
-      _, (_, aux, _) = objectives.compute_loss(params, batch_stats, batch, networks=networks,
-                                               config=config, step=step,
-                                               key=jax.random.key(0), train=False)
-      images = objectives.as_float_images(batch["images"][:max_images, t])
-      return images, {k: aux[k][:max_images] for k in _SUMMARY_KEYS if k in aux}
+  def aux_fn(params, batch_stats, batch, step):
+    _, (_, aux, _) = objectives.compute_loss(params, batch_stats, batch, networks=networks,
+                                             config=config, step=step,
+                                             key=jax.random.key(0), train=False)
+    images = objectives.as_float_images(batch["images"][:max_images, t])
+    return images, {k: aux[k][:max_images] for k in _SUMMARY_KEYS if k in aux}
 
-    _AUX_CACHE.clear()
-    _AUX_CACHE[key] = jax.jit(aux_fn, out_shardings=replicated)
-  return _AUX_CACHE[key]
+  return jax.jit(aux_fn, out_shardings=replicated)
 
 
 class Progress:

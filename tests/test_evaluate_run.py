@@ -13,6 +13,7 @@ from sslmd_jax import inference
 from sslmd_jax import objectives
 from sslmd_jax import optim
 from sslmd_jax import train
+from sslmd_jax.data import odometry
 from tests import train_utils
 
 
@@ -111,9 +112,8 @@ def test_refined_motion_is_scored_in_its_own_folder_as_predict_refines_it(tmp_pa
                                    evaluate_run._input_intrinsics(predictor, config, _Seq(), frames))
   gt = refined["trajectory"]["per_sequence"][str(data / "clip")]
   pred = evaluation.chain_relative_poses(motion.astype(np.float64))
-  truth = evaluation.chain_relative_poses(evaluation.relative_poses(np.stack(
-      [np.vstack([np.array(line.split(), float).reshape(3, 4), [0, 0, 0, 1]])
-       for line in (data / "clip" / "poses.txt").read_text().splitlines()])))
+  truth = evaluation.chain_relative_poses(evaluation.relative_poses(
+      odometry.read_kitti_poses(data / "clip" / "poses.txt")))
   expected = evaluation.trajectory_report({"c": (truth, pred)})["per_sequence"]["c"]["7dof"]
   assert gt["7dof"]["ate_rmse"] == pytest.approx(expected["ate_rmse"], rel=1e-3)
   assert refined["pose"]["ate_5frame"] != plain["pose"]["ate_5frame"]

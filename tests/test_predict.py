@@ -76,35 +76,19 @@ def test_from_workdir_loads_the_trained_step(trained_workdir, predictor):
     inference.Predictor.from_workdir(trained_workdir.parent / "nothing_here")
 
 
-def _save_with_optimizer(workdir: pathlib.Path, config, optimizer) -> None:
-  """`save_run` with another optimiser: a checkpoint whose `opt_state` has another form."""
-  import orbax.checkpoint as ocp
-  from sslmd_jax import checkpoints
-  from sslmd_jax import objectives
-  from sslmd_jax import train
-  state = train.create_train_state(config, objectives.make_networks(config), optimizer)
-  state = state.replace(step=np.int32(STEP))
-  workdir.mkdir(parents=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-  manager = checkpoints.checkpoint_manager(workdir, config)
-  manager.save(STEP, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
-  manager.wait_until_finished()
-  manager.close()
-
-
 def test_a_run_whose_optimiser_state_changed_form_still_loads_its_variables(tmp_path):
   """Inference reads only the variables: a checkpoint written with a plain `optax.adam` (before
   the learning rate was injected) loads, with its parameters, and a run whose network differs
   from its config is still refused."""
   import optax
   config = micro_config("monodepth2")
-  _save_with_optimizer(tmp_path / "old", config, optax.adam(1e-4))
+  save_run(tmp_path / "old", config, STEP, optax.adam(1e-4))
   predictor = inference.Predictor.from_workdir(tmp_path / "old")
   assert predictor.step == STEP
   assert predictor.predict_depth(_frames(1)).shape == (1, 64, 96, 1)
   other = micro_config("monodepth2")
   other.model.base_width = 8
-  _save_with_optimizer(tmp_path / "wider", other, optax.adam(1e-4))
+  save_run(tmp_path / "wider", other, STEP, optax.adam(1e-4))
   (tmp_path / "wider" / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   with pytest.raises(checkpoints.CheckpointError,
                      match=r"no checkpoint restores \(step 3: \['batch_stats'\]\['depth'\].* is "

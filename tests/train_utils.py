@@ -44,9 +44,10 @@ def micro_config(name: str, data_dir=None):
   return c
 
 
-def save_run(workdir, config, step: int) -> pathlib.Path:
+def save_run(workdir, config, step: int, optimizer=None) -> pathlib.Path:
   """A run directory as training leaves it, without training: `config.json` and the initial
-  state saved as the checkpoint of `step` the way `train.train_and_evaluate` saves it."""
+  state saved as the checkpoint of `step` the way `train.train_and_evaluate` saves it
+  (with `optimizer`'s state; default: the config's optimiser)."""
   import jax.numpy as jnp
   import orbax.checkpoint as ocp
   from sslmd_jax import checkpoints
@@ -55,7 +56,7 @@ def save_run(workdir, config, step: int) -> pathlib.Path:
   from sslmd_jax import train
   workdir = pathlib.Path(workdir)
   networks = objectives.make_networks(config)
-  state = train.create_train_state(config, networks, optim.make_optimizer(config))
+  state = train.create_train_state(config, networks, optimizer or optim.make_optimizer(config))
   state = state.replace(step=jnp.asarray(step, jnp.int32))
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
