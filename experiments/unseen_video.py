@@ -44,6 +44,9 @@ SETS = {
     # name: (train seeds, held-out seeds, height, width, frames per clip)
     "tune": (range(700, 706), range(750, 753), 128, 416, 60),
     "holdout": (range(900, 906), range(950, 954), 160, 480, 60),
+    # The same held-out clips after five times as much training video (30 clips, 1800 frames).
+    "tune30": (range(700, 730), range(750, 753), 128, 416, 60),
+    "holdout30": (range(900, 930), range(950, 954), 160, 480, 60),
 }
 
 def _define_flags() -> None:

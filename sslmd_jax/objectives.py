@@ -58,6 +58,7 @@ from sslmd_jax import loss_terms
 from sslmd_jax import losses
 from sslmd_jax import models
 from sslmd_jax import motion as motion_lib
+from sslmd_jax import motion_refinement
 # Re-exported: objectives.ConfigError, objectives.downsample_area, ... as before the split.
 from sslmd_jax.loss_terms import downsample_area, upsample_bilinear  # noqa: F401
 from sslmd_jax.motion import pair_time_directions  # noqa: F401
@@ -119,6 +120,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if lo.smoothness_ramp_steps < 0:
     raise ConfigError(f"config.loss.smoothness_ramp_steps={lo.smoothness_ramp_steps}: expected a "
                       "number of steps >= 0 (0 = the full smoothness weight from the start).")
+  if lo.refine_rotation and (lo.refine_levels < 1 or lo.refine_iterations < 1):
+    raise ConfigError(f"config.loss.refine_levels={lo.refine_levels}, refine_iterations="
+                      f"{lo.refine_iterations}: expected both >= 1 with refine_rotation.")
+  if lo.rotation_distillation_weight < 0:
+    raise ConfigError(f"config.loss.rotation_distillation_weight={lo.rotation_distillation_weight}: "
+                      "expected >= 0.")
   if lo.automask_start_step < 0:
     raise ConfigError(f"config.loss.automask_start_step={lo.automask_start_step}: expected a "
                       "step >= 0 (0 = auto-masking from the start).")
@@ -513,7 +520,8 @@ def smoothness_terms(depths: Depths, images: jax.Array, pairs: motion_lib.Pairs,
 # The order in which the terms are added up (float addition is not associative: a fixed order
 # keeps the total reproducible).
 TERMS = ("rotation_cycle", "translation_cycle", "motion_smoothness", "motion_sparsity",
-         "photometric", "smoothness", "explainability", "geometry_consistency")
+         "photometric", "smoothness", "explainability", "geometry_consistency",
+         "rotation_distillation")
 
 
 def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
@@ -560,9 +568,14 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   motion, pose_stats = predict_motion(networks, params, batch_stats, net_images, depths, pairs,
                                       batch, config=config, step=step_f, train=train)
   intrinsics = batch["intrinsics"] if motion.intrinsics is None else motion.intrinsics.mean(axis=1)
+  distillation = {}
+  if lo.refine_rotation:
+    motion, distillation = with_aligned_rotation(motion, depths, images, pairs, intrinsics,
+                                                 config=config)
   terms, aux = photometric_terms(depths, motion, images, pairs, batch, intrinsics, config=config,
                                  step=step_f, key=automask_key)
   terms.update(smoothness_terms(depths, images, pairs, config=config, step=step_f))
+  terms.update(distillation)
   if motion.residual_translation is not None:
     terms.update(loss_terms.motion_regularisers(
         motion, smoothness_weight=lo.term_scale * lo.motion_smoothness_weight,
@@ -571,6 +584,50 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   aux.update(_motion_aux(motion), disp=depths.disp[0][:, depths.index[t]],
              depth=1.0 / depths.disp[0][:, depths.index[t]])
   return total, (terms, aux, {"depth": depth_stats, "pose": pose_stats})
+
+
+def with_aligned_rotation(motion: motion_lib.Motion, depths: Depths, images: jax.Array,
+                          pairs: motion_lib.Pairs, intrinsics: jax.Array, *,
+                          config: ml_collections.ConfigDict) -> tuple[motion_lib.Motion, dict]:
+  """The motion with each pair's rotation replaced by direct image alignment's, and its distillation.
+
+  A pose network trained from scratch learns the forward translation but little of a turn's
+  rotation; the photometric loss then makes the depth network explain the missing rotation
+  (a depth that is wrong on every turn, and on held-out video). Here each pair's motion is
+  refined by Gauss-Newton on the photometric error of the current depth
+  (`motion_refinement.refine_motions`, Engel et al. 2014, 2018; no gradient flows through
+  it); the loss then warps with the aligned rotation and the network's translation (whose
+  gradient is kept). The pose network learns the aligned rotation through the term
+  `rotation_distillation = w · mean Σ|R_net − R_aligned|` (entries of the 3x3 matrices).
+  Stereo pairs (the rig's fixed transform) are left as they are.
+
+  Args:
+    motion: the motion network's, `b_from_a` `[B, P, 4, 4]` (depth units).
+    depths: the depth of every slot `a` of the pairs.
+    images: `[B, S, H, W, 3]` in [0, 1], the un-jittered frames.
+    pairs: from `snippet_pairs`.
+    intrinsics: `[B, 3, 3]` pixels of `H x W`.
+
+  Returns:
+    `(motion, {"rotation_distillation": scalar})`.
+  """
+  lo = config.loss
+  used, distances = [], []
+  for p, (a, b) in enumerate(pairs):
+    net = motion.b_from_a[:, p]
+    if b == -1:
+      used.append(net)
+      continue
+    depth_a = upsample_bilinear(jax.lax.stop_gradient(1.0 / depths.disp[0][:, depths.index[a]]),
+                                *images.shape[2:4])
+    aligned = jax.lax.stop_gradient(motion_refinement.refine_motions(
+        images[:, a], images[:, b], depth_a, intrinsics, jax.lax.stop_gradient(net),
+        levels=lo.refine_levels, iterations=lo.refine_iterations))
+    used.append(net.at[:, :3, :3].set(aligned[:, :3, :3]))
+    distances.append(jnp.sum(jnp.abs(net[:, :3, :3] - aligned[:, :3, :3]), axis=(-2, -1)))
+  term = (lo.term_scale * lo.rotation_distillation_weight * jnp.mean(jnp.stack(distances))
+          if distances else jnp.zeros(()))
+  return motion._replace(b_from_a=jnp.stack(used, axis=1)), {"rotation_distillation": term}
 
 
 def _motion_aux(motion: motion_lib.Motion) -> dict[str, jax.Array]:

@@ -277,3 +277,33 @@ def test_motion_figures_of_the_true_motion_and_of_a_motion_without_yaw():
   assert missed["rotation_error_mean"] == pytest.approx(1.0, rel=1e-6)
   np.testing.assert_allclose(missed["yaw"], 0.0, atol=1e-9)
   assert missed["clip_ate"] > 0.01 and missed["ate5"] > 1e-4
+
+
+def test_depth_over_training_scores_every_kept_checkpoint_against_the_constant_depth(tmp_path):
+  """Each kept checkpoint is read on its own (two different initial states give two figures)."""
+  import shutil
+  from PIL import Image
+  from tests import train_utils
+  spec = importlib.util.spec_from_file_location(
+      "depth_over_training", ROOT / "experiments" / "depth_over_training.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = train_utils.micro_config("monodepth2")
+  run = train_utils.save_run(tmp_path / "run", config, 1)
+  config.seed = 1  # Other initial weights, saved as step 2 of the same run.
+  other = train_utils.save_run(tmp_path / "other", config, 2)
+  shutil.copytree(other / "checkpoints" / "2", run / "checkpoints" / "2")
+  clip = tmp_path / "clips" / "heldout" / "c0"
+  clip.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(clip / f"{i:06d}.png")
+  truth = np.broadcast_to(np.linspace(5.0, 40.0, 40)[None, :, None], (2, 40, 60)).copy()
+  (tmp_path / "clips" / "gt").mkdir()
+  np.save(tmp_path / "clips" / "gt" / "c0.npy", truth)
+  out = module.score_checkpoints(run, tmp_path / "clips", "heldout")
+  assert sorted(out) == [1, 2]
+  # Constant depth after median scaling: every pixel at the median of 5..40 m.
+  hand = np.mean(np.abs(np.median(truth[0]) - truth[0]) / truth[0])
+  assert out[1]["const_abs_rel"] == pytest.approx(hand, rel=1e-5)
+  assert out[1]["abs_rel"] != pytest.approx(out[2]["abs_rel"], rel=1e-6)

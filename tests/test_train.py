@@ -46,9 +46,11 @@ def _shard(batch, mesh):
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("recipe", train_utils.RECIPES)
+@pytest.mark.parametrize("recipe", [*train_utils.RECIPES, "monodepth2:aligned_rotation"])
 def test_each_recipe_decreases_its_loss_without_recompiling(recipe):
+  recipe, _, aligned = recipe.partition(":")
   config = train_utils.micro_config(recipe)
+  config.loss.refine_rotation = bool(aligned)  # configs/monodepth2.py:tiny's alignment in training.
   config.optim.learning_rate = 1e-3
   if recipe == "dynamic_scenes":
     config.model.motion_burn_in_steps = 2  # exercise the residual field from step 1
@@ -80,6 +82,9 @@ def test_each_recipe_decreases_its_loss_without_recompiling(recipe):
                      "sc_sfmlearner": {"geometry_consistency"},
                      "dynamic_scenes": {"motion_smoothness", "motion_sparsity", "rotation_cycle",
                                         "translation_cycle"}}[recipe]
+  if aligned:
+    expected_terms.add("rotation_distillation")
+    assert float(metrics["rotation_distillation"]) > 0.0
   assert expected_terms <= set(metrics), set(metrics)
   assert len(traces) == 1  # one compilation for all 8 steps
   total = sum(float(metrics[k]) for k in expected_terms)

@@ -105,6 +105,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   l.smoothness_weight = 1e-3  # Smoothness weight at scale 0 (divided by 2^s at scale s).
   l.smoothness_ramp_steps = 0  # Smoothness weight ramped linearly from 0 to its value over this many steps (0 = full weight from step 0, the papers). SC-SfMLearner sets 2000 (`:tiny` 400): from scratch at its full 0.1 its depth collapses to a constant (README Results).
   l.smoothness_scales = 4  # Number of scales that carry the smoothness term (SC: 1).
+  l.refine_rotation = False  # Train with the pose net's rotation replaced by direct image alignment's on the current depth (sslmd_jax/motion_refinement.py): a from-scratch pose net misses most of a turn's rotation, and the depth net then learns to explain it (docs/unseen_video.md). `configs/monodepth2.py:tiny` sets it.
+  l.refine_levels = 3  # With refine_rotation: pyramid levels of the alignment (each halves the size).
+  l.refine_iterations = 4  # With refine_rotation: Gauss-Newton steps per level.
+  l.rotation_distillation_weight = 1.0  # With refine_rotation: weight of Σ|R_net - R_aligned| (the pose net learns the aligned rotation, which prediction starts from).
   l.explainability_weight = 0.0  # SfMLearner's explainability regulariser λ_e (0.2 when enabled; needs 'posexp').
   l.geometry_consistency_weight = 0.0  # SC-SfMLearner geometry consistency weight (0.5).
   l.self_discovered_mask = False  # SC-SfMLearner: weight the photometric map by 1 - D_diff.
