@@ -10,8 +10,8 @@ Commands, hardware, time and expected result:
   # The synthetic-world figures below were measured on world version 1 (docs/results.md), before
   # :tiny aligned the rotation in training (--config.loss.refine_rotation=False reproduces them).
   # Your own clips (a folder of frame folders with intrinsics.txt), the :tiny budget (1000 steps of
-  # batch 4 at 64 x 192; 0.35-0.39 s a step on a quiet 2-core CPU, about 7 min): on held-out clips of the
-  # synthetic world v2 it was not tuned on, AbsRel 0.302 against a constant depth's 0.644;
+  # batch 4 at 64 x 192; 0.35-0.39 s a step on a quiet 2-core CPU, about 7 min): on held-out
+  # clips of the synthetic world v2 it was not tuned on, AbsRel 0.302 against a constant depth's 0.644;
   # 5-frame ATE 0.030 m against constant forward motion's 0.010 m; clip ATE 0.49 m against 1.43 m
   # (docs/unseen_video.md, "The depth net explains the missing rotation").
   sslmd train --config=configs/monodepth2.py:tiny --workdir=/tmp/sslmd/md2_clips \
