@@ -47,7 +47,7 @@ def _define_flags() -> None:
   flags.DEFINE_float("metres_per_unit", 20.0, "With --train_with_true_motion=full: metres per depth unit.")
 
 
-def checkpoint_variables(run: pathlib.Path, step: int, config):
+def checkpoint_predictor(run: pathlib.Path, step: int, config):
   """A `Predictor` for one kept checkpoint of `run` (`restore_variables` reads the newest one,
   so the checkpoint is linked alone into a temporary run directory)."""
   from sslmd_jax import inference  # pylint: disable=g-import-not-at-top
@@ -70,7 +70,7 @@ def score_checkpoints(run: pathlib.Path, clips: pathlib.Path, split: str) -> dic
   steps = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
   out = {}
   for step in steps:
-    predictor = checkpoint_variables(run, step, config)
+    predictor = checkpoint_predictor(run, step, config)
     rows = []
     for name, images in frames.items():
       depth = predictor.predict_depth(images, at_input_size=True)[..., 0]
