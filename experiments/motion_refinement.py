@@ -38,7 +38,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("run", None, "A training run's directory.", required=True)
   flags.DEFINE_string("clips", None, "A clip set's folder (heldout/, gt/).", required=True)
   flags.DEFINE_enum("depth", "predicted", ["predicted", "true"], "Depth to align on.")
-  flags.DEFINE_float("translation_prior", 1.0, "λ of motion_refinement.")
+  from sslmd_jax import motion_refinement  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_float("translation_prior", motion_refinement.TRANSLATION_PRIOR,
+                     "λ of motion_refinement (the weight of its prior on the translation's direction).")
 
 
 def _yaw_deg(transforms: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ Self-supervised depth and motion can fall into degenerate solutions from which t
 gradients do not lead back: the depth network predicts the same depth at every pixel
 (then no camera motion changes the warp's parallax, and the photometric loss is
 explained by rotation alone), or the motion network stops predicting any translation
-(then no depth changes the warp). Both are visible in two scalars of every step:
+(then no depth changes the warp), or its translation runs away until every pixel warps out of
+view (then the photometric loss, a mean over the pixels left in view, is 0). All three are
+visible in two scalars of every step:
 
   * `depth_spread`: per image std / mean of the predicted depth, batch mean (0 for a
     constant depth; 0.16-0.32 at initialisation and 0.2-1.5 for trained runs in this
@@ -12,7 +14,8 @@ explained by rotation alone), or the motion network stops predicting any transla
   * `translation_to_depth`: the mean norm of the predicted translations divided by the
     mean predicted depth of the target frames: roughly the camera's motion per frame in
     units of the scene's distance (about 0.05 for a car driving 1 m per frame past
-    things 20 m away; 0 when the motion network outputs no translation).
+    things 20 m away; 0 when the motion network outputs no translation; above 1 when the
+    camera would move farther than the scene is deep).
 
 The trainer checks them at every log step and before every checkpoint
 (`health_problem`), so every checkpoint holds a healthy state. When a check fails it
@@ -48,6 +51,13 @@ DEPTH_COLLAPSE_SPREAD = 0.02
 # over part of every image (so the warp became a pure rotation) logged 4e-5 to 6e-5 for its last
 # 160 steps and ended with AbsRel 2.9 against a constant depth's 0.64 (docs/unseen_video.md).
 TRANSLATION_COLLAPSE_RATIO = 1e-4
+# Above this `translation_to_depth` the camera moves farther between two frames than the scene is
+# deep: every pixel warps out of view, the photometric loss (a mean over pixels that stay in view)
+# has nothing left to compare and falls to 0. A SfMLearner `:tiny` run with the rotation aligned
+# in training ran into it within 60 warm-up steps (0.003 at step 20, 2.0 at step 60, 16-22 for
+# the rest of the run, photometric 0.0) and ended with a constant depth's AbsRel
+# (docs/unseen_video.md); healthy runs log at most a few hundredths.
+TRANSLATION_RUNAWAY_RATIO = 1.0
 # `sslmd train`'s exit code for a run that ended collapsed (1 is any other error).
 COLLAPSE_EXIT_CODE = 3
 RECOVERIES_FILE = "recoveries.json"
@@ -88,7 +98,8 @@ def health_problem(metrics: dict[str, float],
                    previous: dict[str, float] | None = None) -> str | None:
   """What is wrong with a step's logged metrics, in one sentence, or None when healthy.
 
-  A constant depth is a collapse at once. No translation is one only when the previous
+  A constant depth, and a translation longer than the scene is deep, are collapses at once.
+  No translation is one only when the previous
   check saw none either: a batch of snippets that all stand still (a car waiting at a
   light) rightly predicts none.
 
@@ -102,6 +113,9 @@ def health_problem(metrics: dict[str, float],
     return (f"the predicted depth is constant (depth_spread {spread:.3g}, expected >= "
             f"{DEPTH_COLLAPSE_SPREAD})")
   ratio = metrics.get("translation_to_depth")
+  if ratio is not None and ratio > TRANSLATION_RUNAWAY_RATIO:
+    return (f"the motion network's translation ran away: every pixel warps out of view "
+            f"(translation_to_depth {ratio:.3g}, expected <= {TRANSLATION_RUNAWAY_RATIO})")
   before = (previous or {}).get("translation_to_depth")
   if (ratio is not None and before is not None and not ratio >= TRANSLATION_COLLAPSE_RATIO
       and not before >= TRANSLATION_COLLAPSE_RATIO):

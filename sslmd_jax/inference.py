@@ -282,7 +282,7 @@ class Predictor:
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
   def refine_motion(self, frames, motion, depth, intrinsics, *,
-                    translation_prior: float = 1.0) -> np.ndarray:
+                    translation_prior: float = motion_refinement.TRANSLATION_PRIOR) -> np.ndarray:
     """Consecutive frames' motion refined photometrically on their depth (`motion_refinement`).
 
     Args:

@@ -64,6 +64,14 @@ def test_a_depth_run_to_its_maximum_over_part_of_the_image_is_no_translation():
   assert health.health_problem(slow_start, slow_start) is None
 
 
+def test_a_translation_that_warps_every_pixel_out_of_view_is_a_collapse_at_once():
+  # Logged by a SfMLearner run whose translation ran away (photometric 0.0 from then on).
+  ran_away = {"depth_spread": 0.22, "translation_to_depth": 2.03}
+  assert "ran away" in health.health_problem(ran_away)
+  fast_car = {"depth_spread": 0.3, "translation_to_depth": 0.08}  # 2 m per frame past 25 m.
+  assert health.health_problem(fast_car, fast_car) is None
+
+
 def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
   assert health.read_recoveries(tmp_path) == []
   config = train_utils.load_config("sc_sfmlearner", "tiny")

@@ -260,6 +260,10 @@ def test_refine_motion_of_large_frames_is_the_alignment_at_the_finest_level_it_u
   from sslmd_jax import motion_refinement
   big = np.kron(_frames(3, seed=4), np.ones((1, 8, 8, 1), np.uint8))  # 400 x 560 -> x2: 800 x 1120.
   big = np.kron(big, np.ones((1, 2, 2, 1), np.uint8))[:, :800, :1120]
+  # A camera that stands still: the alignment has one well-defined answer, no motion (with
+  # unrelated frames the length of the translation, which the prior leaves free, is ill-defined
+  # and round-off decides it).
+  big = np.repeat(big[:1], 3, axis=0)
   assert motion_refinement.finest_factor(big.shape[2]) == 4
   depth = np.broadcast_to(np.linspace(2.0, 20.0, 800)[None, :, None, None],
                           (3, 800, 1120, 1)).astype(np.float32)
@@ -270,7 +274,7 @@ def test_refine_motion_of_large_frames_is_the_alignment_at_the_finest_level_it_u
   full = np.asarray(motion_refinement.refine_motions(
       jnp.asarray(big[:-1] / 255.0, jnp.float32), jnp.asarray(big[1:] / 255.0, jnp.float32),
       jnp.asarray(depth[:-1]), jnp.asarray(np.stack([k, k])), jnp.asarray(motion)))
-  assert np.abs(full - motion).max() > 0.05  # The alignment moved the motion,
+  assert np.abs(full - motion).max() > 0.05  # The alignment moved the motion (to none),
   # and both paths agree up to float32 round-off amplified by the Gauss-Newton steps (the host
   # and the device average the blocks in different orders).
   np.testing.assert_allclose(reduced, full, atol=2e-3)
