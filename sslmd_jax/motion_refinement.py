@@ -9,7 +9,8 @@ this module finds it by Gauss-Newton on the photometric residuals, starting from
 network's motion, as direct visual odometry does (Engel et al. 2014, "LSD-SLAM", §3; Engel et
 al. 2018, "Direct Sparse Odometry", §2.2):
 
-  minimise over ξ ∈ se(3):   Σ_p w_p r_p(ξ)² / Σ_p w_p  +  λ ‖P (t(ξ) − t_net)‖² / median(D)²
+  minimise over ξ ∈ se(3):   Σ_p w_p r_p(ξ)² / Σ_p w_p
+                              + (λ ‖P (t(ξ) − t_net)‖² + μ ‖(I − P)(t(ξ) − t_net)‖²) / median(D)²
   r_p(ξ) = I_b(π(exp(ξ) · T · D_a(p) K⁻¹ p̃)) − I_a(p)          (grey levels in [0, 1])
   P = I − d dᵀ,  d = t_net / |t_net|                            (`sideways_projector`)
 
@@ -21,9 +22,10 @@ image pyramid (factor 2 per level) so that motions of several pixels are found. 
 predicted depth whose shape is wrong, a sideways translation and a yaw explain a turn almost
 equally, and the photometric term alone then trades one for the other (measured in
 `docs/unseen_video.md`). The length of the translation along that direction is left to the
-photometric term: a pose network trained from scratch gets the heading of a driving camera to
-a degree or two but not its speed (its lengths did not follow a car that slows to a stop),
-while the alignment, given the depth, does.
+photometric term (`length_prior`, μ, is 0 by default): a pose network trained from scratch gets
+the heading of a driving camera to a degree or two but not its speed (its lengths did not follow
+a car that slows to a stop), while the alignment, given the depth, does. λ = μ holds the whole
+translation near the network's, as training's aligned rotation does (`objectives`).
 
 Units: translations in the depth's units (the network's, before any metric scale).
 """
@@ -96,10 +98,10 @@ def sideways_projector(translation: jax.Array) -> jax.Array:
 
 def gauss_newton_step(b_from_a: jax.Array, net_translation: jax.Array, image_a: jax.Array,
                       image_b: jax.Array, depth_a: jax.Array, intrinsics: jax.Array,
-                      prior_weight: jax.Array) -> jax.Array:
+                      prior: jax.Array) -> jax.Array:
   """One damped, Huber-weighted Gauss-Newton update of `b_from_a` `[4, 4]` (module docstring).
 
-  `prior_weight` is λ / median(D)²: the translation prior in the depth's units.
+  `prior` `[3, 3]` is `(λ P + μ (I − P)) / median(D)²`: the translation prior in the depth's units.
   """
   zero = jnp.zeros((6,), b_from_a.dtype)
   residuals, valid = photometric_residuals(zero, b_from_a, image_a, image_b, depth_a, intrinsics)
@@ -113,9 +115,8 @@ def gauss_newton_step(b_from_a: jax.Array, net_translation: jax.Array, image_a: 
   count = jnp.maximum(jnp.sum(weights), 1.0)
   hessian = (j * weights[:, None]).T @ j / count
   gradient = (j * weights[:, None]).T @ r / count
-  sideways = sideways_projector(net_translation)
-  hessian = hessian.at[3:, 3:].add(prior_weight * sideways)
-  gradient = gradient.at[3:].add(prior_weight * sideways @ (b_from_a[:3, 3] - net_translation))
+  hessian = hessian.at[3:, 3:].add(prior)
+  gradient = gradient.at[3:].add(prior @ (b_from_a[:3, 3] - net_translation))
   hessian = hessian + DAMPING * jnp.diag(jnp.diag(hessian)) + 1e-9 * jnp.eye(6, dtype=hessian.dtype)
   xi = -jnp.linalg.solve(hessian, gradient)
   xi = jnp.where(jnp.all(jnp.isfinite(xi)), xi, zero)
@@ -132,7 +133,8 @@ def finest_factor(width: int, max_width: int = MAX_WIDTH) -> int:
 
 def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
                   intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = 3,
-                  iterations: int = 8, translation_prior: float = TRANSLATION_PRIOR) -> jax.Array:
+                  iterations: int = 8, translation_prior: float = TRANSLATION_PRIOR,
+                  length_prior: float = 0.0) -> jax.Array:
   """The camera motion from frame a to frame b that best re-synthesises a from b (module docstring).
 
   One pair; `jax.vmap` it over a batch. Jit-compatible (the pyramid is static).
@@ -146,7 +148,8 @@ def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
       size, or half of it until it is at most `MAX_WIDTH` wide.
     iterations: Gauss-Newton steps per level.
     translation_prior: λ, the weight that keeps the translation's direction near `b_from_a`'s
-      (0: none; its length is always free).
+      (0: none).
+    length_prior: μ, the weight that keeps the translation's length near `b_from_a`'s (0: free).
 
   Returns:
     `[4, 4]` the refined `b_from_a`, same units. Where a step cannot be solved (no valid pixel)
@@ -154,7 +157,10 @@ def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
   """
   grey_a, grey_b = grey(image_a), grey(image_b)
   net_translation = b_from_a[:3, 3]
-  prior_weight = translation_prior / jnp.maximum(jnp.median(depth_a), 1e-6) ** 2
+  sideways = sideways_projector(net_translation)
+  along = jnp.eye(3, dtype=sideways.dtype) - sideways
+  prior = ((translation_prior * sideways + length_prior * along)
+           / jnp.maximum(jnp.median(depth_a), 1e-6) ** 2)
   finest = finest_factor(image_a.shape[1])
   for level in reversed(range(levels)):
     factor = finest * 2 ** level
@@ -162,7 +168,7 @@ def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
     depth = box_downsample(depth_a, factor)
     k = downsampled_intrinsics(intrinsics, factor)
     step = functools.partial(gauss_newton_step, net_translation=net_translation, image_a=a,
-                             image_b=b, depth_a=depth, intrinsics=k, prior_weight=prior_weight)
+                             image_b=b, depth_a=depth, intrinsics=k, prior=prior)
     b_from_a = jax.lax.fori_loop(0, iterations, lambda _, t, step=step: step(t), b_from_a)
   return b_from_a
 
@@ -170,9 +176,10 @@ def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
 @functools.partial(jax.jit, static_argnames=("levels", "iterations"))
 def refine_motions(images_a: jax.Array, images_b: jax.Array, depths_a: jax.Array,
                    intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = 3,
-                   iterations: int = 8, translation_prior: float = TRANSLATION_PRIOR) -> jax.Array:
+                   iterations: int = 8, translation_prior: float = TRANSLATION_PRIOR,
+                   length_prior: float = 0.0) -> jax.Array:
   """`refine_motion` over a batch, jitted: images `[N, H, W, 3]`, depth `[N, H, W, 1]`, intrinsics
   `[N, 3, 3]`, motions `b_from_a` `[N, 4, 4]` → refined `[N, 4, 4]`."""
   one = functools.partial(refine_motion, levels=levels, iterations=iterations,
-                          translation_prior=translation_prior)
+                          translation_prior=translation_prior, length_prior=length_prior)
   return jax.vmap(one)(images_a, images_b, depths_a, intrinsics, b_from_a)

@@ -120,6 +120,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if lo.smoothness_ramp_steps < 0:
     raise ConfigError(f"config.loss.smoothness_ramp_steps={lo.smoothness_ramp_steps}: expected a "
                       "number of steps >= 0 (0 = the full smoothness weight from the start).")
+  if lo.refine_rotation and (lo.refine_direction_prior < 0 or lo.refine_length_prior < 0):
+    raise ConfigError(f"config.loss.refine_direction_prior={lo.refine_direction_prior} and "
+                      f"refine_length_prior={lo.refine_length_prior}: expected both >= 0.")
   if lo.refine_rotation and (lo.refine_levels < 1 or lo.refine_iterations < 1):
     raise ConfigError(f"config.loss.refine_levels={lo.refine_levels}, refine_iterations="
                       f"{lo.refine_iterations}: expected both >= 1 with refine_rotation.")
@@ -622,7 +625,8 @@ def with_aligned_rotation(motion: motion_lib.Motion, depths: Depths, images: jax
                                 *images.shape[2:4])
     aligned = jax.lax.stop_gradient(motion_refinement.refine_motions(
         images[:, a], images[:, b], depth_a, intrinsics, jax.lax.stop_gradient(net),
-        levels=lo.refine_levels, iterations=lo.refine_iterations))
+        levels=lo.refine_levels, iterations=lo.refine_iterations,
+        translation_prior=lo.refine_direction_prior, length_prior=lo.refine_length_prior))
     used.append(net.at[:, :3, :3].set(aligned[:, :3, :3]))
     distances.append(jnp.sum(jnp.abs(net[:, :3, :3] - aligned[:, :3, :3]), axis=(-2, -1)))
   term = (lo.term_scale * lo.rotation_distillation_weight * jnp.mean(jnp.stack(distances))

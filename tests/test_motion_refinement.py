@@ -131,6 +131,9 @@ def test_translation_prior_holds_the_direction_and_leaves_the_length_free():
   # The 1.5 degrees of yaw the guess missed are found, less the part that offsets the held
   # sideways error (0.05 at the true length).
   assert _angle_deg(np.linalg.inv(true_motion) @ refined) < 0.5
+  # With the length prior as strong (training's setting, λ = μ) the whole translation is held.
+  held = _refine(a, b, depth, guess, translation_prior=1e4, length_prior=1e4)
+  np.testing.assert_allclose(held[:3, 3], t_net, atol=2e-3)
 
 
 def test_no_valid_pixel_leaves_the_motion_unchanged_and_finite():

@@ -108,6 +108,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   l.refine_rotation = False  # Train with the pose net's rotation replaced by direct image alignment's on the current depth (sslmd_jax/motion_refinement.py): a from-scratch pose net misses most of a turn's rotation, and the depth net then learns to explain it (docs/unseen_video.md). `configs/monodepth2.py:tiny` sets it.
   l.refine_levels = 3  # With refine_rotation: pyramid levels of the alignment (each halves the size).
   l.refine_iterations = 4  # With refine_rotation: Gauss-Newton steps per level.
+  l.refine_direction_prior = 1.0  # With refine_rotation: λ of motion_refinement, the weight holding the translation's direction near the pose net's (sslmd predict uses 100).
+  l.refine_length_prior = 1.0  # With refine_rotation: μ of motion_refinement, the weight holding the translation's length near the pose net's (sslmd predict uses 0). Monodepth2 :tiny's held-out AbsRel with λ = μ = 1: 0.330 (tune) and 0.302 (holdout); with λ = 100, μ = 0: 0.335 and 0.358 (docs/unseen_video.md).
   l.rotation_distillation_weight = 1.0  # With refine_rotation: weight of Σ|R_net - R_aligned| (the pose net learns the aligned rotation, which prediction starts from).
   l.explainability_weight = 0.0  # SfMLearner's explainability regulariser λ_e (0.2 when enabled; needs 'posexp').
   l.geometry_consistency_weight = 0.0  # SC-SfMLearner geometry consistency weight (0.5).
