@@ -12,8 +12,10 @@ Commands, hardware, time and expected result:
   # Your own clips (a folder of frame folders with intrinsics.txt), the :tiny budget (1000 steps of
   # batch 4 at 64 x 192; 0.35-0.39 s a step on a quiet 2-core CPU, about 7 min): on held-out
   # clips of the synthetic world v2 it was not tuned on, AbsRel 0.302 against a constant depth's 0.644;
-  # 5-frame ATE 0.030 m against constant forward motion's 0.010 m; clip ATE 0.49 m against 1.43 m
-  # (docs/unseen_video.md, "The depth net explains the missing rotation").
+  # through `sslmd predict` (which aligns the rotation and the translation's length on the
+  # predicted depth) 5-frame ATE 0.0096 m against constant forward motion's 0.0104 m, clip ATE
+  # 0.26 m against 1.43 m (docs/unseen_video.md, "The depth net explains the missing rotation",
+  # "The translation's length from the alignment, its direction from the network").
   sslmd train --config=configs/monodepth2.py:tiny --workdir=/tmp/sslmd/md2_clips \
     --config.data.name=video_folder --config.data.path=/data/my_clips
   # Tiny: 800 steps measured 7.1 min on a quiet 2-core CPU, AbsRel 0.185, 5-frame ATE 0.020 m

@@ -94,8 +94,9 @@ _POINT_CLOUD = flags.DEFINE_bool("point_cloud", False, "Also write a PLY point c
 _REFINE_MOTION = flags.DEFINE_bool(
     "refine_motion", None, "Refine each frame-to-frame motion by direct image alignment on the "
     "predicted depth (Gauss-Newton on the photometric error, from the pose network's motion; "
-    "sslmd_jax/motion_refinement.py) before chaining poses: recovers rotation a small pose "
-    "network misses (docs/unseen_video.md); about 0.2 s per frame pair on 2 CPU cores. "
+    "sslmd_jax/motion_refinement.py) before chaining poses: recovers the rotation a small pose "
+    "network misses and the translation's length (the speed), keeping the network's direction "
+    "(docs/unseen_video.md); about 0.2 s per frame pair on 2 CPU cores. "
     "Default: on for predict (--norefine_motion: the network's motion as it is), off for eval "
     "(--refine_motion scores the refined motion, in eval/<data>-<what>-refined/).")
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],

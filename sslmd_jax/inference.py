@@ -291,7 +291,9 @@ class Predictor:
       depth: `[N−1, h, w, 1]` (or `[N, ...]`: the last is unused) depth of the first frame of
         each pair at the frames' size, e.g. `predict_depth(frames, at_input_size=True)`.
       intrinsics: `[3, 3]` pixels of the frames.
-      translation_prior: λ of `motion_refinement` (0: the photometric error alone).
+      translation_prior: λ of `motion_refinement`, the weight holding each translation's
+        direction near `motion`'s (0: the photometric error alone); the length is always
+        the alignment's.
 
     Returns:
       float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units.

@@ -24,7 +24,8 @@ and per sequence of two frames or more `poses.txt` (the chained
 times `scale`) and `trajectory.png` (its x-z top view). With `refine_motion` (the
 default) each frame-to-frame motion is first refined by direct image alignment on the predicted
 depth (`motion_refinement`): on turning video nobody tuned on, it recovers the
-rotation that a small pose network misses (`docs/unseen_video.md`).
+rotation that a small pose network misses and the translation's length (the network's does
+not follow the speed), keeping the network's direction of travel (`docs/unseen_video.md`).
 
 Names: an image's file stem; a video's frames `<video stem>_<index:06d>`.
 
