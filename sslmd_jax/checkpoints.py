@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 from typing import Any
 
 from absl import logging
@@ -153,6 +154,37 @@ def error_reason(error: BaseException, limit: int = 300) -> str:
   return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
+def _is_abandoned_read(unraisable) -> bool:
+  """Whether an unraisable exception is a read that a failed Orbax restore left behind: a
+  pending array read closed when collected, or a callback into the event loop Orbax closed."""
+  error = unraisable.exc_value
+  text = str(error)
+  return (text.startswith("Encountered error while reading array index") or
+          (isinstance(error, RuntimeError) and text == "Event loop is closed"))
+
+
+def _silence_abandoned_reads() -> None:
+  """Keeps the reads a failed Orbax restore abandoned from printing tracebacks.
+
+  When one array of a checkpoint fails to read, Orbax gives up on the other arrays' pending
+  reads (coroutines in its own event loop). They end later, in the background, each raising
+  when collected, and Python prints a traceback for each ("Exception ignored in ...", dozens
+  per checkpoint). The failure itself is reported in one line (`_restore_newest`), so from the
+  first failed restore on, those exceptions are dropped; every other unraisable exception still
+  reaches the hook that was installed before.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_abandoned_reads", False):
+    return
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def _restore_newest(manager, args: ocp.args.Composite,
                     check=None) -> tuple[int, Any, list[int]]:
   """Restores `args`' items from the newest checkpoint that restores them all.
@@ -180,6 +212,7 @@ def _restore_newest(manager, args: ocp.args.Composite,
         check(root / str(step))
       return step, manager.restore(step, args=args), [s for s, _ in failures]
     except Exception as e:  # pylint: disable=broad-except  # Damage shows as any error type.
+      _silence_abandoned_reads()
       failures.append((step, error_reason(e)))
       logging.warning("checkpoint step %d in %s does not restore, skipped: %s", step, root,
                       failures[-1][1])

@@ -98,8 +98,10 @@ def _state(workdir, data):
   return checkpoints.restore_state(workdir, abstract)
 
 
-def _last_logged(workdir) -> dict:
-  return json.loads((pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()[-1])
+def _logged(workdir) -> list[dict]:
+  """The run's `metrics.jsonl` rows."""
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [json.loads(line) for line in lines]
 
 
 def _gap(a, b, start) -> float:
@@ -113,15 +115,18 @@ def _gap(a, b, start) -> float:
 
 
 def _assert_same_run(a, b, data):
-  """Same step and loss, and parameters and BatchNorm statistics equal up to the order of
+  """Same step and losses, and parameters and BatchNorm statistics equal up to the order of
   float32 sums.
 
   Tolerance: the 8 snippets sit on other devices in the two runs, so per-device partial sums
-  and the all-reduce add in another order (float32: ~1e-7 relative per addition). Adam divides
-  each gradient by its RMS, which for a weight whose gradient is ~0 turns that noise into an
-  update of up to the learning rate: single weights then differ by up to ~lr (5e-4), so they are
-  compared as a whole, relative to how far training moved them. Measured: 7e-4 for the
-  parameters and 5e-6 for the statistics (bounds 1e-2 and 1e-4: 15x and 20x that), against 1
+  and the all-reduce add in another order (float32: ~1e-7 relative per addition). The first
+  step's loss, before any update, shows that: measured 2e-7 relative (bound 1e-5), while a
+  process that read another process's snippets changes it by percents. Adam divides each
+  gradient by its RMS, which for a weight whose gradient is ~0 turns that noise into an update
+  of up to the learning rate, and six steps of training grow it: so the last loss is compared at
+  1e-4 relative, and the weights as a whole, relative to how far training moved them.
+  Measured on 2-core AMD EPYCs: the last loss 1.8e-5 apart, the parameters 7e-4 to 1.5e-2
+  (bound 5e-2) and the statistics 5e-6 to 8e-4 (bound 5e-3), depending on the CPU, against 1
   for a run whose steps did not happen at all.
   """
   config = _config(data)
@@ -129,11 +134,12 @@ def _assert_same_run(a, b, data):
                                    optim.make_optimizer(config))
   x, y = _state(a, data), _state(b, data)
   assert int(x.step) == int(y.step) == STEPS
-  assert _gap(x.params, y.params, start.params) < 1e-2
-  assert _gap(x.batch_stats, y.batch_stats, start.batch_stats) < 1e-4
-  la, lb = _last_logged(a), _last_logged(b)
-  assert la["step"] == lb["step"] == STEPS
-  assert la["loss"] == pytest.approx(lb["loss"], rel=1e-5)
+  assert _gap(x.params, y.params, start.params) < 5e-2
+  assert _gap(x.batch_stats, y.batch_stats, start.batch_stats) < 5e-3
+  la, lb = _logged(a), _logged(b)
+  assert [r["step"] for r in la] == [r["step"] for r in lb] == list(range(1, STEPS + 1))
+  assert la[0]["loss"] == pytest.approx(lb[0]["loss"], rel=1e-5)
+  assert la[-1]["loss"] == pytest.approx(lb[-1]["loss"], rel=1e-4)
 
 
 @pytest.fixture(scope="module")
