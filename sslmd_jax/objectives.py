@@ -117,9 +117,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if o.microbatches < 1 or d.batch_size % o.microbatches:
     raise ConfigError(f"config.optim.microbatches={o.microbatches}: expected a positive divisor of "
                       f"config.data.batch_size={d.batch_size}.")
-  if lo.smoothness_ramp_steps < 0:
-    raise ConfigError(f"config.loss.smoothness_ramp_steps={lo.smoothness_ramp_steps}: expected a "
-                      "number of steps >= 0 (0 = the full smoothness weight from the start).")
+  for field in ("smoothness_ramp_steps", "geometry_consistency_ramp_steps"):
+    if lo[field] < 0:
+      raise ConfigError(f"config.loss.{field}={lo[field]}: expected a number of steps >= 0 "
+                        "(0 = the full weight from the start).")
   if lo.refine_rotation and (lo.refine_direction_prior < 0 or lo.refine_length_prior < 0):
     raise ConfigError(f"config.loss.refine_direction_prior={lo.refine_direction_prior} and "
                       f"refine_length_prior={lo.refine_length_prior}: expected both >= 0.")
@@ -476,12 +477,20 @@ def photometric_terms(depths: Depths, motion: motion_lib.Motion, images: jax.Arr
     per_scale.append(values)
     if s == 0:
       aux.update(maps)
-  return {**terms, **_scale_means(per_scale, lo)}, aux
+  return {**terms, **_scale_means(per_scale, lo, step)}, aux
 
 
-def _scale_means(per_scale: list[dict], lo: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+def ramp(step: jax.Array, ramp_steps: int) -> jax.Array | float:
+  """A term weight's factor at training step `step`: `min(step / ramp_steps, 1)`, rising linearly
+  from 0 to 1 over `ramp_steps` steps; 1 with `ramp_steps` = 0 (the full weight from step 0)."""
+  return jnp.minimum(step / ramp_steps, 1.0) if ramp_steps > 0 else 1.0
+
+
+def _scale_means(per_scale: list[dict], lo: ml_collections.ConfigDict,
+                 step: jax.Array) -> dict[str, jax.Array]:
   """Weighted means over scales of the per-scale values (Godard et al. 2019 §3.2: the total is
-  averaged over scales), times `loss.term_scale`."""
+  averaged over scales), times `loss.term_scale`; the geometry consistency weight ramped in over
+  `loss.geometry_consistency_ramp_steps` (`ramp`)."""
   num_scales = max(lo.num_scales, 1)
   photo = [v["photometric"] for v in per_scale]
   expl = [v["explainability"] for v in per_scale if "explainability" in v]
@@ -491,8 +500,8 @@ def _scale_means(per_scale: list[dict], lo: ml_collections.ConfigDict) -> dict[s
   if expl:
     terms["explainability"] = scale_weight * lo.explainability_weight * sum(expl) / num_scales
   if gc and lo.geometry_consistency_weight > 0:
-    terms["geometry_consistency"] = (scale_weight * lo.geometry_consistency_weight
-                                     * sum(gc) / len(gc))
+    weight = lo.geometry_consistency_weight * ramp(step, lo.geometry_consistency_ramp_steps)
+    terms["geometry_consistency"] = scale_weight * weight * sum(gc) / len(gc)
   return terms
 
 
@@ -506,9 +515,7 @@ def smoothness_terms(depths: Depths, images: jax.Array, pairs: motion_lib.Pairs,
   """
   lo = config.loss
   frames = tuple(sorted({a for a, _ in pairs}))
-  weight = lo.smoothness_weight
-  if lo.smoothness_ramp_steps > 0:
-    weight *= jnp.minimum(step / lo.smoothness_ramp_steps, 1.0)
+  weight = lo.smoothness_weight * ramp(step, lo.smoothness_ramp_steps)
   values = []
   for s in range(lo.smoothness_scales):
     image = loss_terms.downsample_area(motion_lib.gather_frames(images, frames), 2**s)

@@ -1,11 +1,20 @@
-"""Test-session setup: 8 fake CPU devices, float32 matmuls at full precision.
+"""Test-session setup: 8 fake CPU devices, float32 matmuls at full precision, one compilation cache.
 
 The flags must be set before JAX initialises its backends, which is why this
 happens at import time of the conftest (pytest imports it before any test).
+
+Many tests compile the same small programs (the micro configs' train step, in this process and
+in the `sslmd` subprocesses they start): one persistent compilation cache for the session,
+created by the first process that imports this (pytest's main process, which the xdist workers
+and the subprocesses inherit it from) and removed when that process exits, compiles each once.
+`JAX_COMPILATION_CACHE_DIR` set beforehand is used as it is and kept.
 """
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
@@ -14,6 +23,10 @@ if "xla_force_host_platform_device_count" not in _flags:
 if "xla_backend_optimization_level" not in _flags:
   _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = _flags.strip()
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="sslmd_jax_tests_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (after the flags on purpose)

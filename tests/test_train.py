@@ -229,6 +229,7 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("loss.explainability_weight", 0.2, "explainability_weight"),
     ("loss.automask_start_step", -1, "automask_start_step"),
     ("loss.smoothness_ramp_steps", -5, "smoothness_ramp_steps"),
+    ("loss.geometry_consistency_ramp_steps", -1, "geometry_consistency_ramp_steps"),
     ("optim.microbatches", 3, "microbatches"),
     ("optim.warmup_steps", -1, "warmup_steps"),
     ("run.max_recoveries", -1, "max_recoveries"),
@@ -411,8 +412,9 @@ def test_automask_start_step_switches_auto_masking_on_at_that_step():
   np.testing.assert_array_equal(after_mask, mask)
 
 
-@pytest.mark.parametrize("recipe", ["monodepth2", "sfmlearner"])
-def test_smoothness_ramp_steps_scales_the_smoothness_term_linearly(recipe):
+@pytest.mark.parametrize("recipe,term", [("monodepth2", "smoothness"), ("sfmlearner", "smoothness"),
+                                         ("sc_sfmlearner", "geometry_consistency")])
+def test_a_ramp_scales_its_term_linearly_and_only_that_term(recipe, term):
   config = train_utils.micro_config(recipe)
   batch = train_utils.synthetic_batch(config)
   networks = objectives.make_networks(config)
@@ -420,20 +422,22 @@ def test_smoothness_ramp_steps_scales_the_smoothness_term_linearly(recipe):
 
   def terms_at(ramp, step):
     c = train_utils.micro_config(recipe)
-    c.loss.smoothness_ramp_steps = ramp
+    c.loss.smoothness_ramp_steps = c.loss.geometry_consistency_ramp_steps = 0
+    c.loss[f"{term}_ramp_steps"] = ramp
     _, (terms, _, _) = objectives.compute_loss(
         state.params, state.batch_stats, batch, networks=networks, config=c,
         step=jnp.asarray(step, jnp.int32), key=jax.random.key(0), train=False)
     return {k: float(v) for k, v in terms.items()}
 
   full = terms_at(0, 30)
-  assert full["smoothness"] > 0
-  assert terms_at(100, 0)["smoothness"] == 0.0
+  assert full[term] > 0
+  assert terms_at(100, 0)[term] == 0.0
   quarter = terms_at(100, 25)
-  assert quarter["smoothness"] == pytest.approx(0.25 * full["smoothness"], rel=1e-5)
-  assert quarter["photometric"] == pytest.approx(full["photometric"], rel=1e-6)  # only smoothness ramps
-  assert terms_at(100, 100)["smoothness"] == pytest.approx(full["smoothness"], rel=1e-6)
-  assert terms_at(100, 5000)["smoothness"] == pytest.approx(full["smoothness"], rel=1e-6)
+  assert quarter[term] == pytest.approx(0.25 * full[term], rel=1e-5)
+  for other in set(full) - {term, "loss"}:
+    assert quarter[other] == pytest.approx(full[other], rel=1e-6), other  # Only `term` ramps.
+  assert terms_at(100, 100)[term] == pytest.approx(full[term], rel=1e-6)
+  assert terms_at(100, 5000)[term] == pytest.approx(full[term], rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- whole runs
