@@ -44,10 +44,17 @@ def test_op_profile_attributes_time_to_the_operations_that_ran(tmp_path):
   assert profile["top"] and all(op["kind"] != "other" for op in profile["top"])
 
 
-def test_train_step_script_reports_a_complete_json_line(tmp_path):
-  record = _last_record("train_step.py", "--height=64", "--width=64", "--batch_sizes=2",
-                        "--iters=2", "--warmup=1", "--nopeak", f"--profile_dir={tmp_path / 'trace'}")
-  assert record["benchmark"] == "train_step" and record["batch_size"] == 2
+@pytest.fixture(scope="module")
+def one_program_record(tmp_path_factory) -> dict:
+  """`train_step.py`'s record of a batch of 4 in one program, with an op profile."""
+  trace = tmp_path_factory.mktemp("trace")
+  return _last_record("train_step.py", "--height=64", "--width=64", "--batch_sizes=4",
+                      "--iters=2", "--warmup=1", "--nopeak", f"--profile_dir={trace}")
+
+
+def test_train_step_script_reports_a_complete_json_line(one_program_record):
+  record = one_program_record
+  assert record["benchmark"] == "train_step" and record["batch_size"] == 4
   assert record["recompiled"] is False and record["loss_finite"] is True
   assert record["images_per_s"] > 0 and record["step_s"]["min_s"] <= record["step_s"]["median_s"]
   assert record["gflop_per_image"] > 0 and record["peak_rss_gib"] > 0
@@ -57,18 +64,18 @@ def test_train_step_script_reports_a_complete_json_line(tmp_path):
   assert record["op_profile"]["by_kind"]["convolution"]["share"] > 0
 
 
-def test_train_step_script_counts_every_chunk_with_microbatches():
-  records = {k: _last_record("train_step.py", "--height=64", "--width=64", "--batch_sizes=4",
-                             f"--microbatches={k}", "--iters=1", "--warmup=0", "--nopeak")
-             for k in (1, 2)}
-  chunked = records[2]
+def test_train_step_script_counts_every_chunk_with_microbatches(one_program_record):
+  chunked = _last_record("train_step.py", "--height=64", "--width=64", "--batch_sizes=4",
+                         "--microbatches=2", "--iters=1", "--warmup=0", "--nopeak")
   assert chunked["microbatches"] == 2 and chunked["recompiled"] is False
   assert chunked["compilations"] == 3
   assert set(chunked["xla_memory_gib"]) == {"start", "accumulate", "apply"}
   # The chunk program runs twice per step: the step's FLOPs are the whole batch's.
-  assert chunked["gflop_per_image"] == pytest.approx(records[1]["gflop_per_image"], rel=0.05)
+  assert chunked["gflop_per_image"] == pytest.approx(one_program_record["gflop_per_image"],
+                                                     rel=0.05)
   # One chunk's activations at a time.
-  assert chunked["xla_memory_gib"]["accumulate"]["temp"] < records[1]["xla_memory_gib"]["step"]["temp"]
+  assert (chunked["xla_memory_gib"]["accumulate"]["temp"]
+          < one_program_record["xla_memory_gib"]["step"]["temp"])
 
 
 def test_inference_script_times_the_calls_predict_depth_makes():
