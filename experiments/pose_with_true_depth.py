@@ -39,7 +39,7 @@ import unseen_video  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 def _define_flags() -> None:
   flags.DEFINE_enum("set", "tune", list(unseen_video.SETS), "Which clip set (unseen_video.py).")
-  flags.DEFINE_string("recipe", "monodepth2:tiny", "configs/<name>.py[:variant]; a 'resnet' pose net.")
+  flags.DEFINE_string("recipe", "monodepth2:tiny", "configs/<name>.py[:variant].")
   flags.DEFINE_string("out", "runs/unseen", "Output root (clips are rendered under OUT/<set>/clips).")
   flags.DEFINE_integer("steps", 300, "Training steps of the motion network.")
   flags.DEFINE_list("overrides", [], "Config overrides FIELD=VALUE (Python literals).")
@@ -68,13 +68,20 @@ class TrueDepth:
   """Stands in for a depth network: `apply` returns the disparity set in `TrueDepth.disparity`."""
   disparity = None  # [B * n, H, W, 1], set (traced) before each compute_loss call.
 
-  def __init__(self, num_scales: int):
+  def __init__(self, num_scales: int, per_scale: bool = False):
+    """`per_scale`: scale `s` gets the disparity at 1/2^s of the input size (SfMLearner's
+    `loss.multiscale='per_scale'`), else every scale the full-size one."""
     self.num_scales = num_scales
+    self.per_scale = per_scale
 
   def apply(self, variables, images, **kwargs):
     del variables, images
-    out = {"disp": [TrueDepth.disparity] * self.num_scales}
-    aux = {"raw": [TrueDepth.disparity] * self.num_scales}
+    import jax  # pylint: disable=g-import-not-at-top
+    full = TrueDepth.disparity
+    b, h, w, c = full.shape
+    disps = [full if not self.per_scale or s == 0 else
+             jax.image.resize(full, (b, h >> s, w >> s, c), "linear") for s in range(self.num_scales)]
+    out, aux = {"disp": disps}, {"raw": disps}
     return ((out, aux), {}) if kwargs.get("mutable") else (out, aux)
 
 
@@ -91,7 +98,9 @@ def train_motion(config, clips: list, steps: int, depth_unit: float, seed: int):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from sslmd_jax import objectives, optim  # pylint: disable=g-import-not-at-top
   networks = objectives.make_networks(config)
-  stand_in = objectives.Networks(TrueDepth(config.loss.num_scales), networks.pose, networks.pose_kind)
+  stand_in = objectives.Networks(
+      TrueDepth(config.loss.num_scales, per_scale=config.loss.multiscale == "per_scale"),
+      networks.pose, networks.pose_kind)
   variables = objectives.init_variables(networks, config, jax.random.key(config.seed))
   params = {"depth": {}, "pose": variables["params"]["pose"]}
   stats = {"depth": {}, "pose": variables["batch_stats"]["pose"]}

@@ -5,7 +5,8 @@
       Without --config: the default recipe (Monodepth2) on the synthetic world.
       Without --workdir: ./runs/<recipe>. A run that collapses (constant depth, no predicted
       motion) is rolled back and retried at a lower learning rate (sslmd_jax/health.py); one
-      still collapsed after config.run.max_recoveries retries exits with code 3. SIGTERM saves a
+      still collapsed after config.run.max_recoveries retries exits with code 3, as does one
+      that ends with a nearly flat depth (config.run.min_final_depth_spread). SIGTERM saves a
       checkpoint and exits with code 143 (rerun the same command to resume); other errors exit
       with 1. A start refused (a config that differs from DIR's checkpoints, bad data) writes
       nothing.
@@ -39,7 +40,8 @@ merged config is checked by `objectives.validate_config` before anything runs.
 Errors: one line on stderr, `error: <file or field>: <what was found>, expected
 <what>`, and exit code 2 for usage and config errors, 1 for data and runtime
 errors (unreadable or unwritable files, a missing checkpoint, a non-finite
-loss), 3 for a training run that stayed collapsed (`health.COLLAPSE_EXIT_CODE`).
+loss), 3 for a training run that stayed collapsed or ended with a nearly flat depth
+(`health.COLLAPSE_EXIT_CODE`).
 `--verbose` or the environment variable `SSLMD_TRACEBACK=1` prints the traceback
 too. Any other exception (a bug) keeps its traceback.
 

@@ -180,6 +180,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if r.max_recoveries < 0:
     raise ConfigError(f"config.run.max_recoveries={r.max_recoveries}: expected >= 0 (0 = a "
                       "collapse ends the run).")
+  if not r.min_final_depth_spread >= 0:
+    raise ConfigError(f"config.run.min_final_depth_spread={r.min_final_depth_spread}: expected >= 0 "
+                      "(0 disables the check of the final depth).")
   if not 0.0 < r.recovery_factor <= 1.0:
     raise ConfigError(f"config.run.recovery_factor={r.recovery_factor}:"
                       " expected a factor in (0, 1].")

@@ -446,7 +446,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   run back to its newest checkpoint (or its initial state) with the learning rate and the
   smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
   recorded in `recoveries.json`; after `config.run.max_recoveries` of them a further failure
-  raises `health.TrainingCollapsedError`.
+  raises `health.TrainingCollapsedError`, as does a run that ends with a nearly flat depth
+  (`health.final_depth_problem`, `config.run.min_final_depth_spread`; its checkpoints are kept).
 
   Raises:
     objectives.ConfigError, checkpoints.ConfigMismatchError: the config, before anything is written.
@@ -496,6 +497,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     _say(f"Preempted (SIGTERM) at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
          "rerun the same command to resume.")
     return TrainResult(step, True, metrics_host, None)
+  _check_final_depth(config, workdir, run, step, recoveries)
   evaluation = None
   if config.run.evaluate:
     evaluation = evaluate_run.evaluate(config, workdir, state=run.state, networks=networks)
@@ -504,6 +506,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   _say(f"Done: {step} steps ({health_line}). Outputs in {workdir}: config.json, metrics.jsonl, "
        f"tensorboard/, checkpoints/{', eval/metrics.json' if evaluation else ''}.")
   return TrainResult(step, False, metrics_host, evaluation)
+
+
+def _check_final_depth(config, workdir, run, step: int, recoveries: list) -> None:
+  """Raises `health.TrainingCollapsedError` when the run ends with a nearly flat depth
+  (`health.final_depth_problem`); its checkpoints are kept."""
+  problem = health.final_depth_problem(run.spreads, config.run.min_final_depth_spread)
+  if problem:
+    raise health.TrainingCollapsedError(
+        f"training ended at step {step} with {problem}, after {len(recoveries)} recoveries: the "
+        "depth network learned little of the scenes' shape (street scenes spread 0.4-1.0). The "
+        f"checkpoint of step {step} is kept in {workdir / 'checkpoints'} (sslmd predict and "
+        "sslmd eval read it). Try more steps or more video, or another recipe "
+        "(docs/unseen_video.md); for truly flat scenes set "
+        "--config.run.min_final_depth_spread=0.")
 
 
 def _say(line: str) -> None:
@@ -575,6 +591,8 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
           writer.scalars(step, metrics_host)
         problem = health.health_problem(metrics_host, previous_check)
         previous_check = metrics_host
+        if "depth_spread" in metrics_host and not problem:
+          run.spreads.append(metrics_host["depth_spread"])
         if problem:
           recoveries = _recover(config, workdir, manager, recoveries, step, problem)
           run = _start(config, networks, mesh, manager, loader, recoveries)
@@ -626,14 +644,15 @@ def watch_finite(watch: dict, metrics: dict, step: jax.Array) -> dict:
 
 @dataclasses.dataclass
 class _Run:
-  """What the loop continues from: the state at `step`, its data iterator, the jitted step, and
-  whether the state came from a checkpoint."""
+  """What the loop continues from: the state at `step`, its data iterator, the jitted step,
+  whether the state came from a checkpoint, and the `depth_spread` of the health checks since."""
   state: TrainState
   iterator: Any
   step_fn: JittedTrainStep
   step: int
   restored: bool = False
   compiled: bool = False
+  spreads: list[float] = dataclasses.field(default_factory=list)  # Health checks' depth_spread.
 
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:

@@ -307,3 +307,17 @@ def test_depth_over_training_scores_every_kept_checkpoint_against_the_constant_d
   hand = np.mean(np.abs(np.median(truth[0]) - truth[0]) / truth[0])
   assert out[1]["const_abs_rel"] == pytest.approx(hand, rel=1e-5)
   assert out[1]["abs_rel"] != pytest.approx(out[2]["abs_rel"], rel=1e-6)
+
+
+def test_the_scale_invariant_log_loss_ignores_the_scale_and_invalid_pixels():
+  spec = importlib.util.spec_from_file_location(
+      "depth_with_true_depth", ROOT / "experiments" / "depth_with_true_depth.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  true = np.array([[[2.0, 4.0], [8.0, 100.0]]])  # [1, 2, 2]; 100 m is beyond the 80 m cap.
+  pred = 0.5 * true[..., None]  # Any scale: the loss is 0.
+  assert float(module.scale_invariant_log_loss(pred, true)) == pytest.approx(0.0, abs=1e-6)
+  pred[0, 0, 0] *= np.e  # One of the 3 valid pixels off by a factor e: g = (1, 0, 0) + const.
+  # mean(g²) − mean(g)² = 1/3 − 1/9 (the constant cancels); the 100 m pixel changes nothing.
+  pred[0, 1, 1] = 1e3
+  assert float(module.scale_invariant_log_loss(pred, true)) == pytest.approx(2 / 9, rel=1e-5)

@@ -686,6 +686,25 @@ def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic
   assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))  # Nothing unhealthy saved.
 
 
+def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_path,
+                                                                         synthetic_dir):
+  from sslmd_jax import health
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 3
+  config.run.checkpoint_every = 3
+  config.run.min_final_depth_spread = 1e9  # Any depth is flatter than that.
+  with pytest.raises(health.TrainingCollapsedError,
+                     match=r"training ended at step 3 with a nearly flat depth \(depth_spread "
+                           r"[0-9.]+, the median of the last 3 checks, expected >= 1e\+09\), "
+                           r"after 0 recoveries"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert int(_params(tmp_path / "run", synthetic_dir).step) == 3  # Kept for predict and eval.
+  assert not (tmp_path / "run" / "eval").exists()
+  config.run.min_final_depth_spread = 0.0  # Disabled: the same run ends "Done".
+  config.run.evaluate = False
+  assert train.train_and_evaluate(config, tmp_path / "run2").step == 3
+
+
 def test_metrics_jsonl_keeps_one_line_per_step_across_a_rewind(tmp_path):
   from sslmd_jax import summaries
   writer = summaries.SummaryWriter(tmp_path)
