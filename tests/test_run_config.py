@@ -71,3 +71,13 @@ def test_config_changes_names_the_fields_that_differ_outside_those_that_may(tmp_
   config.run.log_every = 3
   assert run_config.config_changes(stored, config, may_change=("optim.num_steps", "run")) == [
       ("model.decoder_channels", (8, 16, 32, 64, 128), (1, 2, 3, 4, 5))]
+
+
+def test_li_tiny_burn_in_follows_the_number_of_steps_unless_set():
+  config = train_utils.load_config("dynamic_scenes", "tiny")
+  assert config.model.motion_burn_in_steps == config.optim.num_steps // 2
+  run_config.apply_overrides(config, {"optim.num_steps": "1000"})  # --config.optim.num_steps=1000
+  assert config.model.motion_burn_in_steps == 500
+  assert json.loads(config.to_json_best_effort())["model"]["motion_burn_in_steps"] == 500
+  run_config.apply_overrides(config, {"model.motion_burn_in_steps": "40"})
+  assert config.model.motion_burn_in_steps == 40
