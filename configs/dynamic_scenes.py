@@ -66,6 +66,7 @@ def get_config(variant: str = ""):
     # switches on at a quarter of the run. The noise ramp keeps the paper's 10k steps (σ stays
     # below 0.002 in a few hundred steps): squeezed into a third of a 600-step run, σ reached
     # 0.5 before the depth had structure and the depth collapsed to a constant there (issue 7).
-    # A reference, so that it follows --config.optim.num_steps (an explicit value still wins).
-    c.model.motion_burn_in_steps = c.optim.get_ref("num_steps") // 2
+    # A reference, so that it follows --config.optim.num_steps (an explicit value still wins);
+    # rounded up, so that a 1-step run has a burn-in of 1.
+    c.model.motion_burn_in_steps = (c.optim.get_ref("num_steps") + 1) // 2
   return c

@@ -79,5 +79,7 @@ def test_li_tiny_burn_in_follows_the_number_of_steps_unless_set():
   run_config.apply_overrides(config, {"optim.num_steps": "1000"})  # --config.optim.num_steps=1000
   assert config.model.motion_burn_in_steps == 500
   assert json.loads(config.to_json_best_effort())["model"]["motion_burn_in_steps"] == 500
+  run_config.apply_overrides(config, {"optim.num_steps": "1"})  # A smoke run: still valid.
+  assert config.model.motion_burn_in_steps == 1
   run_config.apply_overrides(config, {"model.motion_burn_in_steps": "40"})
   assert config.model.motion_burn_in_steps == 40
