@@ -70,9 +70,9 @@ def train_depth(config, clips: list, steps: int, seed: int):
   """Trains the recipe's depth network on `clips` ((frames, depth, K) each); its variables."""
   import jax  # pylint: disable=g-import-not-at-top
   from sslmd_jax import objectives, optim  # pylint: disable=g-import-not-at-top
-  net = objectives.make_networks(config).depth
-  variables = objectives.init_variables(objectives.make_networks(config), config,
-                                        jax.random.key(config.seed))
+  networks = objectives.make_networks(config)
+  net = networks.depth
+  variables = objectives.init_variables(networks, config, jax.random.key(config.seed))
   params, stats = variables["params"]["depth"], variables["batch_stats"]["depth"]
   optimizer = optim.make_optimizer(config)
   opt_state = optimizer.init(params)
