@@ -18,7 +18,8 @@ reads) and `depth.npy` beside the frames' folder (`gt/<clip>.npy`).
 
 Writes `OUT/<set>/<recipe>/{train.log,predict/,result.json}` and `OUT/<set>/results.md`;
 a finished recipe is not retrained (delete its folder to redo it). `sslmd train`'s exit code
-is recorded (3: the run ended collapsed, `sslmd_jax.health`).
+is recorded (3: the run ended collapsed or nearly flat, `sslmd_jax.health`); such a run is
+still scored from the checkpoint it kept, as a user's `sslmd predict` would read it.
 
 Depth: AbsRel and δ1 with per-image median scaling, capped at 80 m (Eigen et al. 2014).
 Motion: SfMLearner's 5-frame ATE (Zhou et al. 2017) and the whole clip's ATE after a 7-DoF
@@ -136,13 +137,16 @@ def run_recipe(recipe: str, train_dir: pathlib.Path, heldout: list[pathlib.Path]
   minutes = (time.time() - start) / 60
   result = {"recipe": recipe, "train_exit_code": code, "train_minutes": round(minutes, 1),
             "recoveries": _recoveries(folder / "run"), "clips": {}}
-  if code == 0:
-    for clip in heldout:
-      predicted = folder / "predict" / clip.name
-      _sslmd("predict", f"--workdir={folder / 'run'}", f"--input={clip}", f"--output={predicted}",
-             log=log)
-      result["clips"][clip.name] = score_clip(clip, np.load(gt_root / f"{clip.name}.npy"),
-                                              predicted)
+  # Exit code 3 (ended collapsed or nearly flat) keeps the last healthy checkpoint, which
+  # `sslmd predict` reads: a user gets those figures too, next to the exit code.
+  for clip in heldout if code in (0, 3) else ():
+    predicted = folder / "predict" / clip.name
+    if _sslmd("predict", f"--workdir={folder / 'run'}", f"--input={clip}",
+              f"--output={predicted}", log=log) != 0:
+      break  # No checkpoint (a collapse before the first healthy one): nothing to score.
+    result["clips"][clip.name] = score_clip(clip, np.load(gt_root / f"{clip.name}.npy"),
+                                            predicted)
+  if result["clips"]:
     keys = next(iter(result["clips"].values())).keys()
     result["mean"] = {k: float(np.mean([c[k] for c in result["clips"].values()])) for k in keys}
   result_file.write_text(json.dumps(result, indent=2) + "\n")
