@@ -113,7 +113,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   l.rotation_distillation_weight = 1.0  # With refine_rotation: weight of Σ|R_net - R_aligned| (the pose net learns the aligned rotation, which prediction starts from).
   l.explainability_weight = 0.0  # SfMLearner's explainability regulariser λ_e (0.2 when enabled; needs 'posexp').
   l.geometry_consistency_weight = 0.0  # SC-SfMLearner geometry consistency weight (0.5).
-  l.geometry_consistency_ramp_steps = 0  # Geometry consistency weight ramped linearly from 0 to its value over this many steps (0 = full weight from step 0, the paper), like smoothness_ramp_steps. SC-SfMLearner sets 2000 (`:tiny` 400): from scratch at its full 0.5 the depth flattened within 80 steps (docs/unseen_video.md).
+  l.geometry_consistency_ramp_steps = 0  # Geometry consistency weight ramped linearly from 0 to its value over this many steps (0 = full weight from step 0, the paper), like smoothness_ramp_steps. SC-SfMLearner `:tiny` sets 400: from scratch at its full 0.5 the depth flattened within 80 steps (docs/unseen_video.md).
   l.self_discovered_mask = False  # SC-SfMLearner: weight the photometric map by 1 - D_diff.
   l.both_directions = False  # Use every (target, source) pair in both directions (SC, Li).
   l.occlusion_aware = False  # Li: photometric terms only where the transformed depth is closer.
