@@ -35,6 +35,16 @@ class TrainState:
   opt_state: Any
 
 
+def single_device_sharding(device) -> jax.sharding.Sharding:
+  """The sharding that puts a whole array on `device`.
+
+  JAX 0.12.1 deprecates constructing `jax.sharding.SingleDeviceSharding` in favour of
+  `jax.sharding.make_single_device_sharding`; older JAX (0.10 on Python 3.11) has only the class.
+  """
+  make = getattr(jax.sharding, "make_single_device_sharding", None)
+  return make(device) if make is not None else jax.sharding.SingleDeviceSharding(device)
+
+
 def abstract_state(config: ml_collections.ConfigDict, networks: objectives.Networks
                    ) -> TrainState:
   """The structure of a run's `TrainState`: a `jax.ShapeDtypeStruct` per array, nothing computed.
@@ -294,7 +304,7 @@ def restore_state(workdir: str | os.PathLike, state: TrainState,
   options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
                                          save_root_metadata=False)
   manager = ocp.CheckpointManager(root, options=options)
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  sharding = sharding or single_device_sharding(jax.local_devices()[0])
   try:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                             state)
@@ -357,7 +367,7 @@ def restore_variables(workdir: str | os.PathLike, config: ml_collections.ConfigD
   root = pathlib.Path(workdir).absolute() / "checkpoints"
   if not saved_steps(workdir):
     raise FileNotFoundError(f"{workdir}: no checkpoint under {root}")
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  sharding = single_device_sharding(jax.local_devices()[0])
   state = abstract_state(config, networks)
   wanted = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         {"step": state.step, "params": state.params,
