@@ -60,20 +60,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _env(devices: int, cache: pathlib.Path | None) -> dict:
-  """Fake CPU devices per process, cheap compilation, and a compilation cache unless `cache` is None.
-
-  Multi-process launches get none: with JAX 0.12.1 a 2-process run that loaded its programs from
-  the cache another 2-process run had filled hung in its first step (both processes waiting on a
-  collective), in CI and here, while the run that filled it passed.
-  """
-  env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
-  if cache is not None:
-    env.update({"JAX_COMPILATION_CACHE_DIR": str(cache),
-                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"})
-  return env
+def _env(devices: int, cache: pathlib.Path) -> dict:
+  """Fake CPU devices per process, cheap compilation, one compilation cache for every launch."""
+  return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+                       "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+          "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
 
 
 def _launch(tmp_path, data, workdir, processes: int, *flags, port=None):
@@ -86,7 +78,7 @@ def _launch(tmp_path, data, workdir, processes: int, *flags, port=None):
   return [train_utils.cli_train(tmp_path, data, workdir, *OVERRIDES, *flags, address,
                                 f"--num_processes={processes}", f"--process_id={i}",
                                 "--initialization_timeout=120", steps=STEPS, popen=True,
-                                env=_env(8 // processes, None))
+                                env=_env(8 // processes, cache))
           for i in range(processes)]
 
 
