@@ -26,7 +26,7 @@ Commands, hardware, time and expected result:
   # Tiny, before the order and the consistency ramp: the short results benchmark (600 steps) in
   # 6.4 min on 2 CPU cores: AbsRel 0.284, 5-frame ATE 0.044 m on the synthetic test split.
   sslmd train --config=configs/sc_sfmlearner.py:tiny --workdir=/tmp/sslmd/sc_tiny
-  # Synthetic world at 96x320, 150 steps of batch 4: 17 min on 2 CPU cores shared with another
+  # Synthetic world at 96x320, 150 steps of batch 4: 26 min on 2 CPU cores shared with another
   # run, and it ends with exit code 3 (its depth flattened; docs/unseen_video.md): on a CPU use
   # :tiny. SC claims the smallest scale-ratio spread.
   sslmd train --config=configs/sc_sfmlearner.py --workdir=/tmp/sslmd/sc

@@ -35,7 +35,7 @@ class TrainState:
   opt_state: Any
 
 
-def single_device_sharding(device) -> jax.sharding.Sharding:
+def _single_device_sharding(device) -> jax.sharding.Sharding:
   """The sharding that puts a whole array on `device`.
 
   JAX 0.12.1 deprecates constructing `jax.sharding.SingleDeviceSharding` in favour of
@@ -304,7 +304,7 @@ def restore_state(workdir: str | os.PathLike, state: TrainState,
   options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False,
                                          save_root_metadata=False)
   manager = ocp.CheckpointManager(root, options=options)
-  sharding = sharding or single_device_sharding(jax.local_devices()[0])
+  sharding = sharding or _single_device_sharding(jax.local_devices()[0])
   try:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                             state)
@@ -367,7 +367,7 @@ def restore_variables(workdir: str | os.PathLike, config: ml_collections.ConfigD
   root = pathlib.Path(workdir).absolute() / "checkpoints"
   if not saved_steps(workdir):
     raise FileNotFoundError(f"{workdir}: no checkpoint under {root}")
-  sharding = single_device_sharding(jax.local_devices()[0])
+  sharding = _single_device_sharding(jax.local_devices()[0])
   state = abstract_state(config, networks)
   wanted = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                         {"step": state.step, "params": state.params,
