@@ -347,6 +347,23 @@ def _watchdog(address: str | None, num_processes: int | None, process_id: int | 
   return timer
 
 
+def _without_compilation_cache() -> None:
+  """Turns JAX's persistent compilation cache off for this CPU multi-process run, saying so.
+
+  With JAX 0.12.1 a CPU run of several processes (gloo collectives) whose programs come from the
+  cache waits forever at its first step: both processes block on a collective that never
+  completes (measured on a 2-core CPU: a 2-process launch on a cache that another launch had
+  filled hung 6 times of 6; the same launch on a cold cache finishes in 45 s). Compiling costs
+  seconds at this scale; a hang costs the run.
+  """
+  import jax
+  if jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir:
+    logging.info("CPU multi-process run: the persistent compilation cache (%s) is off: programs "
+                 "loaded from it hang in gloo collectives (JAX 0.12.1)",
+                 jax.config.jax_compilation_cache_dir)
+  jax.config.update("jax_enable_compilation_cache", False)
+
+
 def initialize_processes(*, address: str | None, num_processes: int | None,
                          process_id: int | None, timeout_s: int) -> None:
   """`jax.distributed.initialize` with these arguments (all None: the cluster's own, detected),
@@ -358,6 +375,7 @@ def initialize_processes(*, address: str | None, num_processes: int | None,
   import jax
   if cpu_only(jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _without_compilation_cache()
   timer = _watchdog(address, num_processes, process_id, timeout_s)
   start = time.monotonic()
   try:

@@ -61,7 +61,8 @@ def _free_port() -> int:
 
 
 def _env(devices: int, cache: pathlib.Path) -> dict:
-  """Fake CPU devices per process, cheap compilation, one compilation cache for every launch."""
+  """Fake CPU devices per process, cheap compilation, one compilation cache for every launch
+  (which `sslmd` turns off in multi-process CPU runs: a run loading another's programs hung)."""
   return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
                        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
           "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -175,7 +176,9 @@ def test_a_killed_process_resumes_and_ends_as_an_uninterrupted_run(runs, data, t
   _, two, _ = runs
   workdir = tmp_path / "killed"
   procs = _launch(tmp_path, data, workdir, 2)
-  deadline = time.time() + 600  # A hang guard (JAX 0.12.1: this run has hung at its first step).
+  # A hang guard: with JAX 0.12.1 this launch hung at its first step on the cache the fixture's
+  # runs had filled (cli._without_compilation_cache).
+  deadline = time.time() + 600
   while not (workdir / "checkpoints" / "2").is_dir():
     if time.time() > deadline or any(p.poll() is not None for p in procs):
       for p in procs:  # Reading a live process's output would wait for it: end it first.
