@@ -90,19 +90,22 @@ class Predictor:
     networks: optional, from `objectives.make_networks(config)`.
     images_per_call: most images (or frame pairs) per jitted call; larger batches run as
       several calls. Default: `default_images_per_call(height, width)`.
+    step: the training step of `params` (`from_workdir`: the checkpoint's), or None. Li et
+      al.'s residual (object) translation field is weighted by its burn-in at this step, as
+      training weighted it (`motion.residual_burn_in`); None: fully burnt in.
 
   Raises:
     ValueError: if `images_per_call` is not a positive integer.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, params, batch_stats, networks=None, *,
-               images_per_call: int | None = None):
+               images_per_call: int | None = None, step: int | None = None):
     self.config = config
     self.networks = networks or objectives.make_networks(config)
     self.params = params
     self.batch_stats = batch_stats
     self.height, self.width = config.data.height, config.data.width
-    self.step: int | None = None
+    self.step = step
     if images_per_call is None:
       images_per_call = default_images_per_call(self.height, self.width)
     if (isinstance(images_per_call, (bool, np.bool_))
@@ -130,9 +133,7 @@ class Predictor:
       config = run_config.config_from_workdir(workdir)
     networks = objectives.make_networks(config)
     step, params, batch_stats = checkpoints.restore_variables(workdir, config, networks)
-    predictor = cls(config, params, batch_stats, networks, images_per_call=images_per_call)
-    predictor.step = step
-    return predictor
+    return cls(config, params, batch_stats, networks, images_per_call=images_per_call, step=step)
 
   def _vars(self, name):
     v = {"params": self.params[name]}
@@ -219,10 +220,19 @@ class Predictor:
       return (geometry.invert_transform(transform) if invert else transform), {}
     depths = jnp.stack([self._depth_fn(first), self._depth_fn(second)], axis=1)
     motion = motion_lib.motion_field_motion(net, params, jnp.stack([first, second], axis=1),
-                                            depths, pair, offsets, burn_in=1.0, train=False)
+                                            depths, pair, offsets, burn_in=self._burn_in(),
+                                            train=False)
     intrinsics = None if motion.intrinsics is None else motion.intrinsics[:, 0]
     return motion.b_from_a[:, 0], {"intrinsics": intrinsics,
                                    "object_motion": motion.residual_translation[:, 0]}
+
+  def _burn_in(self) -> float:
+    """The residual field's weight as training last used it: Li et al.'s burn-in at `self.step`
+    (a run that ended before its burn-in began trained no residual field: 0), or 1 when the
+    step is unknown."""
+    if self.step is None:
+      return 1.0
+    return float(motion_lib.residual_burn_in(self.step, self.config.model.motion_burn_in_steps))
 
   def _prepare(self, images, name: str = "images") -> np.ndarray:
     """uint8 or float `[N, h, w, 3]` -> float32 in [0, 1] (resizing happens in the jitted functions)."""
@@ -331,10 +341,11 @@ class Predictor:
     """Li et al.'s object motion of consecutive frames: `[N−1, H, W, 3]` for frames `[N, h, w, 3]`.
 
     Pair `i` is `(frames[i], frames[i+1])`: at each pixel of frame `i` (model size `H x W`), the
-    translation of that point beyond the camera's motion (the residual translation field after
-    burn-in, here complete, and the residual auto-mask), in camera `i+1`'s axes and the depth's
-    units. Zero where the scene is static; the total motion of the point is
-    `predict_motion(frames)[i]` plus this translation.
+    translation of that point beyond the camera's motion (the residual translation field
+    weighted by its burn-in at `step`, as training last weighted it, after the residual
+    auto-mask), in camera `i+1`'s axes and the depth's units. Zero where the scene is static,
+    and everywhere for a run that ended before its burn-in began; the total motion of the point
+    is `predict_motion(frames)[i]` plus this translation.
 
     Raises:
       ValueError: for a recipe without a motion-field network (`config.model.pose_net`).

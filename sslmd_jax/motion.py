@@ -27,6 +27,7 @@ from typing import Any, Mapping, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sslmd_jax import geometry
 
@@ -163,6 +164,15 @@ def posexp_motion(net: nn.Module, params: Any, target: jax.Array, sources: jax.A
   b_from_a = geometry.transform_from_pose(out["rotation"], out["translation"],
                                           rotation_type="euler")
   return Motion(b_from_a=b_from_a, explainability=aux["explainability"] or None)
+
+
+def residual_burn_in(step, burn_in_steps: int):
+  """Li et al. 2020 §3's weight of the residual translation field at training step `step`:
+  `clip(2 · step / burn_in_steps − 1, 0, 1)`, 0 for the first half of `burn_in_steps`, then
+  rising linearly to 1 at `burn_in_steps` (the paper: 20000). `step`: a Python or NumPy
+  integer (a NumPy float32 comes back: a constant inside a trace) or a `jax.Array`."""
+  xp = jnp if isinstance(step, jax.Array) else np
+  return xp.clip(2.0 * xp.asarray(step, xp.float32) / burn_in_steps - 1.0, 0.0, 1.0)
 
 
 def motion_field_motion(net: nn.Module, params: Any, frames: jax.Array, depths: jax.Array,

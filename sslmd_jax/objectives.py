@@ -365,7 +365,7 @@ def predict_motion(networks: Networks, params, batch_stats, frames: jax.Array, d
                                       train=train)
   else:  # Li et al. 2020 §3: the residual field is burnt in over `motion_burn_in_steps`.
     depth = loss_terms.upsample_bilinear(1.0 / depths.disp[0], *frames.shape[2:4])
-    burn_in = jnp.clip(2.0 * step / m.motion_burn_in_steps - 1.0, 0.0, 1.0)
+    burn_in = motion_lib.residual_burn_in(step, m.motion_burn_in_steps)
     motion = motion_lib.motion_field_motion(networks.pose, params["pose"], frames, depth,
                                             net_pairs, offsets, burn_in=burn_in, train=train)
   if len(net_pairs) < len(pairs):

@@ -187,7 +187,7 @@ def test_every_benchmark_run_is_a_valid_config_of_its_budget(budget, tmp_path):
       else:
         assert config.data.name == "synthetic"
         assert config.data.synthetic_test_sequences == sizes.get("data.synthetic_test_sequences", 2)
-      if name == "dynamic_scenes":  # The residual field switches on halfway, whatever the length.
+      if name == "dynamic_scenes":  # The residual field switches on at a quarter of any length.
         assert config.model.motion_burn_in_steps == spec["steps"][name] // 2
       if name == "monodepth2_average_unmasked":
         assert config.loss.reprojection == "mean" and not config.loss.automask

@@ -387,6 +387,28 @@ def test_predict_object_motion_is_the_residual_field_training_used():
     monodepth2.predict_object_motion(frames)
 
 
+def test_predict_object_motion_is_weighted_by_the_burn_in_at_the_checkpoint_step():
+  """A run that stopped before its residual field's burn-in began trained none (0 at its step);
+  part-way through the burn-in the field is that part of the fully burnt-in one (the auto-mask
+  does not depend on the field's scale); the camera motion does not depend on it."""
+  config = micro_config("dynamic_scenes")
+  frames, _, full = _training_aux_and_predictor(config)
+  pair = np.stack([frames[0], frames[1]])
+  burn_in_steps = config.model.motion_burn_in_steps
+
+  def at(step):
+    return inference.Predictor(config, full.params, full.batch_stats, full.networks, step=step)
+
+  whole = full.predict_object_motion(pair)
+  assert np.abs(whole).max() > 1e-7
+  np.testing.assert_array_equal(at(burn_in_steps // 2).predict_object_motion(pair), 0.0)
+  step = 3 * burn_in_steps // 4
+  weight = 2 * step / burn_in_steps - 1  # 0.5 for a burn-in divisible by 4.
+  np.testing.assert_allclose(at(step).predict_object_motion(pair), whole * weight,
+                             rtol=1e-4, atol=1e-6 * np.abs(whole).max())
+  np.testing.assert_allclose(at(burn_in_steps).predict_motion(pair), full.predict_motion(pair))
+
+
 def test_predict_intrinsics_averages_every_pair_in_any_chunking():
   """Li et al.: the learned camera matrix is the mean over the frames' consecutive pairs."""
   config = micro_config("dynamic_scenes")

@@ -75,11 +75,13 @@ def test_config_changes_names_the_fields_that_differ_outside_those_that_may(tmp_
 
 def test_li_tiny_burn_in_follows_the_number_of_steps_unless_set():
   config = train_utils.load_config("dynamic_scenes", "tiny")
-  assert config.model.motion_burn_in_steps == config.optim.num_steps // 2
+  # The residual field switches on at half the run and reaches its full weight at the end.
+  assert config.model.motion_burn_in_steps == config.optim.num_steps
   run_config.apply_overrides(config, {"optim.num_steps": "1000"})  # --config.optim.num_steps=1000
-  assert config.model.motion_burn_in_steps == 500
-  assert json.loads(config.to_json_best_effort())["model"]["motion_burn_in_steps"] == 500
+  assert config.model.motion_burn_in_steps == 1000
+  assert json.loads(config.to_json_best_effort())["model"]["motion_burn_in_steps"] == 1000
   run_config.apply_overrides(config, {"optim.num_steps": "1"})  # A smoke run: still valid.
   assert config.model.motion_burn_in_steps == 1
   run_config.apply_overrides(config, {"model.motion_burn_in_steps": "40"})
   assert config.model.motion_burn_in_steps == 40
+  assert config.optim.num_steps == 1  # Setting the burn-in leaves the run's length alone.
