@@ -406,7 +406,8 @@ def test_predict_object_motion_is_weighted_by_the_burn_in_at_the_checkpoint_step
   weight = 2 * step / burn_in_steps - 1  # 0.5 for a burn-in divisible by 4.
   np.testing.assert_allclose(at(step).predict_object_motion(pair), whole * weight,
                              rtol=1e-4, atol=1e-6 * np.abs(whole).max())
-  np.testing.assert_allclose(at(burn_in_steps).predict_motion(pair), full.predict_motion(pair))
+  np.testing.assert_allclose(at(burn_in_steps // 2).predict_motion(pair),
+                             full.predict_motion(pair))  # Field weight 0 against 1.
 
 
 def test_predict_intrinsics_averages_every_pair_in_any_chunking():
