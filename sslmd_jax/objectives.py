@@ -176,6 +176,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if o.warmup_steps < 0:
     raise ConfigError(f"config.optim.warmup_steps={o.warmup_steps}: expected a number of steps "
                       ">= 0 (0 = no warm-up).")
+  if o.motion_scale_lr_factor < 0:
+    raise ConfigError(f"config.optim.motion_scale_lr_factor={o.motion_scale_lr_factor}: expected "
+                      ">= 0 (1 = the paper, 0 = the scales stay at their initial value).")
   r = config.run
   if r.max_recoveries < 0:
     raise ConfigError(f"config.run.max_recoveries={r.max_recoveries}: expected >= 0 (0 = a "

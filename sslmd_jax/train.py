@@ -40,6 +40,7 @@ from sslmd_jax import optim
 from sslmd_jax.checkpoints import TrainState
 from sslmd_jax.data import pipeline as pipeline_lib
 from sslmd_jax.data import sources
+from sslmd_jax.models import motion_field
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -199,8 +200,11 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   `metrics['finite'] = 0` (the trainer then stops with the term that broke).
   Metrics: `loss`, every term by name, `grad_norm`, `param_norm`, `learning_rate` (what the
   update applied: `optim.learning_rate`, so `optimizer`, by default `optim.make_optimizer(config)`,
-  injects its rate), `finite`, and the health figures of `sslmd_jax.health`: `depth_spread` (of
-  the target frames' predicted depth) and `translation_to_depth`.
+  injects its rate), `finite`, Li et al.'s learned `rotation_scale` and `translation_scale` after the
+  update (motion-field recipes), `depth_mean` (the target frames' mean predicted depth, depth units:
+  with `translation_to_depth` it tells a growing depth from a vanishing translation), and the
+  health figures of `sslmd_jax.health`: `depth_spread` (of the target frames' predicted depth) and
+  `translation_to_depth`.
 
   Gradient accumulation (`config.optim.microbatches = k > 1`): the batch is split into `k`
   chunks (`microbatch`), each a forward and backward pass; the update uses the mean of the
@@ -226,6 +230,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
     (loss, (terms, aux, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     depth = jax.lax.stop_gradient(aux["depth"])
     summary = {"loss": loss, **terms, "depth_spread": health.depth_spread(depth),
+               "depth_mean": jnp.mean(depth.astype(jnp.float32)),
                "translation_to_depth": health.translation_to_depth(
                    jax.lax.stop_gradient(aux["b_from_a"]), depth)}
     return grads, summary, new_stats
@@ -266,7 +271,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
     metrics = {**summary, "grad_norm": grad_norm,
                "param_norm": _tree_norm(state.params),
                "learning_rate": optim.learning_rate(new_opt_state),
-               "finite": finite.astype(jnp.float32)}
+               "finite": finite.astype(jnp.float32),
+               **motion_field.learned_scales(new_state.params)}
     return new_state, metrics
 
   return TrainStep(start=start, accumulate=accumulate, apply=apply, microbatches=num_chunks)

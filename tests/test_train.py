@@ -232,6 +232,7 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("loss.geometry_consistency_ramp_steps", -1, "geometry_consistency_ramp_steps"),
     ("optim.microbatches", 3, "microbatches"),
     ("optim.warmup_steps", -1, "warmup_steps"),
+    ("optim.motion_scale_lr_factor", -0.5, "motion_scale_lr_factor"),
     ("run.max_recoveries", -1, "max_recoveries"),
     ("run.recovery_factor", 1.5, "recovery_factor"),
     ("run.recovery_factor", 0.0, "recovery_factor"),
@@ -329,6 +330,44 @@ def test_li_scales_are_projected_onto_their_floor_and_recover():
   assert float(params["pose"]["rotation_scale"]) > 0.001
   with pytest.raises(ValueError, match="needs the parameters"):
     optimizer.update(down, state)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.1])
+def test_li_scales_learn_at_the_configured_fraction_of_the_rate(factor):
+  """`optim.motion_scale_lr_factor` multiplies the scales' Adam updates, and nothing else's."""
+  config = train_utils.load_config("dynamic_scenes", "tiny")
+  config.optim.warmup_steps = 0
+  config.optim.motion_scale_lr_factor = factor
+  optimizer = optim.make_optimizer(config)
+  params = {"pose": {"rotation_scale": jnp.float32(0.01), "translation_scale": jnp.float32(0.01),
+                     "conv": jnp.full((2,), 0.01, jnp.float32)}}
+  state = optimizer.init(params)
+  down = jax.tree.map(jnp.ones_like, params)
+  lr = config.optim.learning_rate
+  for _ in range(5):
+    updates, state = optimizer.update(down, state, params)
+    params = optax.apply_updates(params, updates)
+  for name in ("rotation_scale", "translation_scale"):
+    assert float(params["pose"][name]) == pytest.approx(0.01 - 5 * lr * factor, rel=1e-3)
+  np.testing.assert_allclose(params["pose"]["conv"], 0.01 - 5 * lr, rtol=1e-3)
+
+
+def test_li_train_step_logs_its_learned_scales_and_the_mean_depth():
+  config = train_utils.micro_config("dynamic_scenes")
+  mesh = train.make_mesh()
+  state, step = _state_and_step(config, mesh, optim.make_optimizer(config))
+  batch = _shard(train_utils.synthetic_batch(config), mesh)
+  _, (_, aux, _) = objectives.compute_loss(  # the step's own forward pass (its key), before it
+      state.params, state.batch_stats, batch, networks=objectives.make_networks(config),
+      config=config, step=state.step, key=jax.random.fold_in(jax.random.key(config.seed), 0),
+      train=True)
+  expected_depth = float(jnp.mean(aux["depth"]))
+  new_state, metrics = step(state, batch)
+  pose = new_state.params["pose"]
+  for name in ("rotation_scale", "translation_scale"):
+    assert float(metrics[name]) == pytest.approx(float(pose[name]), rel=1e-6)
+    assert float(metrics[name]) != pytest.approx(0.01, rel=1e-6)  # after the update
+  assert float(metrics["depth_mean"]) == pytest.approx(expected_depth, rel=1e-4)
 
 
 def test_li_motion_net_is_told_each_pairs_time_direction():

@@ -135,6 +135,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   o.warmup_steps = 0  # Linear learning-rate warm-up from 0 over this many steps (0 = none, the papers).
   o.grad_clip_norm = 0.0  # Global-norm gradient clipping (Li: 10; 0 = off).
   o.num_steps = 150  # Training steps (the default run fits in 15 minutes on 2 CPU cores; papers: ~66k).
+  o.motion_scale_lr_factor = 1.0  # Li et al.'s learned rotation/translation scales (motion_field): their Adam updates are multiplied by this (1 = the paper; 0 keeps them at 0.01). Adam moves a scalar by about the rate each step, and early "less translation" steps carried the translation scale to its floor (docs/unseen_video.md).
   o.microbatches = 1  # Gradient accumulation: the step runs the batch as this many chunks, one call at a time, and makes one update (less memory; BatchNorm statistics per chunk).
 
   # ------------------------------------------------------------------ run

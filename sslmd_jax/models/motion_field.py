@@ -22,6 +22,17 @@ SCALE_MIN = 0.001
 SCALE_PARAMS = ("rotation_scale", "translation_scale")
 
 
+def learned_scales(params) -> dict[str, jax.Array]:
+  """The learned rotation and translation scales (`SCALE_PARAMS`, floored at `SCALE_MIN`) found in a
+  parameter tree, by name; `{}` when it holds none (another pose network)."""
+  found = {}
+  for path, value in jax.tree_util.tree_leaves_with_path(params):
+    name = getattr(path[-1], "key", None)
+    if name in SCALE_PARAMS:
+      found[name] = jnp.maximum(jnp.reshape(value, ()).astype(jnp.float32), SCALE_MIN)
+  return found
+
+
 def constrained_scale(raw: jax.Array, minimum: float = SCALE_MIN) -> jax.Array:
   """A learned scale ≥ `minimum`: `max(raw, minimum)` with the gradient of `raw` (straight-through).
 
