@@ -245,6 +245,21 @@ def test_bad_config_fails_with_the_field_named(field, value, match):
     objectives.validate_config(config)
 
 
+@pytest.mark.parametrize("field, value", [("automask", True), ("self_discovered_mask", True),
+                                          ("geometry_consistency_weight", 0.5)])
+def test_li_occlusion_aware_loss_refuses_the_fields_it_would_ignore(field, value):
+  """They configure the reprojection loss that the occlusion-aware one replaces: a run with them
+  would train exactly as without (a probe with auto-masking matched the plain run to the digit)."""
+  config = train_utils.micro_config("dynamic_scenes")
+  assert config.loss.occlusion_aware
+  objectives.validate_config(config)
+  config.loss[field] = value
+  with pytest.raises(objectives.ConfigError, match=rf"^config\.loss\.occlusion_aware=True with "
+                     rf"config\.loss\.{field}={value}: .*expected") as info:
+    objectives.validate_config(config)
+  assert "\n" not in str(info.value)
+
+
 def test_sfmlearner_explainability_with_stereo_is_refused_naming_both_fields():
   config = train_utils.micro_config("sfmlearner")
   assert config.loss.explainability_weight > 0
