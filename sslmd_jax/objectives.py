@@ -229,7 +229,8 @@ def make_networks(config: ml_collections.ConfigDict) -> Networks:
   else:
     pose = models.MotionFieldNet(channels=tuple(m.motion_channels), auto_mask=m.motion_auto_mask,
                                  learn_intrinsics=m.learn_intrinsics,
-                                 time_direction=m.temporal_order, dtype=dtype)
+                                 time_direction=m.temporal_order,
+                                 translation_scale_init=m.translation_scale_init, dtype=dtype)
   return Networks(depth=depth, pose=pose, pose_kind=m.pose_net)
 
 

@@ -244,6 +244,28 @@ def test_motion_field_burn_in_scales_intrinsics_and_auto_mask():
   np.testing.assert_allclose(masked, np.where(keep, field, 0.0), rtol=1e-6)
 
 
+def test_motion_field_translation_scale_starts_at_its_configured_value():
+  """`translation_scale_init` sets the learned translation scale (the rotation's stays 0.01), so
+  the first translations grow with it, background and residual alike."""
+  rng = np.random.default_rng(3)
+  a = rng.uniform(size=(1, 32, 48, 4)).astype(np.float32)
+  b = rng.uniform(size=(1, 32, 48, 4)).astype(np.float32)
+  paper = models.tiny_motion_field_net(auto_mask=False)
+  larger = models.tiny_motion_field_net(auto_mask=False, translation_scale_init=0.3)
+  init = lambda net: net.init(jax.random.key(0), a, b)["params"]  # noqa: E731
+  assert float(init(paper)["translation_scale"]) == pytest.approx(0.01)
+  assert float(init(larger)["translation_scale"]) == pytest.approx(0.3)
+  assert float(init(larger)["rotation_scale"]) == pytest.approx(0.01)
+  v = train_utils.host_variables(paper, a, b)  # the same weights for both, scales apart
+  v_larger = {"params": {**v["params"], "translation_scale": jnp.float32(0.3)}}
+  out, aux = paper.apply(v, a, b)
+  out_larger, aux_larger = larger.apply(v_larger, a, b)
+  np.testing.assert_allclose(out_larger["translation"], 30.0 * out["translation"], rtol=1e-5)
+  np.testing.assert_allclose(aux_larger["residual_translation"], 30.0 * aux["residual_translation"],
+                             rtol=1e-4, atol=1e-9)
+  np.testing.assert_allclose(out_larger["rotation"], out["rotation"], rtol=1e-6)
+
+
 def test_motion_field_time_direction_is_a_ninth_input_channel():
   rng = np.random.default_rng(4)
   a = rng.uniform(size=(2, 32, 48, 4)).astype(np.float32)

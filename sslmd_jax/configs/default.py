@@ -83,6 +83,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # (+1 / −1) is a ninth input channel (not in Li et al.; without it the net must tell forward
   # from backward motion from the pixels alone, README "Results").
   m.temporal_order = True
+  m.translation_scale_init = 0.01  # Li: initial value of the learned translation scale (the paper's 0.01; it sets the first translations' size next to the depth).
   m.motion_auto_mask = True  # Li: zero the residual field where its norm is below its mean.
   m.motion_burn_in_steps = 20000  # Li: residual field multiplied by clip(2·step/N − 1, 0, 1).
   m.learn_intrinsics = False  # Li/Gordon: learn fx, fy, cx, cy (used instead of the data's).

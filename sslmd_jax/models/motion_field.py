@@ -122,12 +122,15 @@ class MotionFieldNet(nn.Module):
       (constant ±1), so that the network need not tell from the pixels alone whether `b` comes
       before or after `a` (`config.model.temporal_order`; not in Li et al., who feed the 8 RGB-D
       channels). The refinement's full-resolution level stays the 8-channel pair.
+    translation_scale_init: the translation scale's initial value (Li et al.: 0.01, as the
+      rotation's). It sets the initial translation's size next to the depth.
     dtype: computation dtype; parameters are float32.
   """
   channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
   auto_mask: bool = True
   learn_intrinsics: bool = True
   time_direction: bool = False
+  translation_scale_init: float = SCALE_INIT
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -171,7 +174,7 @@ class MotionFieldNet(nn.Module):
     rot_scale = constrained_scale(self.param("rotation_scale", nn.initializers.constant(
         SCALE_INIT), (), jnp.float32))
     trans_scale = constrained_scale(self.param("translation_scale", nn.initializers.constant(
-        SCALE_INIT), (), jnp.float32))
+        self.translation_scale_init), (), jnp.float32))
     rotation = rot_scale * rotation.astype(jnp.float32).reshape(bsz, 1, 3)
     background = trans_scale * background.astype(jnp.float32).reshape(bsz, 1, 3)
     residual = trans_scale * residual * burn_in
