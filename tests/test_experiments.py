@@ -189,6 +189,8 @@ def test_every_benchmark_run_is_a_valid_config_of_its_budget(budget, tmp_path):
         assert config.data.synthetic_test_sequences == sizes.get("data.synthetic_test_sequences", 2)
       if name == "dynamic_scenes":  # The residual field switches on at a quarter of any length.
         assert config.model.motion_burn_in_steps == spec["steps"][name] // 2
+        # It measures the learned intrinsics, with the paper's translation scale, on every budget.
+        assert config.model.learn_intrinsics and config.model.translation_scale_init == 0.01
       if name == "monodepth2_average_unmasked":
         assert config.loss.reprojection == "mean" and not config.loss.automask
 
