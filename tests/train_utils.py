@@ -39,6 +39,8 @@ def micro_config(name: str, data_dir=None):
   c.model.motion_channels = (4, 4, 8, 8, 16, 16, 16)
   c.optim.warmup_steps = 0  # A few steps each: the full rate from the first.
   c.loss.refine_rotation = False  # Tested in test_motion_refinement; CLI runs of configs/monodepth2.py:tiny keep it.
+  if name == "dynamic_scenes":
+    c.model.learn_intrinsics = True  # The paper's learned camera (`:tiny` reads intrinsics.txt).
   c.run.log_every = 1
   c.run.image_every = 0
   c.run.progress = "lines"
