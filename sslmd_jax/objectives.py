@@ -149,10 +149,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       "sources; set loss.both_directions=False or loss.reprojection='mean'.")
   if lo.occlusion_aware and m.pose_net != "motion_field":
     raise ConfigError("config.loss.occlusion_aware needs config.model.pose_net='motion_field'.")
-  ignored = [f"loss.{name}={lo[name]}" for name in ("automask", "self_discovered_mask")
-             if lo[name]]
-  ignored += ([f"loss.geometry_consistency_weight={lo.geometry_consistency_weight}"]
-              if lo.geometry_consistency_weight > 0 else [])
+  ignored = [f"loss.{name}={lo[name]}" for name in ("automask", "self_discovered_mask",
+                                                     "geometry_consistency_weight") if lo[name]]
   if lo.occlusion_aware and ignored:
     raise ConfigError(f"config.loss.occlusion_aware=True with config.{', config.'.join(ignored)}: "
                       "Li et al.'s occlusion-aware loss replaces the reprojection loss that these "

@@ -71,7 +71,7 @@ def scale_updates_of(names: tuple[str, ...], factor: float) -> optax.GradientTra
   """
   def update_fn(updates, state, params=None):
     del params
-    scale = lambda path, u: u * factor if getattr(path[-1], "key", None) in names else u
+    scale = lambda path, u: u * factor if _leaf_name(path) in names else u
     return jax.tree_util.tree_map_with_path(scale, updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
@@ -98,13 +98,18 @@ def keep_at_least(names: tuple[str, ...], minimum: float) -> optax.GradientTrans
       raise ValueError("keep_at_least needs the parameters: call update(updates, state, params).")
 
     def project(path, update, param):
-      if getattr(path[-1], "key", None) in names:
+      if _leaf_name(path) in names:
         return jnp.maximum(param + update, minimum) - param
       return update
 
     return jax.tree_util.tree_map_with_path(project, updates, params), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def _leaf_name(path) -> str | None:
+  """The last key of a parameter's tree path (its name), or None for a non-dict leaf."""
+  return getattr(path[-1], "key", None)
 
 
 def learning_rate(opt_state) -> jax.Array:
