@@ -41,6 +41,9 @@ def _define_flags() -> None:
   from sslmd_jax import motion_refinement  # pylint: disable=g-import-not-at-top
   flags.DEFINE_float("translation_prior", motion_refinement.TRANSLATION_PRIOR,
                      "λ of motion_refinement (the weight of its prior on the translation's direction).")
+  flags.DEFINE_integer("levels", motion_refinement.LEVELS, "Pyramid levels of the alignment.")
+  flags.DEFINE_list("yaw_hypotheses", [str(y) for y in motion_refinement.YAW_HYPOTHESES_DEG],
+                    "Yaws (degrees) added to the network's rotation as the coarsest level's starts.")
 
 
 def _yaw_deg(transforms: np.ndarray) -> np.ndarray:
@@ -87,7 +90,9 @@ def refine_clip(predictor, clip: pathlib.Path, gt_depth: np.ndarray, depth_kind:
                           )[:, None]
   else:
     depth = predictor.predict_depth(frames, at_input_size=True)
-  refined = predictor.refine_motion(frames, network, depth, k, translation_prior=prior)
+  refined = predictor.refine_motion(frames, network, depth, k, translation_prior=prior,
+                                    levels=FLAGS.levels,
+                                    yaw_hypotheses=tuple(float(y) for y in FLAGS.yaw_hypotheses))
   forward = np.eye(4)
   forward[2, 3] = -evaluation.trajectory_distances(gt)[-1] / (len(gt) - 1)
   return {"constant": motion_figures(gt, np.tile(forward, (len(gt) - 1, 1, 1))),

@@ -292,7 +292,10 @@ class Predictor:
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 
   def refine_motion(self, frames, motion, depth, intrinsics, *,
-                    translation_prior: float = motion_refinement.TRANSLATION_PRIOR) -> np.ndarray:
+                    translation_prior: float = motion_refinement.TRANSLATION_PRIOR,
+                    levels: int = motion_refinement.LEVELS,
+                    yaw_hypotheses: tuple[float, ...] = motion_refinement.YAW_HYPOTHESES_DEG
+                    ) -> np.ndarray:
     """Consecutive frames' motion refined photometrically on their depth (`motion_refinement`).
 
     Args:
@@ -304,6 +307,8 @@ class Predictor:
       translation_prior: λ of `motion_refinement`, the weight holding each translation's
         direction near `motion`'s (0: the photometric error alone); the length is always
         the alignment's.
+      levels, yaw_hypotheses: the pyramid's levels and the coarsest level's added yaws
+        (degrees), as in `motion_refinement.refine_motion`.
 
     Returns:
       float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units.
@@ -333,7 +338,8 @@ class Predictor:
     k = np.asarray(geometry.scale_intrinsics(np.asarray(intrinsics, np.float32), 1.0 / factor,
                                              1.0 / factor, pixel_centers=True))
     k = np.broadcast_to(k, (n - 1, 3, 3))
-    fn = functools.partial(motion_refinement.refine_motions, translation_prior=translation_prior)
+    fn = functools.partial(motion_refinement.refine_motions, translation_prior=translation_prior,
+                           levels=levels, yaw_hypotheses=tuple(yaw_hypotheses))
     out = [np.asarray(r)[:m] for m, r in self._calls(fn, frames[:-1], frames[1:], depth, k, motion)]
     return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
 

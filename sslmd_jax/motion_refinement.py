@@ -17,9 +17,14 @@ al. 2018, "Direct Sparse Odometry", §2.2):
 with `T` the current `b_from_a`, updated `T ← exp(ξ) T` after each step; Huber weights `w_p`
 (threshold 1.345 robust standard deviations of the residuals; pixels warped outside the
 image weigh 0), a Levenberg-Marquardt damping of the diagonal, and coarse-to-fine over an
-image pyramid (factor 2 per level) so that motions of several pixels are found. The prior
-(`translation_prior`, λ) keeps the translation's direction near the network's: with a
-predicted depth whose shape is wrong, a sideways translation and a yaw explain a turn almost
+image pyramid (factor 2 per level) so that motions of several pixels are found. A start whose
+rotation is far from the truth can end in a wrong local minimum (on rendered clips, aligned on
+the true depth from no rotation, 4 pairs of 177 ended 0.8-2.1 degrees off with 3-8 times the
+true motion's residual), so the coarsest level is run from several starts that add a yaw to
+the network's rotation (`yaw_hypotheses`), and the finer levels continue from the one with the
+lowest objective, as direct odometry tries several initialisations (Engel et al. 2018, §3.1).
+The prior (`translation_prior`, λ) keeps the translation's direction near the network's: with
+a predicted depth whose shape is wrong, a sideways translation and a yaw explain a turn almost
 equally, and the photometric term alone then trades one for the other (measured in
 `docs/unseen_video.md`). The length of the translation along that direction is left to the
 photometric term (`length_prior`, μ, is 0 by default): a pose network trained from scratch gets
@@ -46,6 +51,9 @@ MAX_WIDTH = 512  # The finest pyramid level used is at most this wide (pixels).
 # docs/unseen_video.md) 1, 10, 100 and 1000 gave translation directions 4.3, 2.4, 1.6 and 1.6
 # degrees off (the network's own: 1.6) and 5-frame ATEs of 0.037, 0.022, 0.018 and 0.018 m.
 TRANSLATION_PRIOR = 100.0
+# Yaws (degrees, about the camera's y axis) added to the start's rotation at the coarsest level.
+YAW_HYPOTHESES_DEG = (0.0, -2.0, -1.0, 1.0, 2.0)
+LEVELS = 3  # Pyramid levels of `refine_motion` (each halves the size).
 
 
 def grey(image: jax.Array) -> jax.Array:
@@ -96,6 +104,28 @@ def sideways_projector(translation: jax.Array) -> jax.Array:
   return jnp.eye(3, dtype=translation.dtype) - jnp.outer(direction, direction)
 
 
+def huber_weights(residuals: jax.Array, valid: jax.Array) -> jax.Array:
+  """IRLS weights `[P]` of residuals `[P]`: 1 within `HUBER_K` robust standard deviations (from
+  the median absolute residual of the valid pixels), `threshold / |r|` beyond; 0 where not valid."""
+  spread = 1.4826 * jnp.median(jnp.abs(jnp.where(valid > 0, residuals, 0.0))) + 1e-4
+  threshold = HUBER_K * spread
+  return valid * jnp.where(jnp.abs(residuals) <= threshold, 1.0,
+                           threshold / jnp.maximum(jnp.abs(residuals), 1e-12))
+
+
+def objective(b_from_a: jax.Array, net_translation: jax.Array, image_a: jax.Array,
+              image_b: jax.Array, depth_a: jax.Array, intrinsics: jax.Array,
+              prior: jax.Array) -> jax.Array:
+  """The module docstring's objective at `b_from_a` (scalar): weighted mean squared residual
+  (grey levels²) plus the translation prior, with the Huber weights of `b_from_a` itself."""
+  residuals, valid = photometric_residuals(jnp.zeros((6,), b_from_a.dtype), b_from_a, image_a,
+                                           image_b, depth_a, intrinsics)
+  r = residuals.reshape(-1)
+  weights = huber_weights(r, valid.reshape(-1))
+  offset = b_from_a[:3, 3] - net_translation
+  return jnp.sum(weights * r ** 2) / jnp.maximum(jnp.sum(weights), 1.0) + offset @ prior @ offset
+
+
 def gauss_newton_step(b_from_a: jax.Array, net_translation: jax.Array, image_a: jax.Array,
                       image_b: jax.Array, depth_a: jax.Array, intrinsics: jax.Array,
                       prior: jax.Array) -> jax.Array:
@@ -107,11 +137,8 @@ def gauss_newton_step(b_from_a: jax.Array, net_translation: jax.Array, image_a: 
   residuals, valid = photometric_residuals(zero, b_from_a, image_a, image_b, depth_a, intrinsics)
   jacobian = jax.jacfwd(lambda xi: photometric_residuals(xi, b_from_a, image_a, image_b, depth_a,
                                                          intrinsics)[0])(zero)
-  r, j, valid = residuals.reshape(-1), jacobian.reshape(-1, 6), valid.reshape(-1)
-  spread = 1.4826 * jnp.median(jnp.abs(jnp.where(valid > 0, r, 0.0))) + 1e-4
-  threshold = HUBER_K * spread
-  weights = valid * jnp.where(jnp.abs(r) <= threshold, 1.0,
-                              threshold / jnp.maximum(jnp.abs(r), 1e-12))
+  r, j = residuals.reshape(-1), jacobian.reshape(-1, 6)
+  weights = huber_weights(r, valid.reshape(-1))
   count = jnp.maximum(jnp.sum(weights), 1.0)
   hessian = (j * weights[:, None]).T @ j / count
   gradient = (j * weights[:, None]).T @ r / count
@@ -132,9 +159,10 @@ def finest_factor(width: int, max_width: int = MAX_WIDTH) -> int:
 
 
 def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
-                  intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = 3,
+                  intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = LEVELS,
                   iterations: int = 8, translation_prior: float = TRANSLATION_PRIOR,
-                  length_prior: float = 0.0) -> jax.Array:
+                  length_prior: float = 0.0,
+                  yaw_hypotheses: tuple[float, ...] = YAW_HYPOTHESES_DEG) -> jax.Array:
   """The camera motion from frame a to frame b that best re-synthesises a from b (module docstring).
 
   One pair; `jax.vmap` it over a batch. Jit-compatible (the pyramid is static).
@@ -150,6 +178,9 @@ def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
     translation_prior: λ, the weight that keeps the translation's direction near `b_from_a`'s
       (0: none).
     length_prior: μ, the weight that keeps the translation's length near `b_from_a`'s (0: free).
+    yaw_hypotheses: yaws (degrees) added to `b_from_a`'s rotation as the coarsest level's
+      starts; the finer levels go on from the start that ends with the lowest `objective`.
+      `(0.0,)`: `b_from_a` alone.
 
   Returns:
     `[4, 4]` the refined `b_from_a`, same units. Where a step cannot be solved (no valid pixel)
@@ -164,22 +195,39 @@ def refine_motion(image_a: jax.Array, image_b: jax.Array, depth_a: jax.Array,
   finest = finest_factor(image_a.shape[1])
   for level in reversed(range(levels)):
     factor = finest * 2 ** level
-    a, b = box_downsample(grey_a, factor), box_downsample(grey_b, factor)
-    depth = box_downsample(depth_a, factor)
-    k = downsampled_intrinsics(intrinsics, factor)
-    step = functools.partial(gauss_newton_step, net_translation=net_translation, image_a=a,
-                             image_b=b, depth_a=depth, intrinsics=k, prior=prior)
-    b_from_a = jax.lax.fori_loop(0, iterations, lambda _, t, step=step: step(t), b_from_a)
+    inputs = dict(net_translation=net_translation, image_a=box_downsample(grey_a, factor),
+                  image_b=box_downsample(grey_b, factor), depth_a=box_downsample(depth_a, factor),
+                  intrinsics=downsampled_intrinsics(intrinsics, factor), prior=prior)
+    step = functools.partial(gauss_newton_step, **inputs)
+    descend = lambda t, step=step: jax.lax.fori_loop(0, iterations, lambda _, u: step(u), t)
+    if level == levels - 1 and len(yaw_hypotheses) > 1:
+      ends = jax.vmap(descend)(with_added_yaws(b_from_a, yaw_hypotheses))
+      costs = jax.vmap(functools.partial(objective, **inputs))(ends)
+      b_from_a = ends[jnp.argmin(jnp.where(jnp.isfinite(costs), costs, jnp.inf))]
+    else:
+      b_from_a = descend(b_from_a)
   return b_from_a
 
 
-@functools.partial(jax.jit, static_argnames=("levels", "iterations"))
+def with_added_yaws(b_from_a: jax.Array, yaws_deg: tuple[float, ...]) -> jax.Array:
+  """`[4, 4]` → `[Y, 4, 4]`: the rotation turned by each yaw (degrees, about the camera's y
+  axis, applied after it), the translation kept."""
+  angles = jnp.radians(jnp.asarray(yaws_deg, b_from_a.dtype))
+  axis_angles = jnp.stack([jnp.zeros_like(angles), angles, jnp.zeros_like(angles)], axis=-1)
+  yaws = jax.vmap(geometry.rotation_from_axis_angle)(axis_angles)
+  return jnp.broadcast_to(b_from_a, (len(yaws_deg), 4, 4)).at[:, :3, :3].set(
+      yaws @ b_from_a[:3, :3])
+
+
+@functools.partial(jax.jit, static_argnames=("levels", "iterations", "yaw_hypotheses"))
 def refine_motions(images_a: jax.Array, images_b: jax.Array, depths_a: jax.Array,
-                   intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = 3,
+                   intrinsics: jax.Array, b_from_a: jax.Array, *, levels: int = LEVELS,
                    iterations: int = 8, translation_prior: float = TRANSLATION_PRIOR,
-                   length_prior: float = 0.0) -> jax.Array:
+                   length_prior: float = 0.0,
+                   yaw_hypotheses: tuple[float, ...] = YAW_HYPOTHESES_DEG) -> jax.Array:
   """`refine_motion` over a batch, jitted: images `[N, H, W, 3]`, depth `[N, H, W, 1]`, intrinsics
   `[N, 3, 3]`, motions `b_from_a` `[N, 4, 4]` → refined `[N, 4, 4]`."""
   one = functools.partial(refine_motion, levels=levels, iterations=iterations,
-                          translation_prior=translation_prior, length_prior=length_prior)
+                          translation_prior=translation_prior, length_prior=length_prior,
+                          yaw_hypotheses=yaw_hypotheses)
   return jax.vmap(one)(images_a, images_b, depths_a, intrinsics, b_from_a)

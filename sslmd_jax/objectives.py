@@ -647,7 +647,8 @@ def with_aligned_rotation(motion: motion_lib.Motion, depths: Depths, images: jax
     aligned = jax.lax.stop_gradient(motion_refinement.refine_motions(
         images[:, a], images[:, b], depth_a, intrinsics, jax.lax.stop_gradient(net),
         levels=lo.refine_levels, iterations=lo.refine_iterations,
-        translation_prior=lo.refine_direction_prior, length_prior=lo.refine_length_prior))
+        translation_prior=lo.refine_direction_prior, length_prior=lo.refine_length_prior,
+        yaw_hypotheses=(0.0,)))  # One start: at every step, as measured before the added yaws.
     used.append(net.at[:, :3, :3].set(aligned[:, :3, :3]))
     distances.append(jnp.sum(jnp.abs(net[:, :3, :3] - aligned[:, :3, :3]), axis=(-2, -1)))
   term = (lo.term_scale * lo.rotation_distillation_weight * jnp.mean(jnp.stack(distances))

@@ -106,7 +106,7 @@ def test_translation_prior_holds_the_translation_where_a_yaw_and_a_sideways_shif
   depth = _scene("plane")
   a, b = _pair(true_motion, depth)
   guess = np.eye(4, dtype=np.float32)
-  one_step = {"levels": 1, "iterations": 1}
+  one_step = {"levels": 1, "iterations": 1, "yaw_hypotheses": (0.0,)}  # One step from the guess.
   free = _refine(a, b, depth, guess, translation_prior=0.0, **one_step)
   held = _refine(a, b, depth, guess, translation_prior=100.0, **one_step)
   assert np.linalg.norm(free[:3, 3]) > 0.1
@@ -154,6 +154,55 @@ def test_batched_refinement_equals_one_pair_at_a_time():
       jnp.asarray(np.stack([guess, guess]))))
   for i, (a, b) in enumerate(pairs):
     np.testing.assert_allclose(batched[i], _refine(a, b, depth, guess), atol=1e-4)
+
+
+@pytest.mark.parametrize("yaw", [6.0, -6.0])
+def test_yaw_hypotheses_escape_the_minimum_a_start_without_rotation_falls_into(yaw):
+  """Without a pyramid a 6-degree turn (9 pixels) lies beyond the start's basin: the network's
+  guess alone ends degrees off; the added-yaw starts, judged by the objective, find the turn."""
+  depth = _scene("road")
+  true_motion = _motion(rotation_deg=(0.0, yaw, 0.0), translation=(0.0, 0.0, -0.5))
+  a, b = _pair(true_motion, depth)
+  guess = _motion(translation=(0.0, 0.0, -0.5))
+  alone = _refine(a, b, depth, guess, levels=1, yaw_hypotheses=(0.0,), translation_prior=0.0)
+  assert _angle_deg(np.linalg.inv(true_motion) @ alone) > 1.0
+  found = _refine(a, b, depth, guess, levels=1, translation_prior=0.0)
+  assert _angle_deg(np.linalg.inv(true_motion) @ found) < 0.1
+
+
+def test_with_added_yaws_turns_the_rotation_and_keeps_the_translation():
+  start = _motion(rotation_deg=(0.5, 1.0, 0.0), translation=(0.1, 0.0, -0.4))
+  starts = np.asarray(motion_refinement.with_added_yaws(jnp.asarray(start), (0.0, 2.0, -3.0)))
+  assert starts.shape == (3, 4, 4)
+  np.testing.assert_allclose(starts[0], start, atol=1e-6)
+  for turned, yaw in zip(starts[1:], (2.0, -3.0)):
+    np.testing.assert_allclose(turned[:3, 3], start[:3, 3])
+    added = turned[:3, :3] @ start[:3, :3].T  # R_yaw.
+    assert _angle_deg(np.pad(added, ((0, 1), (0, 1)))) == pytest.approx(abs(yaw), abs=1e-3)
+    # A rotation about the camera's y axis: it leaves y = (0, 1, 0) where it was.
+    np.testing.assert_allclose(added @ np.array([0.0, 1.0, 0.0]), [0.0, 1.0, 0.0], atol=1e-6)
+
+
+def test_objective_is_the_weighted_mean_squared_residual_plus_the_prior():
+  depth = _scene("road")
+  true_motion = _motion(rotation_deg=(0.0, 1.0, 0.0), translation=(0.0, 0.0, -0.3))
+  a, b = _pair(true_motion, depth)
+  grey_a, grey_b = motion_refinement.grey(jnp.asarray(a)), motion_refinement.grey(jnp.asarray(b))
+  off = _motion(rotation_deg=(0.0, 0.0, 0.0), translation=(0.0, 0.0, -0.3))
+  net = jnp.asarray([0.0, 0.0, -0.2])
+  prior = 3.0 * jnp.eye(3)
+  args = dict(net_translation=net, image_a=grey_a, image_b=grey_b, depth_a=jnp.asarray(depth),
+              intrinsics=jnp.asarray(K), prior=prior)
+  value = float(motion_refinement.objective(jnp.asarray(off), **args))
+  r, valid = motion_refinement.photometric_residuals(jnp.zeros(6), jnp.asarray(off), grey_a, grey_b,
+                                                     jnp.asarray(depth), jnp.asarray(K))
+  r, valid = np.asarray(r).ravel(), np.asarray(valid).ravel()
+  threshold = motion_refinement.HUBER_K * (1.4826 * np.median(np.abs(np.where(valid > 0, r, 0))) + 1e-4)
+  w = valid * np.minimum(1.0, threshold / np.maximum(np.abs(r), 1e-12))
+  expected = np.sum(w * r ** 2) / np.sum(w) + 3.0 * 0.1 ** 2  # |t − t_net|² = 0.1², λ = 3.
+  assert value == pytest.approx(expected, rel=1e-4)
+  at_truth = float(motion_refinement.objective(jnp.asarray(true_motion), **args))
+  assert at_truth < value
 
 
 def test_pyramid_helpers():
