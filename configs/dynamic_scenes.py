@@ -11,14 +11,12 @@ rotation / translation cycle consistency 1e-3 / 5e-2; edge-aware depth smoothing
 Commands, hardware, time and expected result:
 
   # The synthetic-world figures below were measured on world version 1 (docs/results.md).
-  # Your own clips with intrinsics.txt, the :tiny budget (300 steps, 7 min on 2 CPU cores shared
-  # with another run): on the held-out clips of the synthetic world v2's `holdout` set, never
-  # tuned on, AbsRel 0.349 against a constant depth's 0.644; 5-frame ATE 0.029 m (2.8 times
-  # constant forward motion's), whole-clip ATE 0.300 m against its 1.427 m. With
-  # --config.seed=1: AbsRel 0.468, ATE-5 0.078 m (docs/unseen_video.md, "Li et al.: why the
-  # translation vanished early"). :tiny uses the clips' intrinsics; without intrinsics.txt add
-  # --config.model.learn_intrinsics=True.
-  # Tiny, 300 steps at 64x192 (600 steps take 13-15 min on 2 CPU cores: README "Results").
+  # Your own clips with intrinsics.txt, the :tiny budget (600 steps at 64x192, 16 min on 2 CPU
+  # cores shared with another run): on the held-out clips of the synthetic world v2's `holdout`
+  # set, never tuned on, AbsRel 0.354 against a constant depth's 0.644; 5-frame ATE 0.019 m (1.9
+  # times constant forward motion's), whole-clip ATE 0.246 m against its 1.427 m. With
+  # --config.seed=1: AbsRel 0.374, ATE-5 0.058 m (docs/unseen_video.md, "Li et al.: 600 steps").
+  # :tiny uses the clips' intrinsics; without intrinsics.txt add --config.model.learn_intrinsics=True.
   sslmd train --config=configs/dynamic_scenes.py:tiny --workdir=/tmp/sslmd/li_tiny
   # Synthetic world at 96x320, 150 steps of batch 4 (run time not yet measured); the claim
   # (with longer runs and shortened ramps, below): finite depth on moving cars,
