@@ -323,3 +323,25 @@ def test_the_scale_invariant_log_loss_ignores_the_scale_and_invalid_pixels():
   # mean(g²) − mean(g)² = 1/3 − 1/9 (the constant cancels); the 100 m pixel changes nothing.
   pred[0, 1, 1] = 1e3
   assert float(module.scale_invariant_log_loss(pred, true)) == pytest.approx(2 / 9, rel=1e-5)
+
+
+def test_long_drive_scores_the_true_motion_exactly_and_a_straight_guess_badly(tmp_path):
+  long_drive = _load("long_drive")
+  from sslmd_jax import evaluation
+  gt = _turning_drive(150)  # 149 m: the 100 m segments fit.
+  true = evaluation.relative_poses(gt)
+  exact = long_drive.score(gt, true)
+  assert exact["num_segments"] > 0
+  assert exact["t_err_percent"] < 1e-6 and exact["ate_rmse"] < 1e-6
+  straight = true.copy()
+  straight[:, :3, :3] = np.eye(3)  # The turn missed.
+  missed = long_drive.score(gt, straight)
+  assert missed["t_err_percent"] > 1.0 and missed["r_err_deg_per_100m"] > 10.0
+  # Depth scale spread: a prediction at one scale has none; one frame twice too near has some.
+  rng = np.random.default_rng(0)
+  gt_depth = rng.uniform(2.0, 60.0, (4, 8, 10)).astype(np.float32)
+  for i, depth in enumerate(gt_depth):
+    np.save(tmp_path / f"{i:06d}_depth.npy", (depth / 3.0)[..., None])
+  assert long_drive.scale_spread(gt_depth, tmp_path, every=1) == pytest.approx(0.0, abs=1e-6)
+  np.save(tmp_path / "000002_depth.npy", (gt_depth[2] / 6.0)[..., None])
+  assert long_drive.scale_spread(gt_depth, tmp_path, every=1) > 0.3
