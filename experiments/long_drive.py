@@ -30,9 +30,11 @@ import sys
 from absl import app
 from absl import flags
 import numpy as np
-from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "experiments"))
+import unseen_video  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 FLAGS = flags.FLAGS
 FIRST_SEED = 3_000_000
 
@@ -51,19 +53,15 @@ def _define_flags() -> None:
 
 def render_drive(seed: int, folder: pathlib.Path, frames: int, height: int, width: int,
                  depth_every: int) -> None:
-  """One loop drive as a video folder, plus `depth.npy` (every `depth_every`-th true depth)."""
-  from sslmd_jax.data import odometry, synthetic  # pylint: disable=g-import-not-at-top
+  """One loop drive as a video folder, plus `<drive>_depth.npy` beside it (every
+  `depth_every`-th true depth)."""
+  from sslmd_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   if (folder / "poses.txt").exists():
     return
   arrays = synthetic.render_sequence(seed, frames, height, width, route="loop")
-  folder.mkdir(parents=True, exist_ok=True)
-  for i, image in enumerate(arrays["images"]):
-    Image.fromarray(image).save(folder / f"{i:06d}.png")
-  k = arrays["intrinsics"]
-  (folder / "intrinsics.txt").write_text(f"{k[0, 0]:.6f} {k[1, 1]:.6f} {k[0, 2]:.6f} {k[1, 2]:.6f}\n")
+  folder.parent.mkdir(parents=True, exist_ok=True)
   np.save(folder.parent / f"{folder.name}_depth.npy", arrays["depth"][::depth_every, ..., 0])
-  odometry.write_kitti_poses(folder / "poses.txt.tmp", arrays["world_from_camera"])
-  (folder / "poses.txt.tmp").rename(folder / "poses.txt")  # Written last: the drive is complete.
+  unseen_video.write_clip(folder, arrays)
 
 
 def scale_spread(gt_depth: np.ndarray, predicted: pathlib.Path, every: int) -> float:
@@ -92,9 +90,10 @@ def score_drive(drive: pathlib.Path, predicted: dict[str, pathlib.Path], every: 
   from sslmd_jax import evaluation  # pylint: disable=g-import-not-at-top
   from sslmd_jax.data import odometry  # pylint: disable=g-import-not-at-top
   gt = odometry.read_kitti_poses(drive / "poses.txt")
+  path_m = float(evaluation.trajectory_distances(gt)[-1])
   forward = np.eye(4)
-  forward[2, 3] = -evaluation.trajectory_distances(gt)[-1] / (len(gt) - 1)
-  out = {"path_length_m": float(evaluation.trajectory_distances(gt)[-1]),
+  forward[2, 3] = -path_m / (len(gt) - 1)
+  out = {"path_length_m": path_m,
          "constant forward": score(gt, np.tile(forward, (len(gt) - 1, 1, 1))),
          "no motion": score(gt, np.tile(np.eye(4), (len(gt) - 1, 1, 1)))}
   gt_depth = np.load(drive.parent / f"{drive.name}_depth.npy")

@@ -61,7 +61,7 @@ def _define_flags() -> None:
 
 def render_set(name: str, root: pathlib.Path) -> tuple[pathlib.Path, list[pathlib.Path]]:
   """Renders a set's clips once: `root/train/<clip>/`, `root/heldout/<clip>/`, `root/gt/<clip>.npy`."""
-  from sslmd_jax.data import odometry, synthetic  # pylint: disable=g-import-not-at-top
+  from sslmd_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   train_seeds, test_seeds, height, width, frames = SETS[name]
   clips = [("train", s) for s in train_seeds] + [("heldout", s) for s in test_seeds]
   for split, seed in clips:
@@ -69,17 +69,24 @@ def render_set(name: str, root: pathlib.Path) -> tuple[pathlib.Path, list[pathli
     if (folder / "poses.txt").exists():
       continue
     arrays = synthetic.render_sequence(seed, frames, height, width)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(arrays["images"]):
-      Image.fromarray(image).save(folder / f"{i:06d}.png")
-    k = arrays["intrinsics"]
-    (folder / "intrinsics.txt").write_text(f"{k[0, 0]:.6f} {k[1, 1]:.6f} {k[0, 2]:.6f} {k[1, 2]:.6f}\n")
-    (root / "gt").mkdir(exist_ok=True)
+    (root / "gt").mkdir(parents=True, exist_ok=True)
     np.save(root / "gt" / f"seed{seed}.npy", arrays["depth"][..., 0])
-    odometry.write_kitti_poses(folder / "poses.txt.tmp", arrays["world_from_camera"])
-    (folder / "poses.txt.tmp").rename(folder / "poses.txt")  # Written last: the clip is complete.
+    write_clip(folder, arrays)
     print(f"rendered {split}/seed{seed}", flush=True)
   return root / "train", sorted((root / "heldout").iterdir())
+
+
+def write_clip(folder: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+  """A rendered sequence (`synthetic.render_sequence`) as a video folder clip: PNG frames,
+  `intrinsics.txt` and `poses.txt`, the poses written last so that they mark a complete clip."""
+  from sslmd_jax.data import odometry  # pylint: disable=g-import-not-at-top
+  folder.mkdir(parents=True, exist_ok=True)
+  for i, image in enumerate(arrays["images"]):
+    Image.fromarray(image).save(folder / f"{i:06d}.png")
+  k = arrays["intrinsics"]
+  (folder / "intrinsics.txt").write_text(f"{k[0, 0]:.6f} {k[1, 1]:.6f} {k[0, 2]:.6f} {k[1, 2]:.6f}\n")
+  odometry.write_kitti_poses(folder / "poses.txt.tmp", arrays["world_from_camera"])
+  (folder / "poses.txt.tmp").rename(folder / "poses.txt")
 
 
 def _sslmd(*args: str, log: pathlib.Path) -> int:
