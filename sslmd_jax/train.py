@@ -451,9 +451,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   before every checkpoint, so only healthy states are saved. A failed check rolls the
   run back to its newest checkpoint (or its initial state) with the learning rate and the
   smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
-  recorded in `recoveries.json`; after `config.run.max_recoveries` of them a further failure
-  raises `health.TrainingCollapsedError`, as does a run that ends with a nearly flat depth
-  (`health.final_depth_problem`, `config.run.min_final_depth_spread`; its checkpoints are kept).
+  recorded in `recoveries.json`. A depth that goes nearly flat after the warm-up
+  (`health.flat_depth_problem`, `config.run.min_final_depth_spread`) restarts the run from its
+  initial state with the next seed, its checkpoints moved to `unhealthy_checkpoints/`
+  (`config.run.restart_when_flat`). After `config.run.max_recoveries` of these a further failure
+  raises `health.TrainingCollapsedError`, as does a run that ends with a nearly flat depth (its
+  checkpoints are kept).
 
   Raises:
     objectives.ConfigError, checkpoints.ConfigMismatchError: the config, before anything is written.
@@ -514,10 +517,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   return TrainResult(step, False, metrics_host, evaluation)
 
 
+def _flat_depth_mid_run(config, run, step: int) -> str | None:
+  """`health.flat_depth_problem` of the checks since the run's (re)start, judged only after the
+  learning-rate warm-up and once `health.FINAL_CHECKS` checks were made; None when
+  `config.run.restart_when_flat` is off."""
+  if (not config.run.restart_when_flat or step <= config.optim.warmup_steps
+      or len(run.spreads) < health.FINAL_CHECKS):
+    return None
+  return health.flat_depth_problem(run.spreads, config.run.min_final_depth_spread)
+
+
 def _check_final_depth(config, workdir, run, step: int, recoveries: list) -> None:
   """Raises `health.TrainingCollapsedError` when the run ends with a nearly flat depth
-  (`health.final_depth_problem`); its checkpoints are kept."""
-  problem = health.final_depth_problem(run.spreads, config.run.min_final_depth_spread)
+  (`health.flat_depth_problem`); its checkpoints are kept."""
+  problem = health.flat_depth_problem(run.spreads, config.run.min_final_depth_spread)
   if problem:
     raise health.TrainingCollapsedError(
         f"training ended at step {step} with {problem}, after {len(recoveries)} recoveries: the "
@@ -599,8 +612,10 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
         previous_check = metrics_host
         if "depth_spread" in metrics_host and not problem:
           run.spreads.append(metrics_host["depth_spread"])
-        if problem:
-          recoveries = _recover(config, workdir, manager, recoveries, step, problem)
+        flat = None if problem else _flat_depth_mid_run(config, run, step)
+        if problem or flat:
+          recoveries = _recover(config, workdir, manager, recoveries, step, problem or flat,
+                                restart=bool(flat))
           run = _start(config, networks, mesh, manager, loader, recoveries)
           step, previous_check, checked = run.step, None, run.step
           writer.rewind(step)
@@ -677,15 +692,20 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
               step=int(jax.device_get(state.step)), restored=restored)
 
 
-def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:
+def _recover(config, workdir, manager, recoveries, step: int, problem: str,
+             restart: bool = False) -> list:
   """Records a recovery from `problem` at `step` (returns the new list), or raises
   `health.TrainingCollapsedError` when `config.run.max_recoveries` are used up.
 
-  The run goes back to the newest checkpoint; when the previous recovery went back to that
-  same checkpoint, it is moved to `workdir/unhealthy_checkpoints/` first and the run goes
-  back to the one before it (or to its initial state).
+  A collapse goes back to the newest checkpoint, with the factors of `health.Recovery` once
+  more; when the previous recovery went back to that same checkpoint, it is moved to
+  `workdir/unhealthy_checkpoints/` first and the run goes back to the one before it (or to its
+  initial state). A `restart` (a depth gone flat) moves every checkpoint there and goes back to
+  the initial state, keeping the previous factor (the next seed is `health.with_recoveries`').
   """
   manager.wait_until_finished()
+  if restart:
+    return _restart(config, workdir, manager, recoveries, step, problem)
   restored = manager.latest_step() or 0
   if recoveries and recoveries[-1].restored_step == restored and restored > 0:
     # Healthy by the checks but on its way to the same collapse: go back further.
@@ -708,6 +728,32 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
              f"{config.run.max_recoveries}): back to step {restored} with the learning rate and "
              f"the depth regularisers' weights x{factor:g}.")
+  logging.warning(message)
+  print(f"Warning: {message}", flush=True)
+  return recoveries
+
+
+def _restart(config, workdir, manager, recoveries, step: int, problem: str) -> list:
+  """`_recover` for a depth gone flat: back to the initial state with the next seed."""
+  if len(recoveries) >= config.run.max_recoveries:
+    raise health.TrainingCollapsedError(
+        f"training stopped at step {step} with {problem}, after {len(recoveries)} recoveries "
+        f"(config.run.max_recoveries={config.run.max_recoveries}): the depth network learned "
+        f"little of the scenes' shape (street scenes spread 0.4-1.0); "
+        f"{_last_checkpoint(manager, workdir, 'saved')}, kept for sslmd predict and sslmd eval. "
+        "Try more video, or another recipe (docs/unseen_video.md); for truly flat scenes set "
+        "--config.run.min_final_depth_spread=0.")
+  checkpoints.set_aside(manager, list(manager.all_steps()), checkpoints.UNHEALTHY_CHECKPOINTS,
+                        "led to a nearly flat depth")
+  factor = recoveries[-1].factor if recoveries else 1.0
+  recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=0,
+                                             factor=factor)]
+  if jax.process_index() == 0:
+    health.write_recoveries(workdir, recoveries)
+  seed = health.with_recoveries(config, recoveries).seed
+  message = (f"step {step}: {problem}. Restarting ({len(recoveries)} of at most "
+             f"{config.run.max_recoveries} recoveries) from the initial state with seed {seed}; "
+             f"the checkpoints so far are in {workdir / checkpoints.UNHEALTHY_CHECKPOINTS}.")
   logging.warning(message)
   print(f"Warning: {message}", flush=True)
   return recoveries

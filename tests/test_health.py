@@ -75,13 +75,13 @@ def test_a_translation_that_warps_every_pixel_out_of_view_is_a_collapse_at_once(
 def test_a_run_ending_with_a_nearly_flat_depth_is_judged_on_its_last_checks():
   # Last checks of runs that learned no depth (docs/unseen_video.md), and of ones that did.
   flat = [0.30, 0.25, 0.062, 0.043, 0.051, 0.090, 0.043]
-  problem = health.final_depth_problem(flat, 0.1)
+  problem = health.flat_depth_problem(flat, 0.1)
   assert "nearly flat depth (depth_spread 0.051, the median of the last 5 checks, expected >= 0.1)" \
       in problem
-  assert health.final_depth_problem([0.05, 0.05, 0.39, 0.41, 0.52, 0.45, 0.42], 0.1) is None
-  assert health.final_depth_problem([0.3, 0.02, 0.3], 0.1) is None  # One low batch: the median.
-  assert health.final_depth_problem(flat, 0.0) is None  # Disabled.
-  assert health.final_depth_problem([], 0.1) is None  # No check since the (re)start.
+  assert health.flat_depth_problem([0.05, 0.05, 0.39, 0.41, 0.52, 0.45, 0.42], 0.1) is None
+  assert health.flat_depth_problem([0.3, 0.02, 0.3], 0.1) is None  # One low batch: the median.
+  assert health.flat_depth_problem(flat, 0.0) is None  # Disabled.
+  assert health.flat_depth_problem([], 0.1) is None  # No check since the (re)start.
 
 
 def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):

@@ -236,6 +236,7 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("run.max_recoveries", -1, "max_recoveries"),
     ("run.recovery_factor", 1.5, "recovery_factor"),
     ("run.recovery_factor", 0.0, "recovery_factor"),
+    ("run.restart_when_flat", None, "restart_when_flat"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
@@ -759,6 +760,36 @@ def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_pa
   config.run.min_final_depth_spread = 0.0  # Disabled: the same run ends "Done".
   config.run.evaluate = False
   assert train.train_and_evaluate(config, tmp_path / "run2").step == 3
+
+
+def test_a_depth_that_goes_flat_restarts_the_run_with_the_next_seed(tmp_path, synthetic_dir):
+  from sslmd_jax import health
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 8
+  config.optim.warmup_steps = 1
+  config.run.evaluate = False
+  config.run.checkpoint_every = 2
+  config.run.max_recoveries = 1
+  config.run.min_final_depth_spread = 1e9  # Every depth is flatter than that.
+  run = tmp_path / "run"
+  with pytest.raises(health.TrainingCollapsedError,
+                     match=r"training stopped at step 5 with a nearly flat depth \(depth_spread "
+                           r"[0-9.]+, the median of the last 5 checks, expected >= 1e\+09\), "
+                           r"after 1 recoveries .*the last saved checkpoint is step 4 in .*kept for "
+                           r"sslmd predict"):
+    train.train_and_evaluate(config, run)
+  [restart] = health.read_recoveries(run)
+  assert (restart.step, restart.restored_step, restart.factor) == (5, 0, 1.0)
+  assert "nearly flat depth" in restart.problem
+  # The first attempt's checkpoints were set aside; the second attempt's are kept.
+  assert sorted(p.name for p in (run / "unhealthy_checkpoints").iterdir()) == ["2", "4"]
+  assert int(_params(run, synthetic_dir).step) == 4
+  metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5]  # The restart's steps only.
+  config.run.restart_when_flat = False  # Trains on to the end, then fails on its final depth.
+  with pytest.raises(health.TrainingCollapsedError, match=r"training ended at step 8"):
+    train.train_and_evaluate(config, tmp_path / "run2")
+  assert health.read_recoveries(tmp_path / "run2") == []
 
 
 def test_metrics_jsonl_keeps_one_line_per_step_across_a_rewind(tmp_path):
