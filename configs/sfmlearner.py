@@ -54,11 +54,6 @@ def get_config(variant: str = ""):
   c.loss.explainability_weight = 0.2
   c.optim.learning_rate = 2e-4
   c.optim.decay_factor = 1.0
-  # From scratch its depth goes nearly flat for most of the first thousand steps and then comes
-  # back by itself (`:tiny` on tune clips: depth_spread 0.03 from step 600 to 1500, 0.2 from
-  # step 2000; AbsRel 0.458 at step 3000 against a constant depth's 0.600): a restart would
-  # throw that away.
-  c.run.restart_when_flat = False
   if variant == "tiny":
     c.optim.learning_rate = 5e-4
     # SfMLearner's smoothness acts on absolute disparity, so its cost depends on the depth scale

@@ -4,10 +4,9 @@
       Trains (resuming from DIR's newest checkpoint), then evaluates on the test split.
       Without --config: the default recipe (Monodepth2) on the synthetic world.
       Without --workdir: ./runs/<recipe>. A run that collapses (constant depth, no predicted
-      motion) is rolled back and retried at a lower learning rate, and one whose depth goes
-      nearly flat (config.run.min_final_depth_spread) restarts with the next seed
-      (sslmd_jax/health.py); one still collapsed after config.run.max_recoveries retries exits
-      with code 3, as does one that ends with a nearly flat depth. SIGTERM saves a
+      motion) is rolled back and retried at a lower learning rate (sslmd_jax/health.py); one
+      still collapsed after config.run.max_recoveries retries exits with code 3, as does one
+      that ends with a nearly flat depth (config.run.min_final_depth_spread). SIGTERM saves a
       checkpoint and exits with code 143 (rerun the same command to resume); other errors exit
       with 1. A start refused (a config that differs from DIR's checkpoints, bad data) writes
       nothing.

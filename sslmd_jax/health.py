@@ -33,15 +33,11 @@ After `config.run.max_recoveries` recoveries a further failure ends the run with
 
 A depth can also flatten slowly, over hundreds of steps, without ever reaching the collapse
 threshold: such runs learned no depth (held-out AbsRel no better than a constant depth's) and
-ended "Done". So the depth is judged on the median of its last checks too (`flat_depth_problem`):
-  * during training, once the learning-rate warm-up is over (`config.run.restart_when_flat`), a
-    nearly flat depth restarts the run from its initial state with the next seed (a recovery
-    with `restored_step` 0 whose factor stays the previous one): the flat runs measured here
-    flattened from their first steps on and never developed a depth, so neither a checkpoint of
-    theirs nor a smaller learning rate is a way out, while other seeds of the same recipe on the
-    same kind of clips learned (docs/unseen_video.md, "A depth that goes flat restarts the run");
-  * at the end of training, a run whose last checks show a nearly flat depth ends with
-    `TrainingCollapsedError` as well, its checkpoints kept.
+ended "Done". So the depth is also judged on the median of its last checks
+(`flat_depth_problem`): a run whose last checks show a nearly flat depth ends with
+`TrainingCollapsedError` as well, its checkpoints kept; and a recovery does not go back to a
+checkpoint saved while the depth was nearly flat (a Monodepth2 run went back to such checkpoints
+three times and ended collapsed; docs/unseen_video.md, "A second seed on `holdout`").
 """
 
 from __future__ import annotations
@@ -71,9 +67,10 @@ TRANSLATION_COLLAPSE_RATIO = 1e-4
 # the rest of the run, photometric 0.0) and ended with a constant depth's AbsRel
 # (docs/unseen_video.md); healthy runs log at most a few hundredths.
 TRANSLATION_RUNAWAY_RATIO = 1.0
-# During and at the end of training, the median `depth_spread` of the last `FINAL_CHECKS` health
-# checks must reach `config.run.min_final_depth_spread` (default 0.1). The true depth of the
-# rendered street scenes spreads 0.39-0.98 (median 0.78, capped at 80 m); five runs whose held-out depth beat a
+# At the end of training (and at a checkpoint a recovery may go back to), the median
+# `depth_spread` of the last `FINAL_CHECKS` health checks must reach
+# `config.run.min_final_depth_spread` (default 0.1). The true depth of the rendered street scenes
+# spreads 0.39-0.98 (median 0.78, capped at 80 m); five runs whose held-out depth beat a
 # constant one ended at 0.18-0.59, while six of ten runs that learned no depth (held-out AbsRel
 # 0.57-0.63 against a constant depth's 0.60) ended at 0.02-0.095, passing the collapse check above
 # and ending "Done" (docs/unseen_video.md, "A nearly flat depth at the end").
@@ -171,8 +168,8 @@ class Recovery:
     problem: `health_problem`'s sentence.
     restored_step: the checkpoint the run went back to (0: the initial state).
     factor: the factor on `config.optim.learning_rate`, `config.loss.smoothness_weight` and
-      `config.loss.geometry_consistency_weight` from then on (cumulative: `recovery_factor` once
-      more for each collapse; a restart after a flat depth keeps the previous factor).
+      `config.loss.geometry_consistency_weight` from then on (cumulative:
+      `recovery_factor ** number_of_recoveries`).
   """
   step: int
   problem: str

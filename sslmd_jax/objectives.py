@@ -193,9 +193,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not r.min_final_depth_spread >= 0:
     raise ConfigError(f"config.run.min_final_depth_spread={r.min_final_depth_spread}: expected >= 0 "
                       "(0 disables the check of the final depth).")
-  if not isinstance(r.restart_when_flat, bool):
-    raise ConfigError(f"config.run.restart_when_flat={r.restart_when_flat!r}: expected True or "
-                      "False.")
   if not 0.0 < r.recovery_factor <= 1.0:
     raise ConfigError(f"config.run.recovery_factor={r.recovery_factor}:"
                       " expected a factor in (0, 1].")

@@ -451,12 +451,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   before every checkpoint, so only healthy states are saved. A failed check rolls the
   run back to its newest checkpoint (or its initial state) with the learning rate and the
   smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
-  recorded in `recoveries.json`. A depth that goes nearly flat after the warm-up
-  (`health.flat_depth_problem`, `config.run.min_final_depth_spread`) restarts the run from its
-  initial state with the next seed, its checkpoints moved to `unhealthy_checkpoints/`
-  (`config.run.restart_when_flat`). After `config.run.max_recoveries` of these a further failure
-  raises `health.TrainingCollapsedError`, as does a run that ends with a nearly flat depth (its
-  checkpoints are kept).
+  recorded in `recoveries.json`; checkpoints saved while the depth was already nearly flat
+  (`health.flat_depth_problem`, `config.run.min_final_depth_spread`) are not gone back to. After
+  `config.run.max_recoveries` of them a further failure raises `health.TrainingCollapsedError`, as
+  does a run that ends with a nearly flat depth (its checkpoints are kept).
 
   Raises:
     objectives.ConfigError, checkpoints.ConfigMismatchError: the config, before anything is written.
@@ -515,16 +513,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   _say(f"Done: {step} steps ({health_line}). Outputs in {workdir}: config.json, metrics.jsonl, "
        f"tensorboard/, checkpoints/{', eval/metrics.json' if evaluation else ''}.")
   return TrainResult(step, False, metrics_host, evaluation)
-
-
-def _flat_depth_mid_run(config, run, step: int) -> str | None:
-  """`health.flat_depth_problem` of the checks since the run's (re)start, judged only after the
-  learning-rate warm-up and once `health.FINAL_CHECKS` checks were made; None when
-  `config.run.restart_when_flat` is off."""
-  if (not config.run.restart_when_flat or step <= config.optim.warmup_steps
-      or len(run.spreads) < health.FINAL_CHECKS):
-    return None
-  return health.flat_depth_problem(run.spreads, config.run.min_final_depth_spread)
 
 
 def _check_final_depth(config, workdir, run, step: int, recoveries: list) -> None:
@@ -612,10 +600,9 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
         previous_check = metrics_host
         if "depth_spread" in metrics_host and not problem:
           run.spreads.append(metrics_host["depth_spread"])
-        flat = None if problem else _flat_depth_mid_run(config, run, step)
-        if problem or flat:
-          recoveries = _recover(config, workdir, manager, recoveries, step, problem or flat,
-                                restart=bool(flat))
+        if problem:
+          recoveries = _recover(config, workdir, manager, recoveries, step, problem,
+                                run.flat_checkpoints)
           run = _start(config, networks, mesh, manager, loader, recoveries)
           step, previous_check, checked = run.step, None, run.step
           writer.rewind(step)
@@ -624,6 +611,8 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
       if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
         writer.images(step, summaries.image_summaries(run.state, batch, networks, config))
       if save_now:
+        if health.flat_depth_problem(run.spreads, config.run.min_final_depth_spread):
+          run.flat_checkpoints.add(step)
         checkpoints.save_checkpoint(manager, run.state, run.iterator, step)
       if preemption.requested:
         return step, True, metrics_host, recoveries, run
@@ -666,7 +655,8 @@ def watch_finite(watch: dict, metrics: dict, step: jax.Array) -> dict:
 @dataclasses.dataclass
 class _Run:
   """What the loop continues from: the state at `step`, its data iterator, the jitted step,
-  whether the state came from a checkpoint, and the `depth_spread` of the health checks since."""
+  whether the state came from a checkpoint, the `depth_spread` of the health checks since and
+  the steps of the checkpoints saved since with a nearly flat depth (`health.flat_depth_problem`)."""
   state: TrainState
   iterator: Any
   step_fn: JittedTrainStep
@@ -674,6 +664,7 @@ class _Run:
   restored: bool = False
   compiled: bool = False
   spreads: list[float] = dataclasses.field(default_factory=list)  # Health checks' depth_spread.
+  flat_checkpoints: set[int] = dataclasses.field(default_factory=set)
 
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
@@ -693,25 +684,17 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
 
 
 def _recover(config, workdir, manager, recoveries, step: int, problem: str,
-             restart: bool = False) -> list:
+             flat_checkpoints: set[int]) -> list:
   """Records a recovery from `problem` at `step` (returns the new list), or raises
   `health.TrainingCollapsedError` when `config.run.max_recoveries` are used up.
 
-  A collapse goes back to the newest checkpoint, with the factors of `health.Recovery` once
-  more; when the previous recovery went back to that same checkpoint, it is moved to
-  `workdir/unhealthy_checkpoints/` first and the run goes back to the one before it (or to its
-  initial state). A `restart` (a depth gone flat) moves every checkpoint there and goes back to
-  the initial state, keeping the previous factor (the next seed is `health.with_recoveries`').
+  The run goes back to the newest checkpoint that is neither in `flat_checkpoints` (saved with
+  a nearly flat depth) nor the one the previous recovery went back to, or to its initial state
+  (with the next seed: `health.with_recoveries`); the checkpoints skipped are moved to
+  `workdir/unhealthy_checkpoints/`. A Monodepth2 run whose depth had flattened from the start
+  went back to such checkpoints three times and ended collapsed (docs/unseen_video.md).
   """
   manager.wait_until_finished()
-  if restart:
-    return _restart(config, workdir, manager, recoveries, step, problem)
-  restored = manager.latest_step() or 0
-  if recoveries and recoveries[-1].restored_step == restored and restored > 0:
-    # Healthy by the checks but on its way to the same collapse: go back further.
-    checkpoints.set_aside(manager, [restored], checkpoints.UNHEALTHY_CHECKPOINTS,
-               "the run collapsed again after going back to it")
-    restored = manager.latest_step() or 0
   if len(recoveries) >= config.run.max_recoveries:
     lr = health.with_recoveries(config, recoveries).optim.learning_rate
     raise health.TrainingCollapsedError(
@@ -720,40 +703,26 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str,
         f"{_last_checkpoint(manager, workdir, 'healthy')}. "
         "Check that the frames move (a camera that stands still teaches nothing) and that "
         "consecutive frames overlap; try a smaller config.optim.learning_rate.")
+  steps = list(manager.all_steps())
+  flat = [s for s in steps if s in flat_checkpoints]
+  again = [s for s in steps if recoveries and s == recoveries[-1].restored_step and s > 0]
+  if flat:
+    checkpoints.set_aside(manager, flat, checkpoints.UNHEALTHY_CHECKPOINTS,
+                          "was saved with a nearly flat depth")
+  if again and again[0] not in flat:
+    # Healthy by the checks but on its way to the same collapse: go back further.
+    checkpoints.set_aside(manager, again, checkpoints.UNHEALTHY_CHECKPOINTS,
+                          "the run collapsed again after going back to it")
+  restored = manager.latest_step() or 0
   factor = config.run.recovery_factor ** (len(recoveries) + 1)
   recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
                                              factor=factor)]
   if jax.process_index() == 0:
     health.write_recoveries(workdir, recoveries)
+  target = f"step {restored}" if restored else "the initial state with a new seed"
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
-             f"{config.run.max_recoveries}): back to step {restored} with the learning rate and "
+             f"{config.run.max_recoveries}): back to {target} with the learning rate and "
              f"the depth regularisers' weights x{factor:g}.")
-  logging.warning(message)
-  print(f"Warning: {message}", flush=True)
-  return recoveries
-
-
-def _restart(config, workdir, manager, recoveries, step: int, problem: str) -> list:
-  """`_recover` for a depth gone flat: back to the initial state with the next seed."""
-  if len(recoveries) >= config.run.max_recoveries:
-    raise health.TrainingCollapsedError(
-        f"training stopped at step {step} with {problem}, after {len(recoveries)} recoveries "
-        f"(config.run.max_recoveries={config.run.max_recoveries}): the depth network learned "
-        f"little of the scenes' shape (street scenes spread 0.4-1.0); "
-        f"{_last_checkpoint(manager, workdir, 'saved')}, kept for sslmd predict and sslmd eval. "
-        "Try more video, or another recipe (docs/unseen_video.md); for truly flat scenes set "
-        "--config.run.min_final_depth_spread=0.")
-  checkpoints.set_aside(manager, list(manager.all_steps()), checkpoints.UNHEALTHY_CHECKPOINTS,
-                        "led to a nearly flat depth")
-  factor = recoveries[-1].factor if recoveries else 1.0
-  recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=0,
-                                             factor=factor)]
-  if jax.process_index() == 0:
-    health.write_recoveries(workdir, recoveries)
-  seed = health.with_recoveries(config, recoveries).seed
-  message = (f"step {step}: {problem}. Restarting ({len(recoveries)} of at most "
-             f"{config.run.max_recoveries} recoveries) from the initial state with seed {seed}; "
-             f"the checkpoints so far are in {workdir / checkpoints.UNHEALTHY_CHECKPOINTS}.")
   logging.warning(message)
   print(f"Warning: {message}", flush=True)
   return recoveries

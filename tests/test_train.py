@@ -236,7 +236,6 @@ def test_default_config_resolves_and_rejects_unknown_variant():
     ("run.max_recoveries", -1, "max_recoveries"),
     ("run.recovery_factor", 1.5, "recovery_factor"),
     ("run.recovery_factor", 0.0, "recovery_factor"),
-    ("run.restart_when_flat", None, "restart_when_flat"),
 ])
 def test_bad_config_fails_with_the_field_named(field, value, match):
   config = train_utils.micro_config("monodepth2")
@@ -762,34 +761,43 @@ def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_pa
   assert train.train_and_evaluate(config, tmp_path / "run2").step == 3
 
 
-def test_a_depth_that_goes_flat_restarts_the_run_with_the_next_seed(tmp_path, synthetic_dir):
+def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
+    tmp_path, synthetic_dir, monkeypatch, capsys):
   from sslmd_jax import health
   config = train_utils.micro_config("monodepth2", synthetic_dir)
-  config.optim.num_steps = 8
-  config.optim.warmup_steps = 1
+  config.optim.num_steps = 6
+  config.optim.decay_steps = 100
   config.run.evaluate = False
   config.run.checkpoint_every = 2
-  config.run.max_recoveries = 1
-  config.run.min_final_depth_spread = 1e9  # Every depth is flatter than that.
-  run = tmp_path / "run"
-  with pytest.raises(health.TrainingCollapsedError,
-                     match=r"training stopped at step 5 with a nearly flat depth \(depth_spread "
-                           r"[0-9.]+, the median of the last 5 checks, expected >= 1e\+09\), "
-                           r"after 1 recoveries .*the last saved checkpoint is step 4 in .*kept for "
-                           r"sslmd predict"):
-    train.train_and_evaluate(config, run)
-  [restart] = health.read_recoveries(run)
-  assert (restart.step, restart.restored_step, restart.factor) == (5, 0, 1.0)
-  assert "nearly flat depth" in restart.problem
-  # The first attempt's checkpoints were set aside; the second attempt's are kept.
-  assert sorted(p.name for p in (run / "unhealthy_checkpoints").iterdir()) == ["2", "4"]
-  assert int(_params(run, synthetic_dir).step) == 4
-  metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-  assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5]  # The restart's steps only.
-  config.run.restart_when_flat = False  # Trains on to the end, then fails on its final depth.
-  with pytest.raises(health.TrainingCollapsedError, match=r"training ended at step 8"):
-    train.train_and_evaluate(config, tmp_path / "run2")
-  assert health.read_recoveries(tmp_path / "run2") == []
+  config.run.keep_checkpoints = 3
+  _collapse_at_checks(monkeypatch, 5)
+  real, calls = health.flat_depth_problem, {"n": 0}
+
+  def flat_at_the_second_save(spreads, minimum):
+    calls["n"] += 1
+    return "a test flat depth" if calls["n"] == 2 else real(spreads, minimum)
+
+  monkeypatch.setattr(health, "flat_depth_problem", flat_at_the_second_save)
+  assert train.train_and_evaluate(config, tmp_path / "run").step == 6
+  (recovery,) = health.read_recoveries(tmp_path / "run")
+  assert (recovery.step, recovery.restored_step, recovery.factor) == (5, 2, 0.5)
+  assert (tmp_path / "run" / checkpoints.UNHEALTHY_CHECKPOINTS / "4").is_dir()
+  assert "Recovering (1 of at most 3): back to step 2 with" in capsys.readouterr().out
+  # Every checkpoint flat: back to the initial state, with the next seed.
+  calls["n"] = 0
+
+  def flat_at_the_first_two_saves(spreads, minimum):
+    calls["n"] += 1
+    return "a test flat depth" if calls["n"] <= 2 else real(spreads, minimum)
+
+  monkeypatch.setattr(health, "flat_depth_problem", flat_at_the_first_two_saves)
+  _collapse_at_checks(monkeypatch, 5)
+  assert train.train_and_evaluate(config, tmp_path / "run2").step == 6
+  (recovery,) = health.read_recoveries(tmp_path / "run2")
+  assert (recovery.step, recovery.restored_step) == (5, 0)
+  assert sorted(p.name for p in (tmp_path / "run2" / "unhealthy_checkpoints").iterdir()) == [
+      "2", "4"]
+  assert "back to the initial state with a new seed" in capsys.readouterr().out
 
 
 def test_metrics_jsonl_keeps_one_line_per_step_across_a_rewind(tmp_path):

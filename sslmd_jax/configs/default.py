@@ -148,7 +148,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   r.evaluate = True  # Evaluate on the test split at the end of training.
   r.max_recoveries = 3  # Collapses (constant depth, no predicted motion) recovered from before the run fails (sslmd_jax/health.py).
   r.recovery_factor = 0.5  # Each recovery goes back to the newest checkpoint with the learning rate, smoothness and geometry-consistency weights times this.
-  r.restart_when_flat = True  # A depth that goes nearly flat after the warm-up (the median depth_spread of the last 5 checks below min_final_depth_spread) restarts the run from its initial state with the next seed, a recovery (sslmd_jax/health.py). SfMLearner sets False: its depth flattens and comes back by itself.
   r.min_final_depth_spread = 0.1  # The run fails (exit 3) if it ends with a depth flatter than this (median depth_spread of the last 5 checks; street scenes: 0.4-1.0; 0 disables; sslmd_jax/health.py).
   r.progress = "auto"  # 'auto' (bar on a terminal, lines otherwise) | 'bar' | 'lines'.
 
