@@ -703,17 +703,16 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str,
         f"{_last_checkpoint(manager, workdir, 'healthy')}. "
         "Check that the frames move (a camera that stands still teaches nothing) and that "
         "consecutive frames overlap; try a smaller config.optim.learning_rate.")
-  steps = list(manager.all_steps())
-  flat = [s for s in steps if s in flat_checkpoints]
-  again = [s for s in steps if recoveries and s == recoveries[-1].restored_step and s > 0]
+  flat = [s for s in manager.all_steps() if s in flat_checkpoints]
   if flat:
     checkpoints.set_aside(manager, flat, checkpoints.UNHEALTHY_CHECKPOINTS,
                           "was saved with a nearly flat depth")
-  if again and again[0] not in flat:
-    # Healthy by the checks but on its way to the same collapse: go back further.
-    checkpoints.set_aside(manager, again, checkpoints.UNHEALTHY_CHECKPOINTS,
-                          "the run collapsed again after going back to it")
   restored = manager.latest_step() or 0
+  if recoveries and recoveries[-1].restored_step == restored and restored > 0:
+    # Healthy by the checks but on its way to the same collapse: go back further.
+    checkpoints.set_aside(manager, [restored], checkpoints.UNHEALTHY_CHECKPOINTS,
+                          "the run collapsed again after going back to it")
+    restored = manager.latest_step() or 0
   factor = config.run.recovery_factor ** (len(recoveries) + 1)
   recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
                                              factor=factor)]
