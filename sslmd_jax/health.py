@@ -37,7 +37,8 @@ ended "Done". So the depth is also judged on the median of its last checks
 (`flat_depth_problem`): a run whose last checks show a nearly flat depth ends with
 `TrainingCollapsedError` as well, its checkpoints kept; and a recovery does not go back to a
 checkpoint saved while the depth was nearly flat (a Monodepth2 run went back to such checkpoints
-three times and ended collapsed; docs/unseen_video.md, "A second seed on `holdout`").
+three times and ended collapsed; docs/unseen_video.md, "A collapse no longer goes back to a
+checkpoint whose depth was already flat").
 """
 
 from __future__ import annotations

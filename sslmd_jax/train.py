@@ -692,7 +692,8 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str,
   a nearly flat depth) nor the one the previous recovery went back to, or to its initial state
   (with the next seed: `health.with_recoveries`); the checkpoints skipped are moved to
   `workdir/unhealthy_checkpoints/`. A Monodepth2 run whose depth had flattened from the start
-  went back to such checkpoints three times and ended collapsed (docs/unseen_video.md).
+  went back to such checkpoints three times and ended collapsed; skipping them, it restarted
+  twice and learned (docs/unseen_video.md).
   """
   manager.wait_until_finished()
   if len(recoveries) >= config.run.max_recoveries:

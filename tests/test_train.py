@@ -783,16 +783,13 @@ def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
   assert (recovery.step, recovery.restored_step, recovery.factor) == (5, 2, 0.5)
   assert (tmp_path / "run" / checkpoints.UNHEALTHY_CHECKPOINTS / "4").is_dir()
   assert "Recovering (1 of at most 3): back to step 2 with" in capsys.readouterr().out
-  # Every checkpoint flat: back to the initial state, with the next seed.
-  calls["n"] = 0
-
-  def flat_at_the_first_two_saves(spreads, minimum):
-    calls["n"] += 1
-    return "a test flat depth" if calls["n"] <= 2 else real(spreads, minimum)
-
-  monkeypatch.setattr(health, "flat_depth_problem", flat_at_the_first_two_saves)
+  # Every depth flatter than the minimum: every checkpoint is skipped, back to the initial state
+  # (with the next seed); the run then ends flat.
+  monkeypatch.setattr(health, "flat_depth_problem", real)
   _collapse_at_checks(monkeypatch, 5)
-  assert train.train_and_evaluate(config, tmp_path / "run2").step == 6
+  config.run.min_final_depth_spread = 1e9
+  with pytest.raises(health.TrainingCollapsedError, match="training ended at step 6"):
+    train.train_and_evaluate(config, tmp_path / "run2")
   (recovery,) = health.read_recoveries(tmp_path / "run2")
   assert (recovery.step, recovery.restored_step) == (5, 0)
   assert sorted(p.name for p in (tmp_path / "run2" / "unhealthy_checkpoints").iterdir()) == [
