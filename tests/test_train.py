@@ -682,14 +682,21 @@ def _collapse_at_checks(monkeypatch, *calls):
   monkeypatch.setattr(health, "health_problem", fake)
 
 
-def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
-    tmp_path, synthetic_dir, monkeypatch, capsys):
-  from sslmd_jax import health
+def _six_steps_saved_every_two(synthetic_dir):
+  """A micro Monodepth2 run of 6 steps at a constant learning rate, checked at every step and
+  saved every 2 (checkpoints 2, 4, 6): the recovery tests' run."""
   config = train_utils.micro_config("monodepth2", synthetic_dir)
   config.optim.num_steps = 6
   config.optim.decay_steps = 100
   config.run.evaluate = False
   config.run.checkpoint_every = 2
+  return config
+
+
+def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
+    tmp_path, synthetic_dir, monkeypatch, capsys):
+  from sslmd_jax import health
+  config = _six_steps_saved_every_two(synthetic_dir)
   _collapse_at_checks(monkeypatch, 5)  # Checks at every step (log_every=1): step 5 collapses.
   result = train.train_and_evaluate(config, tmp_path / "run")
   assert result.step == 6
@@ -708,11 +715,7 @@ def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
 def test_a_second_collapse_from_the_same_checkpoint_goes_back_further(tmp_path, synthetic_dir,
                                                                       monkeypatch):
   from sslmd_jax import health
-  config = train_utils.micro_config("monodepth2", synthetic_dir)
-  config.optim.num_steps = 6
-  config.optim.decay_steps = 100
-  config.run.evaluate = False
-  config.run.checkpoint_every = 2
+  config = _six_steps_saved_every_two(synthetic_dir)
   config.run.keep_checkpoints = 3
   _collapse_at_checks(monkeypatch, 5, 6)  # Step 5 collapses, and again after going back to 4.
   result = train.train_and_evaluate(config, tmp_path / "run")
@@ -764,11 +767,7 @@ def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_pa
 def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
     tmp_path, synthetic_dir, monkeypatch, capsys):
   from sslmd_jax import health
-  config = train_utils.micro_config("monodepth2", synthetic_dir)
-  config.optim.num_steps = 6
-  config.optim.decay_steps = 100
-  config.run.evaluate = False
-  config.run.checkpoint_every = 2
+  config = _six_steps_saved_every_two(synthetic_dir)
   config.run.keep_checkpoints = 3
   _collapse_at_checks(monkeypatch, 5)
   real, calls = health.flat_depth_problem, {"n": 0}
