@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import flax
@@ -145,11 +145,32 @@ def checkpoint_manager(workdir: str | os.PathLike, config) -> ocp.CheckpointMana
                                options=options)
 
 
-def save_checkpoint(manager, state: TrainState, iterator, step: int) -> None:
+def save_checkpoint(manager, state: TrainState, iterator, step: int,
+                    depth_spreads: Sequence[float] = ()) -> None:
+  """Saves `state` and the data `iterator`'s position as checkpoint `step` (asynchronously).
+
+  `depth_spreads`: the `depth_spread` of the run's last health checks, oldest first
+  (`sslmd_jax.health.flat_depth_problem` judges them), kept in the step's metadata
+  (`saved_depth_spreads`) so that a resumed run knows which checkpoints were saved with a nearly
+  flat depth.
+  """
   import grain  # Local: grain's checkpoint handlers.
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(iterator)), force=True)
+      data=grain.checkpoint.CheckpointSave(iterator)), force=True,
+      custom_metadata={"depth_spreads": [float(s) for s in depth_spreads]})
+
+
+def saved_depth_spreads(manager, step: int) -> list[float]:
+  """The `depth_spreads` saved with checkpoint `step` (`save_checkpoint`); empty for a checkpoint
+  written before they were kept, or whose metadata does not read (one warning line)."""
+  try:
+    spreads = manager.metadata(step).custom_metadata.get("depth_spreads", [])
+    return [float(s) for s in spreads]
+  except (OSError, ValueError, TypeError, AttributeError) as e:
+    logging.warning("checkpoint %d: its depth_spreads do not read (%s); taken as none", step,
+                    error_reason(e))
+    return []
 
 
 def error_reason(error: BaseException, limit: int = 300) -> str:

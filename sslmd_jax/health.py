@@ -38,7 +38,8 @@ ended "Done". So the depth is also judged on the median of its last checks
 `TrainingCollapsedError` as well, its checkpoints kept; and a recovery does not go back to a
 checkpoint saved while the depth was nearly flat (a Monodepth2 run went back to such checkpoints
 three times and ended collapsed; docs/unseen_video.md, "A collapse no longer goes back to a
-checkpoint whose depth was already flat").
+checkpoint whose depth was already flat"). The last checks' `depth_spread` are saved with each
+checkpoint, so a run resumed after a kill judges its depth, and its checkpoints, the same way.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def flat_depth_problem(spreads: list[float], minimum: float) -> str | None:
   """What is wrong with a run's recent depth, in one phrase, or None when it is not flat.
 
   Args:
-    spreads: `depth_spread` of the run's health checks since its last start or recovery, oldest
-      first; the median of the last `FINAL_CHECKS` is judged (none: nothing to judge).
+    spreads: `depth_spread` of the health checks that led to the run's state, oldest first
+      (a restored state brings those saved with its checkpoint); the median of the last
+      `FINAL_CHECKS` is judged (none: nothing to judge).
     minimum: `config.run.min_final_depth_spread` (0 disables the check).
   """
   recent = spreads[-FINAL_CHECKS:]

@@ -601,8 +601,7 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
         if "depth_spread" in metrics_host and not problem:
           run.spreads.append(metrics_host["depth_spread"])
         if problem:
-          recoveries = _recover(config, workdir, manager, recoveries, step, problem,
-                                run.flat_checkpoints)
+          recoveries = _recover(config, workdir, manager, recoveries, step, problem)
           run = _start(config, networks, mesh, manager, loader, recoveries)
           step, previous_check, checked = run.step, None, run.step
           writer.rewind(step)
@@ -611,9 +610,8 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
       if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
         writer.images(step, summaries.image_summaries(run.state, batch, networks, config))
       if save_now:
-        if health.flat_depth_problem(run.spreads, config.run.min_final_depth_spread):
-          run.flat_checkpoints.add(step)
-        checkpoints.save_checkpoint(manager, run.state, run.iterator, step)
+        checkpoints.save_checkpoint(manager, run.state, run.iterator, step,
+                                    run.spreads[-health.FINAL_CHECKS:])
       if preemption.requested:
         return step, True, metrics_host, recoveries, run
   return step, False, metrics_host, recoveries, run
@@ -655,8 +653,8 @@ def watch_finite(watch: dict, metrics: dict, step: jax.Array) -> dict:
 @dataclasses.dataclass
 class _Run:
   """What the loop continues from: the state at `step`, its data iterator, the jitted step,
-  whether the state came from a checkpoint, the `depth_spread` of the health checks since and
-  the steps of the checkpoints saved since with a nearly flat depth (`health.flat_depth_problem`)."""
+  whether the state came from a checkpoint, and the `depth_spread` of the state's health checks
+  (those saved with its checkpoint, then those since)."""
   state: TrainState
   iterator: Any
   step_fn: JittedTrainStep
@@ -664,13 +662,13 @@ class _Run:
   restored: bool = False
   compiled: bool = False
   spreads: list[float] = dataclasses.field(default_factory=list)  # Health checks' depth_spread.
-  flat_checkpoints: set[int] = dataclasses.field(default_factory=set)
 
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
-  """The newest checkpoint's state and data position (or the initial ones), under the learning
-  rate, regulariser weights and seed of the newest recovery (`health.with_recoveries`), with its
-  jitted step. `manager`: None for a workdir without checkpoints (nothing to restore)."""
+  """The newest checkpoint's state, data position and last health checks' `depth_spread` (or the
+  initial ones), under the learning rate, regulariser weights and seed of the newest recovery
+  (`health.with_recoveries`), with its jitted step. `manager`: None for a workdir without
+  checkpoints (nothing to restore)."""
   attempt = health.with_recoveries(config, recoveries)
   optimizer = optim.make_optimizer(attempt)
   state = replicate(create_train_state(attempt, networks, optimizer), mesh)
@@ -679,17 +677,19 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   if restored:
     state = checkpoints.restore_checkpoint(manager, state, iterator)
   step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
-  return _Run(state=state, iterator=iterator, step_fn=step_fn,
-              step=int(jax.device_get(state.step)), restored=restored)
+  step = int(jax.device_get(state.step))
+  spreads = checkpoints.saved_depth_spreads(manager, step) if restored else []
+  return _Run(state=state, iterator=iterator, step_fn=step_fn, step=step, restored=restored,
+              spreads=spreads)
 
 
-def _recover(config, workdir, manager, recoveries, step: int, problem: str,
-             flat_checkpoints: set[int]) -> list:
+def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:
   """Records a recovery from `problem` at `step` (returns the new list), or raises
   `health.TrainingCollapsedError` when `config.run.max_recoveries` are used up.
 
-  The run goes back to the newest checkpoint that is neither in `flat_checkpoints` (saved with
-  a nearly flat depth) nor the one the previous recovery went back to, or to its initial state
+  The run goes back to the newest checkpoint that was neither saved with a nearly flat depth
+  (`health.flat_depth_problem` of the `depth_spread`s saved with it, so a resumed run knows them
+  too) nor the one the previous recovery went back to, or to its initial state
   (with the next seed: `health.with_recoveries`); the checkpoints skipped are moved to
   `workdir/unhealthy_checkpoints/`. A Monodepth2 run whose depth had flattened from the start
   went back to such checkpoints three times and ended collapsed; skipping them, it restarted
@@ -704,7 +704,9 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str,
         f"{_last_checkpoint(manager, workdir, 'healthy')}. "
         "Check that the frames move (a camera that stands still teaches nothing) and that "
         "consecutive frames overlap; try a smaller config.optim.learning_rate.")
-  flat = [s for s in manager.all_steps() if s in flat_checkpoints]
+  minimum = config.run.min_final_depth_spread
+  flat = [s for s in manager.all_steps()
+          if health.flat_depth_problem(checkpoints.saved_depth_spreads(manager, s), minimum)]
   if flat:
     checkpoints.set_aside(manager, flat, checkpoints.UNHEALTHY_CHECKPOINTS,
                           "was saved with a nearly flat depth")

@@ -669,16 +669,23 @@ def test_cli_rejects_config_typo_and_missing_path(tmp_path):
   assert "/no/such/dir" in missing.stderr
 
 
-def _collapse_at_checks(monkeypatch, *calls):
-  """Makes `health.health_problem` report a collapse at the given (1-based) calls only."""
+def _collapse_at_checks(monkeypatch, *calls, spreads=None):
+  """Makes `health.health_problem` report a collapse at the given (1-based) calls only.
+
+  `spreads`: the `depth_spread` that each call (1-based) sees and the run records, in place of
+  the logged one (all calls when given; the last value for calls after the list's end).
+  """
   from sslmd_jax import health
-  real = health.health_problem
+  real = getattr(health.health_problem, "real", health.health_problem)  # Not an earlier fake.
   count = {"n": 0}
 
   def fake(metrics, previous=None):
     count["n"] += 1
+    if spreads is not None:
+      metrics["depth_spread"] = spreads[min(count["n"], len(spreads)) - 1]
     return "a test collapse" if count["n"] in calls else real(metrics, previous)
 
+  fake.real = real
   monkeypatch.setattr(health, "health_problem", fake)
 
 
@@ -769,14 +776,10 @@ def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
   from sslmd_jax import health
   config = _six_steps_saved_every_two(synthetic_dir)
   config.run.keep_checkpoints = 3
-  _collapse_at_checks(monkeypatch, 5)
-  real, calls = health.flat_depth_problem, {"n": 0}
-
-  def flat_at_the_second_save(spreads, minimum):
-    calls["n"] += 1
-    return "a test flat depth" if calls["n"] == 2 else real(spreads, minimum)
-
-  monkeypatch.setattr(health, "flat_depth_problem", flat_at_the_second_save)
+  config.run.min_final_depth_spread = 0.3
+  # Checks 1-4 (steps 1-4): checkpoint 2's last spreads [0.5, 0.5] (median 0.5), checkpoint 4's
+  # [0.5, 0.5, 0.02, 0.02] (median 0.26 < 0.3: flat). Check 5 collapses; steps 3-6 redone at 0.5.
+  _collapse_at_checks(monkeypatch, 5, spreads=[0.5, 0.5, 0.02, 0.02, 0.5])
   assert train.train_and_evaluate(config, tmp_path / "run").step == 6
   (recovery,) = health.read_recoveries(tmp_path / "run")
   assert (recovery.step, recovery.restored_step, recovery.factor) == (5, 2, 0.5)
@@ -784,7 +787,6 @@ def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
   assert "Recovering (1 of at most 3): back to step 2 with" in capsys.readouterr().out
   # Every depth flatter than the minimum: every checkpoint is skipped, back to the initial state
   # (with the next seed); the run then ends flat.
-  monkeypatch.setattr(health, "flat_depth_problem", real)
   _collapse_at_checks(monkeypatch, 5)
   config.run.min_final_depth_spread = 1e9
   with pytest.raises(health.TrainingCollapsedError, match="training ended at step 6"):
@@ -794,6 +796,33 @@ def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
   assert sorted(p.name for p in (tmp_path / "run2" / "unhealthy_checkpoints").iterdir()) == [
       "2", "4"]
   assert "back to the initial state with a new seed" in capsys.readouterr().out
+
+
+def test_a_resumed_run_knows_which_checkpoints_were_saved_with_a_flat_depth(
+    tmp_path, synthetic_dir, monkeypatch, capsys):
+  """The depth_spreads travel with the checkpoints: after a restart (here: the run ended flat and
+  is extended), a collapse still skips the flat checkpoints, and the final check still sees the
+  checks from before the restart."""
+  from sslmd_jax import health
+  config = _six_steps_saved_every_two(synthetic_dir)
+  config.optim.num_steps = 4
+  config.run.keep_checkpoints = 3
+  _collapse_at_checks(monkeypatch, spreads=[0.02])
+  with pytest.raises(health.TrainingCollapsedError, match="training ended at step 4"):
+    train.train_and_evaluate(config, tmp_path / "run")  # Checkpoints 2 and 4 kept, both flat.
+  assert checkpoints.saved_steps(tmp_path / "run") == [2, 4]
+  config.optim.num_steps = 5  # Extended: one more check, still flat.
+  _collapse_at_checks(monkeypatch, spreads=[0.02])
+  with pytest.raises(health.TrainingCollapsedError, match="median of the last 5 checks"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  config.optim.num_steps = 6  # Extended again: the check at step 6 collapses.
+  _collapse_at_checks(monkeypatch, 1, spreads=[0.02, 0.5])
+  assert train.train_and_evaluate(config, tmp_path / "run").step == 6
+  (recovery,) = health.read_recoveries(tmp_path / "run")
+  assert (recovery.step, recovery.restored_step) == (6, 0)
+  assert "back to the initial state with a new seed" in capsys.readouterr().out
+  assert sorted(p.name for p in (tmp_path / "run" / "unhealthy_checkpoints").iterdir()) == [
+      "2", "4", "5"]
 
 
 def test_metrics_jsonl_keeps_one_line_per_step_across_a_rewind(tmp_path):
