@@ -130,6 +130,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if lo.rotation_distillation_weight < 0:
     raise ConfigError(f"config.loss.rotation_distillation_weight={lo.rotation_distillation_weight}: "
                       "expected >= 0.")
+  if lo.refine_rotation_start_step < 0:
+    raise ConfigError(f"config.loss.refine_rotation_start_step={lo.refine_rotation_start_step}: "
+                      "expected a step >= 0 (0: from the first step).")
   if lo.automask_start_step < 0:
     raise ConfigError(f"config.loss.automask_start_step={lo.automask_start_step}: expected a "
                       "step >= 0 (0 = auto-masking from the start).")
@@ -595,7 +598,7 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   distillation = {}
   if lo.refine_rotation:
     motion, distillation = with_aligned_rotation(motion, depths, images, pairs, intrinsics,
-                                                 config=config)
+                                                 config=config, step=step_f)
   terms, aux = photometric_terms(depths, motion, images, pairs, batch, intrinsics, config=config,
                                  step=step_f, key=automask_key)
   terms.update(smoothness_terms(depths, images, pairs, config=config, step=step_f))
@@ -612,7 +615,8 @@ def compute_loss(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
 
 def with_aligned_rotation(motion: motion_lib.Motion, depths: Depths, images: jax.Array,
                           pairs: motion_lib.Pairs, intrinsics: jax.Array, *,
-                          config: ml_collections.ConfigDict) -> tuple[motion_lib.Motion, dict]:
+                          config: ml_collections.ConfigDict,
+                          step: jax.Array | None = None) -> tuple[motion_lib.Motion, dict]:
   """The motion with each pair's rotation replaced by direct image alignment's, and its distillation.
 
   A pose network trained from scratch learns the forward translation but little of a turn's
@@ -631,11 +635,19 @@ def with_aligned_rotation(motion: motion_lib.Motion, depths: Depths, images: jax
     images: `[B, S, H, W, 3]` in [0, 1], the un-jittered frames.
     pairs: from `snippet_pairs`.
     intrinsics: `[B, 3, 3]` pixels of `H x W`.
+    step: scalar training step; before `config.loss.refine_rotation_start_step` the network's
+      own motion is returned, with a distillation of 0 (None: aligned at every step).
 
   Returns:
     `(motion, {"rotation_distillation": scalar})`.
   """
   lo = config.loss
+  if step is not None and lo.refine_rotation_start_step > 0:
+    aligned, distillation = with_aligned_rotation(motion, depths, images, pairs, intrinsics,
+                                                  config=config)
+    on = step >= lo.refine_rotation_start_step
+    return (motion._replace(b_from_a=jnp.where(on, aligned.b_from_a, motion.b_from_a)),
+            {k: jnp.where(on, v, 0.0) for k, v in distillation.items()})
   used, distances = [], []
   for p, (a, b) in enumerate(pairs):
     net = motion.b_from_a[:, p]

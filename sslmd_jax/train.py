@@ -222,7 +222,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
   num_chunks = config.optim.microbatches
 
   def gradients(params, batch_stats, batch, step, key):
-    """Gradients, metrics (loss, terms, depth_spread) and new BatchNorm statistics of `batch`."""
+    """Gradients, metrics (loss, terms, depth_spread, ...) and new BatchNorm statistics of `batch`."""
     def loss_fn(p):
       return objectives.compute_loss(p, batch_stats, batch, networks=networks, config=config,
                                      step=step, key=key, train=True)
@@ -233,6 +233,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: objectives.Netw
                "depth_mean": jnp.mean(depth.astype(jnp.float32)),
                "translation_to_depth": health.translation_to_depth(
                    jax.lax.stop_gradient(aux["b_from_a"]), depth)}
+    if "automask" in aux:  # Fraction of the finest scale's pixels the auto-mask keeps.
+      summary["automask_kept"] = jnp.mean(aux["automask"].astype(jnp.float32))
     return grads, summary, new_stats
 
   def chunk_key(state, index):

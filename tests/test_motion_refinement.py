@@ -232,7 +232,7 @@ def _training_inputs(true_motion: np.ndarray, net_motion: np.ndarray, depth_kind
   return motion, depths, images
 
 
-def _aligned(motion, depths, images, pairs=((0, 1),), **loss):
+def _aligned(motion, depths, images, pairs=((0, 1),), step=None, **loss):
   from sslmd_jax import objectives
   from sslmd_jax.configs import default
   config = default.get_config("tiny")
@@ -240,7 +240,7 @@ def _aligned(motion, depths, images, pairs=((0, 1),), **loss):
   config.loss.refine_rotation = True
   config.loss.update(loss)
   return objectives.with_aligned_rotation(motion, depths, images, pairs,
-                                          jnp.asarray(K)[None], config=config)
+                                          jnp.asarray(K)[None], config=config, step=step)
 
 
 def test_training_warps_with_the_aligned_rotation_and_the_networks_translation():
@@ -280,6 +280,20 @@ def test_gradients_reach_the_translation_and_the_distillation_only():
   assert np.abs(grad[:3, :3]).max() > 0.5  # ±1 per entry from Σ|R_net − R_aligned|.
 
 
+def test_before_the_start_step_training_warps_with_the_networks_own_motion():
+  true_motion = _motion(rotation_deg=(0.0, 2.0, 0.0), translation=(0.0, 0.0, -0.3))
+  net_motion = _motion(translation=(0.02, 0.0, -0.25))
+  inputs = _training_inputs(true_motion, net_motion)
+  always, always_terms = _aligned(*inputs)
+  for step, expected, distillation in ((299.0, net_motion, 0.0),
+                                       (300.0, always.b_from_a[0, 0],
+                                        float(always_terms["rotation_distillation"]))):
+    used, terms = _aligned(*inputs, step=jnp.float32(step), refine_rotation_start_step=300)
+    np.testing.assert_allclose(np.asarray(used.b_from_a[0, 0]), expected, atol=1e-6)
+    assert float(terms["rotation_distillation"]) == pytest.approx(distillation, abs=1e-7)
+  assert distillation > 0.05  # The aligned yaw differs from the net's (the case above).
+
+
 def test_stereo_pairs_keep_the_rigs_transform():
   rig = _motion(translation=(-0.54, 0.0, 0.0))
   motion, depths, images = _training_inputs(rig, rig)
@@ -296,4 +310,8 @@ def test_bad_alignment_settings_are_named():
   config.loss.refine_rotation = True
   config.loss.refine_levels = 0
   with pytest.raises(objectives.ConfigError, match="config.loss.refine_levels=0"):
+    objectives.validate_config(config)
+  config.loss.refine_levels = 3
+  config.loss.refine_rotation_start_step = -1
+  with pytest.raises(objectives.ConfigError, match="config.loss.refine_rotation_start_step=-1"):
     objectives.validate_config(config)
