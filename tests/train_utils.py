@@ -39,6 +39,7 @@ def micro_config(name: str, data_dir=None):
   c.model.motion_channels = (4, 4, 8, 8, 16, 16, 16)
   c.optim.warmup_steps = 0  # A few steps each: the full rate from the first.
   c.loss.refine_rotation = False  # Tested in test_motion_refinement; CLI runs of configs/monodepth2.py:tiny keep it.
+  c.loss.refine_rotation_start_step = 0  # A test that turns refine_rotation on aligns from step 0.
   if name == "dynamic_scenes":
     c.model.learn_intrinsics = True  # The paper's learned camera (`:tiny` reads intrinsics.txt).
   c.run.log_every = 1
