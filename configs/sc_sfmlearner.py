@@ -68,6 +68,9 @@ def get_config(variant: str = ""):
     # image while the translation vanished (docs/unseen_video.md, "SC-SfMLearner and SfMLearner
     # with the aligned rotation").
     c.loss.refine_rotation = True
+    # From step 0 (unlike Monodepth2 :tiny): warped with its own rotation for 300 steps, SC's depth
+    # ran away while the translation vanished, and collapsed at step 420 (docs/unseen_video.md,
+    # "The depth flattened under a rotation aligned too early").
     c.optim.num_steps = 1000
     # Fed each pair in both orders and not told which (the paper), a from-scratch pose net's
     # translation fell to 0 within 60 steps; told the order, as Monodepth2's is, it held. At 0.5
