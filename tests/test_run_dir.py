@@ -297,8 +297,8 @@ def test_a_data_error_mid_run_waits_for_the_pending_save(
   saved = []
   real_save, real_batch = checkpoints.save_checkpoint, pipeline.global_batch
 
-  def save(manager, state, iterator, step):
-    real_save(manager, state, iterator, step)
+  def save(manager, state, iterator, step, *args):
+    real_save(manager, state, iterator, step, *args)
     saved.append(step)
 
   def batch(local, mesh):
