@@ -643,11 +643,18 @@ def with_aligned_rotation(motion: motion_lib.Motion, depths: Depths, images: jax
   """
   lo = config.loss
   if step is not None and lo.refine_rotation_start_step > 0:
-    aligned, distillation = with_aligned_rotation(motion, depths, images, pairs, intrinsics,
-                                                  config=config)
-    on = step >= lo.refine_rotation_start_step
-    return (motion._replace(b_from_a=jnp.where(on, aligned.b_from_a, motion.b_from_a)),
-            {k: jnp.where(on, v, 0.0) for k, v in distillation.items()})
+    def aligned(b_from_a):
+      refined, terms = with_aligned_rotation(motion._replace(b_from_a=b_from_a), depths, images,
+                                             pairs, intrinsics, config=config)
+      return refined.b_from_a, terms["rotation_distillation"]
+
+    def own(b_from_a):
+      return b_from_a, jnp.zeros((), b_from_a.dtype)
+
+    # A cond, not a select: before the start step the alignment is not computed at all.
+    b_from_a, term = jax.lax.cond(step >= lo.refine_rotation_start_step, aligned, own,
+                                  motion.b_from_a)
+    return motion._replace(b_from_a=b_from_a), {"rotation_distillation": term}
   used, distances = [], []
   for p, (a, b) in enumerate(pairs):
     net = motion.b_from_a[:, p]

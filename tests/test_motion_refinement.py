@@ -294,6 +294,28 @@ def test_before_the_start_step_training_warps_with_the_networks_own_motion():
   assert distillation > 0.05  # The aligned yaw differs from the net's (the case above).
 
 
+def test_before_the_start_step_the_alignment_is_skipped_and_after_it_gradients_flow():
+  """A `cond` on the step (not a select that aligns every step); its gradient is the always-on one."""
+  import jax
+  true_motion = _motion(rotation_deg=(0.0, 1.0, 0.0), translation=(0.0, 0.0, -0.3))
+  motion, depths, images = _training_inputs(true_motion, _motion(translation=(0.0, 0.0, -0.3)))
+
+  def used_sum(b_from_a, step):
+    used, terms = _aligned(motion._replace(b_from_a=b_from_a), depths, images, step=step,
+                           refine_rotation_start_step=300)
+    return jnp.sum(used.b_from_a) + terms["rotation_distillation"]
+
+  primitives = {e.primitive.name for e in jax.make_jaxpr(used_sum)(motion.b_from_a,
+                                                                   jnp.float32(0)).eqns}
+  assert "cond" in primitives
+  for step, rotation_grad in ((299.0, 1.0), (300.0, None)):
+    grad = np.asarray(jax.grad(used_sum)(motion.b_from_a, jnp.float32(step))[0, 0])
+    np.testing.assert_allclose(grad[:3, 3], 1.0)  # The network's translation, in both branches.
+    if rotation_grad is not None:  # Its own rotation, passed through before the start.
+      np.testing.assert_allclose(grad[:3, :3], rotation_grad)
+  assert np.abs(grad[:3, :3] - 1.0).max() > 0.5  # After: only the distillation's ±1 per entry.
+
+
 def test_stereo_pairs_keep_the_rigs_transform():
   rig = _motion(translation=(-0.54, 0.0, 0.0))
   motion, depths, images = _training_inputs(rig, rig)
