@@ -45,11 +45,12 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
-@pytest.fixture(scope="module")
-def trained_workdir() -> pathlib.Path:
-  """A tiny Monodepth2 run directory as training leaves it (`test_predict.build_trained_workdir`)."""
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory) -> pathlib.Path:
+  """A tiny Monodepth2 run directory as training leaves it (`test_predict.build_trained_workdir`),
+  built once per test process, under pytest's temporary folder (removed with it)."""
   from tests.test_predict import build_trained_workdir
-  return build_trained_workdir()
+  return build_trained_workdir(tmp_path_factory.mktemp("trained"))
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,17 @@ def predictor(trained_workdir):
   """`inference.Predictor` of `trained_workdir`."""
   from sslmd_jax import inference
   return inference.Predictor.from_workdir(trained_workdir)
+
+
+# The modules whose single tests run longest (2-3 minutes each on 2 cores), run first: pytest-xdist
+# hands tests out in collection order, and one of these started last kept one worker busy minutes
+# after the other had finished.
+_LONGEST_FIRST = ("test_multiprocess.py", "test_notebook.py", "test_experiments.py")
+
+
+def pytest_collection_modifyitems(items):
+  """Moves `_LONGEST_FIRST`'s tests to the front, in that order (the rest keep theirs)."""
+  def rank(item):
+    name = item.path.name
+    return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+  items.sort(key=rank)  # Stable: each module keeps its own order.

@@ -8,9 +8,7 @@ checkpoint) is built once per test process into a temporary folder
 
 from __future__ import annotations
 
-import functools
 import pathlib
-import tempfile
 
 import jax
 import numpy as np
@@ -32,9 +30,8 @@ HEIGHT, WIDTH = 50, 70  # Input size, different from the model's 64x96.
 STEP = 3  # Step number of the fake run's checkpoint.
 
 
-@functools.cache
-def build_trained_workdir() -> pathlib.Path:
-  """A Monodepth2 run (micro config, 64x96) as training leaves it, built once per process.
+def build_trained_workdir(folder: pathlib.Path) -> pathlib.Path:
+  """A Monodepth2 run (micro config, 64x96) as training leaves it, in `folder/run`.
 
   Rather than training (about 2 minutes of TFDS generation and compilation on
   the shared CPU), the initial state with its step set to `STEP` is saved the
@@ -42,8 +39,7 @@ def build_trained_workdir() -> pathlib.Path:
   checkpoint whose `state` item `checkpoints.restore_state` reads. `test_notebook.py`
   covers the trained path end to end.
   """
-  workdir = pathlib.Path(tempfile.mkdtemp(prefix="sslmd_predict_")) / "run"
-  return save_run(workdir, micro_config("monodepth2"), STEP)
+  return save_run(folder / "run", micro_config("monodepth2"), STEP)
 
 
 def _frames(n: int, seed: int = 0) -> np.ndarray:
