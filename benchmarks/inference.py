@@ -13,6 +13,14 @@ Usage (from the repository root):
   python benchmarks/inference.py --batch_sizes=1,8,16 --dtype=bfloat16 --iters=20
   python benchmarks/inference.py --batch_sizes=8 --images_per_call=8   # one call per batch
 
+`--runtime=onnxruntime` times the same network exported by `sslmd export --format=onnx`
+(`export.export_onnx`, needs the optional jax2onnx and onnxruntime: Python 3.11, JAX 0.10) and run
+by an ONNX Runtime CPU session with one thread per core, on the same uint8 batch (converted to
+float on the host, one `session.run` per batch); the record then carries `max_abs_diff`, its
+largest difference from `Predictor.predict_depth` on that batch.
+
+  python benchmarks/inference.py --runtime=onnxruntime --batch_sizes=1,8
+
 One JSON line per batch size: images_per_s, call_s {median, min, max} over
 `iters` timed calls after `warmup` untimed ones (each waited on with
 `block_until_ready`), images_per_call, compile_s of the jitted call's program, GFLOP per image
@@ -37,6 +45,9 @@ from sslmd_jax import inference
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
 _IMAGES_PER_CALL = flags.DEFINE_integer(
     "images_per_call", 0, "Most images per jitted call (0 = inference.default_images_per_call).")
+_RUNTIME = flags.DEFINE_enum("runtime", "jax", ["jax", "onnxruntime"],
+                             "What runs the network: JAX (Predictor) or the ONNX export in "
+                             "ONNX Runtime.")
 
 
 def host_variables(net, height: int, width: int, seed: int = 0):
@@ -65,6 +76,30 @@ def make_predictor(config, images_per_call: int | None = None):
                              images_per_call=images_per_call)
 
 
+def onnxruntime_record(predictor, images: np.ndarray, folder: str) -> dict:
+  """Times the ONNX export of `predictor`'s depth network in ONNX Runtime on `images` (uint8)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import export  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  path = export.export_onnx(predictor, os.path.join(folder, "depth.onnx"))
+  options = onnxruntime.SessionOptions()
+  options.intra_op_num_threads = os.cpu_count() or 1
+  session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+  export_s = time.perf_counter() - start
+
+  def call():
+    return session.run(["depth"], {"images": images.astype(np.float32) / 255.0})[0]
+
+  diff = float(np.max(np.abs(call() - predictor.predict_depth(images))))
+  timing = common.time_calls(call, iters=common.ITERS.value, warmup=common.WARMUP.value)
+  return {"runtime": f"onnxruntime {onnxruntime.__version__}", "images_per_call": len(images),
+          "calls_per_batch": 1, "export_s": round(export_s, 1), "max_abs_diff": diff,
+          "images_per_s": round(len(images) / timing["median_s"], 2),
+          "call_s": {k: round(v, 4) for k, v in timing.items() if k != "iters"},
+          "iters": timing["iters"], "warmup": common.WARMUP.value}
+
+
 def main(argv):
   del argv
   peak = common.measured_peak_gflops() if common.PEAK.value else None
@@ -74,6 +109,16 @@ def main(argv):
     predictor = make_predictor(config, _IMAGES_PER_CALL.value or None)
     images = np.random.default_rng(batch_size).integers(
         0, 256, (batch_size, common.HEIGHT.value, common.WIDTH.value, 3), dtype=np.uint8)
+    if _RUNTIME.value == "onnxruntime":
+      import tempfile  # pylint: disable=g-import-not-at-top
+      with tempfile.TemporaryDirectory() as folder:
+        record = onnxruntime_record(predictor, images, folder)
+      record.update({"benchmark": "depth_inference", "recipe": config.recipe,
+                     "height": common.HEIGHT.value, "width": common.WIDTH.value,
+                     "batch_size": batch_size, "dtype": common.DTYPE.value,
+                     "peak_rss_gib": round(common.peak_rss_gib(), 2), "machine": common.machine()})
+      print(json.dumps(record), flush=True)
+      continue
     depth_fn = predictor._depth  # pylint: disable=protected-access  (the jitted function predict_depth calls)
     # The program predict_depth runs: a call of up to images_per_call images, padded to a bucket.
     call_size = inference.bucket_size(min(batch_size, predictor.images_per_call))

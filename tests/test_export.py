@@ -90,3 +90,22 @@ def test_a_jax2onnx_that_does_not_fit_this_jax_is_one_clear_error(tmp_path, monk
   monkeypatch.setattr(jax2onnx, "to_onnx", to_onnx)
   with pytest.raises(ImportError, match=r"jax2onnx .* does not work with JAX .*ClosedJaxpr.*--format=jax"):
     export.export_onnx(predictor, tmp_path / "depth.onnx")
+
+
+def test_the_inference_benchmark_times_the_onnx_export_in_onnx_runtime():
+  """`benchmarks/inference.py --runtime=onnxruntime`: one record per batch, from the exported
+  network, whose depth equals `Predictor.predict_depth`'s on the timed batch."""
+  import json  # pylint: disable=g-import-not-at-top
+  pytest.importorskip("jax2onnx")
+  pytest.importorskip("onnxruntime")
+  from tests import train_utils  # pylint: disable=g-import-not-at-top
+  result = train_utils.run_script("benchmarks/inference.py", "--runtime=onnxruntime",
+                                  "--config=configs/monodepth2.py:tiny", "--height=64",
+                                  "--width=96", "--batch_sizes=1,3", "--iters=2", "--warmup=1",
+                                  "--nopeak")
+  records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert [r["batch_size"] for r in records] == [1, 3]
+  for record in records:
+    assert record["runtime"].startswith("onnxruntime ")
+    assert record["max_abs_diff"] < 1e-4 and record["images_per_s"] > 0
+    assert record["call_s"]["min_s"] <= record["call_s"]["median_s"]
