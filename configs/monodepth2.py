@@ -60,9 +60,11 @@ def get_config(variant: str = ""):
     c.loss.refine_rotation = True
     # ... but not before the depth has formed: aligned on a depth that had not yet formed, the
     # rotation absorbed the parallax and the depth flattened (1 of 3 seeds on stop-heavy tune-range
-    # clips, 3 of 4 on holdout's); with the network's own rotation for the first 300 steps no seed
-    # flattened, and holdout's seeds 0 and 1 reached AbsRel 0.270 and 0.252 with no recovery
-    # (docs/unseen_video.md, "The depth flattened under a rotation aligned too early").
+    # clips, 3 of 4 on holdout's); with the network's own rotation for the first 300 steps
+    # holdout's seeds 0 and 1 reached AbsRel 0.270 and 0.252 with no recovery, while seeds 2 and 3
+    # still collapsed 160 and 40 steps after it (docs/unseen_video.md, "The depth flattened under
+    # a rotation aligned too early"). A collapse after the start step now goes back to a
+    # checkpoint from before it and starts the alignment later (health.postponed_alignment_start).
     c.loss.refine_rotation_start_step = 300
     # With it, held-out depth kept improving to 1000 steps (tune clips: 0.373 at 300, 0.330 at 1000).
     c.optim.num_steps = 1000

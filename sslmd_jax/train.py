@@ -691,7 +691,9 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
 
   The run goes back to the newest checkpoint that was neither saved with a nearly flat depth
   (`health.flat_depth_problem` of the `depth_spread`s saved with it, so a resumed run knows them
-  too) nor the one the previous recovery went back to, or to its initial state
+  too) nor the one the previous recovery went back to, nor, after a collapse under the aligned
+  rotation, one saved after it took over (`health.postponed_alignment_start`, which also
+  moves its start), or to its initial state
   (with the next seed: `health.with_recoveries`); the checkpoints skipped are moved to
   `workdir/unhealthy_checkpoints/`. A Monodepth2 run whose depth had flattened from the start
   went back to such checkpoints three times and ended collapsed; skipping them, it restarted
@@ -706,6 +708,13 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
         f"{_last_checkpoint(manager, workdir, 'healthy')}. "
         "Check that the frames move (a camera that stands still teaches nothing) and that "
         "consecutive frames overlap; try a smaller config.optim.learning_rate.")
+  attempt = health.with_recoveries(config, recoveries)
+  start = health.postponed_alignment_start(attempt, step)
+  if start is not None:
+    aligned = attempt.loss.refine_rotation_start_step
+    checkpoints.set_aside(manager, [s for s in manager.all_steps() if s > aligned],
+                          checkpoints.UNHEALTHY_CHECKPOINTS,
+                          f"was saved after the aligned rotation took over at step {aligned}")
   minimum = config.run.min_final_depth_spread
   flat = [s for s in manager.all_steps()
           if health.flat_depth_problem(checkpoints.saved_depth_spreads(manager, s), minimum)]
@@ -720,13 +729,14 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
     restored = manager.latest_step() or 0
   factor = config.run.recovery_factor ** (len(recoveries) + 1)
   recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
-                                             factor=factor)]
+                                             factor=factor, refine_rotation_start_step=start)]
   if jax.process_index() == 0:
     health.write_recoveries(workdir, recoveries)
   target = f"step {restored}" if restored else "the initial state with a new seed"
+  aligned = "" if start is None else f", and the aligned rotation from step {start}"
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
              f"{config.run.max_recoveries}): back to {target} with the learning rate and "
-             f"the depth regularisers' weights x{factor:g}.")
+             f"the depth regularisers' weights x{factor:g}{aligned}.")
   logging.warning(message)
   print(f"Warning: {message}", flush=True)
   return recoveries

@@ -102,6 +102,30 @@ def test_recoveries_round_trip_and_set_the_learning_rate_and_seed(tmp_path):
   assert config.loss.geometry_consistency_weight == 0.5
 
 
+def test_a_collapse_under_the_aligned_rotation_postpones_its_start():
+  config = train_utils.load_config("monodepth2", "tiny")  # Aligned from step 300, saved every 100.
+  start, every = config.loss.refine_rotation_start_step, config.run.checkpoint_every
+  assert (start, every) == (300, 100)
+  assert health.postponed_alignment_start(config, 299) is None  # Not aligned yet.
+  assert health.postponed_alignment_start(config, 340) == 340 + every  # At least a save apart.
+  assert health.postponed_alignment_start(config, 460) == 460 + 160  # As far again.
+  config.loss.refine_rotation_start_step = 0  # Aligned from the start: the recipe needs it.
+  assert health.postponed_alignment_start(config, 460) is None
+  config.loss.refine_rotation_start_step = 300
+  config.loss.refine_rotation = False
+  assert health.postponed_alignment_start(config, 460) is None
+
+
+def test_the_newest_recovery_that_moved_the_alignment_sets_its_start():
+  config = train_utils.load_config("monodepth2", "tiny")
+  recoveries = [health.Recovery(step=460, problem="p", restored_step=300, factor=0.5,
+                                refine_rotation_start_step=620),
+                health.Recovery(step=20, problem="q", restored_step=0, factor=0.25)]
+  assert health.with_recoveries(config, recoveries).loss.refine_rotation_start_step == 620
+  assert health.with_recoveries(config, recoveries[1:]).loss.refine_rotation_start_step == 300
+  assert config.loss.refine_rotation_start_step == 300
+
+
 def test_a_damaged_recoveries_file_is_one_clear_error(tmp_path):
   (tmp_path / health.RECOVERIES_FILE).write_text('[{"step": 3}]')
   with pytest.raises(ValueError, match=r"recoveries.json: not a list of recoveries"):

@@ -107,7 +107,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   l.smoothness_ramp_steps = 0  # Smoothness weight ramped linearly from 0 to its value over this many steps (0 = full weight from step 0, the papers). SC-SfMLearner sets 2000 (`:tiny` 400): from scratch at its full 0.1 its depth collapses to a constant (README Results).
   l.smoothness_scales = 4  # Number of scales that carry the smoothness term (SC: 1).
   l.refine_rotation = False  # Train with the pose net's rotation replaced by direct image alignment's on the current depth (sslmd_jax/motion_refinement.py): a from-scratch pose net misses most of a turn's rotation, and the depth net then learns to explain it (docs/unseen_video.md). `configs/monodepth2.py:tiny` sets it.
-  l.refine_rotation_start_step = 0  # With refine_rotation: the first step that warps with the aligned rotation (before it: the pose net's rotation, and no distillation). 0 = from the start.
+  l.refine_rotation_start_step = 0  # With refine_rotation: the first step that warps with the aligned rotation (before it: the pose net's rotation, and no distillation). 0 = from the start. When > 0, a collapse after it goes back to a checkpoint from before it and moves it later (sslmd_jax/health.py, postponed_alignment_start).
   l.refine_levels = 3  # With refine_rotation: pyramid levels of the alignment (each halves the size).
   l.refine_iterations = 4  # With refine_rotation: Gauss-Newton steps per level.
   l.refine_direction_prior = 1.0  # With refine_rotation: λ of motion_refinement, the weight holding the translation's direction near the pose net's (sslmd predict uses 100).
