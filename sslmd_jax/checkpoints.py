@@ -134,11 +134,31 @@ def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
   os.replace(tmp, workdir / "config.json")
 
 
-def checkpoint_manager(workdir: str | os.PathLike, config) -> ocp.CheckpointManager:
+class NewestAndPinned(ocp.checkpoint_managers.PreservationPolicy):
+  """Orbax preservation: the newest `newest` checkpoints, and those whose step is in `pinned`.
+
+  `pinned` is the caller's set, read at every save's clean-up, so a run can pin a step after
+  the manager was made (training pins the step where the aligned rotation starts: a collapse
+  under it goes back there, `sslmd_jax.health.postponed_alignment_start`).
+  """
+
+  def __init__(self, newest: int, pinned: set[int]):
+    self.newest, self.pinned = newest, pinned
+
+  def should_preserve(self, checkpoints, *, context) -> list[bool]:
+    del context
+    first_newest = len(checkpoints) - self.newest
+    return [i >= first_newest or c.step in self.pinned for i, c in enumerate(checkpoints)]
+
+
+def checkpoint_manager(workdir: str | os.PathLike, config,
+                       pinned: set[int] | None = None) -> ocp.CheckpointManager:
   """Orbax manager of `workdir/checkpoints` (state + data-iterator state) for training: async
-  saves, the newest `config.run.keep_checkpoints` kept, and the temporary folders of saves that
-  were killed (`N.orbax-checkpoint-tmp*`) removed when it opens."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.run.keep_checkpoints, create=True,
+  saves, the newest `config.run.keep_checkpoints` kept and those at the steps in `pinned`
+  (`NewestAndPinned`), and the temporary folders of saves that were killed
+  (`N.orbax-checkpoint-tmp*`) removed when it opens."""
+  policy = NewestAndPinned(config.run.keep_checkpoints, set() if pinned is None else pinned)
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
                                          enable_async_checkpointing=True,
                                          cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),

@@ -482,14 +482,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   networks = objectives.make_networks(config)
   loader = pipeline_lib.make_data_loader(sequences, pipeline_options(config))
   recoveries = health.read_recoveries(workdir)
-  manager = (checkpoints.checkpoint_manager(workdir, config) if checkpoints.saved_steps(workdir)
-             else None)
+  pinned = set()  # Checkpoint steps kept besides the newest (`_loop`).
+  manager = (checkpoints.checkpoint_manager(workdir, config, pinned)
+             if checkpoints.saved_steps(workdir) else None)
   writer = progress = None
   try:
     run = _start(config, networks, mesh, manager, loader, recoveries)
     if is_main:
       checkpoints.write_config(config, workdir)  # The start is valid: recorded from now on.
-    manager = manager or checkpoints.checkpoint_manager(workdir, config)
+    manager = manager or checkpoints.checkpoint_manager(workdir, config, pinned)
     if run.restored:
       logging.info("resumed from %s at step %d", workdir / "checkpoints", run.step)
       _say(f"Resuming {workdir} from step {run.step}.")
@@ -497,7 +498,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     progress = summaries.Progress(config.optim.num_steps, run.step, config.data.batch_size,
                                   mode=config.run.progress if is_main else "off")
     step, preempted, metrics_host, recoveries, run = _loop(
-        config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress)
+        config, workdir, networks, mesh, manager, pinned, loader, recoveries, run, writer,
+        progress)
   except BaseException:
     _finish(manager, writer, progress, failing=True)
     raise
@@ -557,8 +559,12 @@ def _finish(manager, *logs, failing: bool) -> None:
         log.close()
 
 
-def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, writer, progress):
+def _loop(config, workdir, networks, mesh, manager, pinned, loader, recoveries, run, writer,
+          progress):
   """The steps from `run.step` to `config.optim.num_steps` (`train_and_evaluate`).
+
+  The step where the aligned rotation starts is saved too and added to `pinned` (the manager's
+  checkpoints kept besides the newest), so that a collapse under the alignment can go back to it.
 
   Device values reach the host only on log and checkpoint steps (and image summaries): between
   them the host queues steps without waiting, and non-finite steps are counted on the devices
@@ -586,7 +592,7 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
                            run.state.step)
       log_now = step % config.run.log_every == 0 or step == num_steps
       save_now = (step % config.run.checkpoint_every == 0 or step == num_steps
-                  or preemption.requested)
+                  or step == run.alignment_start or preemption.requested)
       if log_now or save_now:  # The host waits for the devices here only.
         metrics_host, watched = jax.device_get((metrics, watch))
         if int(watched["count"]):
@@ -612,6 +618,8 @@ def _loop(config, workdir, networks, mesh, manager, loader, recoveries, run, wri
       if config.run.image_every and (step % config.run.image_every == 0 or step == num_steps):
         writer.images(step, summaries.image_summaries(run.state, batch, networks, config))
       if save_now:
+        if run.alignment_start is not None:  # Also pins it for a run resumed after it.
+          pinned.add(run.alignment_start)
         checkpoints.save_checkpoint(manager, run.state, run.iterator, step,
                                     run.spreads[-health.FINAL_CHECKS:])
       if preemption.requested:
@@ -664,6 +672,7 @@ class _Run:
   restored: bool = False
   compiled: bool = False
   spreads: list[float] = dataclasses.field(default_factory=list)  # Health checks' depth_spread.
+  alignment_start: int | None = None  # Where the aligned rotation takes over (S > 0), or None.
 
 
 def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
@@ -681,8 +690,11 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
   step = int(jax.device_get(state.step))
   spreads = checkpoints.saved_depth_spreads(manager, step) if restored else []
+  lo = attempt.loss
+  alignment_start = (lo.refine_rotation_start_step
+                     if lo.refine_rotation and lo.refine_rotation_start_step > 0 else None)
   return _Run(state=state, iterator=iterator, step_fn=step_fn, step=step, restored=restored,
-              spreads=spreads)
+              spreads=spreads, alignment_start=alignment_start)
 
 
 def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:

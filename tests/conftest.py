@@ -72,3 +72,12 @@ def pytest_collection_modifyitems(items):
     name = item.path.name
     return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
   items.sort(key=rank)  # Stable: each module keeps its own order.
+
+
+@pytest.fixture
+def counting_step(monkeypatch):
+  """`train.jit_train_step` replaced by `train_utils.CountingStep`: runs without compiling a step."""
+  from sslmd_jax import train
+  from tests import train_utils
+  monkeypatch.setattr(train, "jit_train_step",
+                      lambda step, mesh, state: train_utils.CountingStep())

@@ -15,6 +15,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import orbax.checkpoint as ocp
 import pytest
 
 from sslmd_jax import checkpoints
@@ -27,6 +28,7 @@ from sslmd_jax.data import base
 from sslmd_jax.data import pipeline
 from sslmd_jax.data import sources
 from tests import train_utils
+from tests.test_train import _collapse_at_checks
 from tests.test_train import synthetic_dir  # noqa: F401  (a fixture)
 
 STEPS = (2, 4)  # The checkpoints of `saved_run`.
@@ -82,23 +84,6 @@ DAMAGE = {
 }
 
 
-class _CountingStep:
-  """Stands in for the jitted train step where the test is about the run, not the step: adds one
-  to the step and reports healthy metrics, without compiling anything."""
-
-  def compile(self, state, batch):
-    del state, batch
-    return {}
-
-  def __call__(self, state, batch):
-    del batch
-    metrics = {"loss": 0.1, "finite": 1.0, "depth_spread": 0.3, "translation_to_depth": 0.05}
-    return state.replace(step=state.step + 1), {k: jnp.float32(v) for k, v in metrics.items()}
-
-
-@pytest.fixture
-def counting_step(monkeypatch):
-  monkeypatch.setattr(train, "jit_train_step", lambda step, mesh, state: _CountingStep())
 
 
 def _killed_save(workdir: pathlib.Path) -> pathlib.Path:
@@ -241,8 +226,8 @@ def test_the_host_reads_device_values_only_on_log_and_checkpoint_steps(
   config = _config(synthetic_dir)
   config.optim.num_steps, config.run.log_every, config.run.checkpoint_every = 12, 4, 6
   steps, reads = [], []
-  queue = _CountingStep.__call__
-  monkeypatch.setattr(_CountingStep, "__call__",
+  queue = train_utils.CountingStep.__call__
+  monkeypatch.setattr(train_utils.CountingStep, "__call__",
                       lambda self, state, batch: (steps.append(1), queue(self, state, batch))[1])
   device_get, value = jax.device_get, array.ArrayImpl._value
 
@@ -270,8 +255,8 @@ def test_image_summaries_compile_once_before_the_first_step(tmp_path, synthetic_
   config = _config(synthetic_dir)
   config.run.image_every = 2
   steps, programs = [], []
-  queue = _CountingStep.__call__
-  monkeypatch.setattr(_CountingStep, "__call__",
+  queue = train_utils.CountingStep.__call__
+  monkeypatch.setattr(train_utils.CountingStep, "__call__",
                       lambda self, state, batch: (steps.append(1), queue(self, state, batch))[1])
   compile_summaries = summaries.compile_image_summaries
 
@@ -285,6 +270,44 @@ def test_image_summaries_compile_once_before_the_first_step(tmp_path, synthetic_
   assert [s for s, _ in programs] == [0, 2, 4]  # Before the first step, then at image steps,
   assert len({p for _, p in programs}) == 1  # one program.
   assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_checkpoints_keep_the_newest_and_the_pinned_steps(tmp_path):
+  config = _config("")
+  config.run.keep_checkpoints = 2
+  pinned = set()
+  manager = checkpoints.checkpoint_manager(tmp_path, config, pinned)
+  for step in range(1, 9):
+    if step == 3:
+      pinned.add(5)  # Pinned before it is saved: kept once it is.
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"x": jnp.zeros(2)})),
+                 force=True)
+  manager.wait_until_finished()
+  assert checkpoints.saved_steps(tmp_path) == [5, 7, 8]  # 5 pinned, 7 and 8 the newest two.
+  manager.close()
+
+
+def test_a_collapse_under_the_aligned_rotation_goes_back_to_its_start_and_postpones_it(
+    tmp_path, synthetic_dir, monkeypatch, counting_step, capsys):  # noqa: F811
+  """The step where the aligned rotation starts is saved and kept (besides the newest); a collapse
+  after it goes back there and starts the alignment later (`health.postponed_alignment_start`)."""
+  from sslmd_jax import health
+  config = _config(synthetic_dir)
+  config.optim.num_steps, config.run.log_every, config.run.keep_checkpoints = 8, 1, 1
+  config.run.image_every = 0  # Nothing to compile: the test is about the run.
+  config.loss.refine_rotation, config.loss.refine_rotation_start_step = True, 3
+  _collapse_at_checks(monkeypatch, 5)  # Checks at every step: step 5 collapses, aligned since 3.
+  assert train.train_and_evaluate(config, tmp_path / "run").step == 8
+  assert health.read_recoveries(tmp_path / "run") == [
+      health.Recovery(step=5, problem="a test collapse", restored_step=3, factor=0.5,
+                      refine_rotation_start_step=5 + config.run.checkpoint_every)]
+  assert ("step 5: a test collapse. Recovering (1 of at most 3): back to step 3 with the learning "
+          "rate and the depth regularisers' weights x0.5, and the aligned rotation from step 7.") \
+      in capsys.readouterr().out
+  assert (tmp_path / "run" / checkpoints.UNHEALTHY_CHECKPOINTS / "4").is_dir()  # Saved aligned.
+  assert checkpoints.saved_steps(tmp_path / "run") == [3, 7, 8]  # Both starts, and the newest.
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [row["step"] for row in rows] == list(range(1, 9))
 
 
 # ----------------------------------------------------------------------------- error exits

@@ -720,7 +720,7 @@ def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
 
 
 def test_a_second_collapse_from_the_same_checkpoint_goes_back_further(tmp_path, synthetic_dir,
-                                                                      monkeypatch):
+                                                                      monkeypatch, counting_step):
   from sslmd_jax import health
   config = _six_steps_saved_every_two(synthetic_dir)
   config.run.keep_checkpoints = 3
@@ -735,59 +735,8 @@ def test_a_second_collapse_from_the_same_checkpoint_goes_back_further(tmp_path, 
   assert int(_params(tmp_path / "run", synthetic_dir).step) == 6
 
 
-class _SavedSteps:
-  """The part of an Orbax CheckpointManager that `train._recover` uses, over step folders made
-  by hand in `root` (each saved with healthy `depth_spreads`)."""
-
-  def __init__(self, root: pathlib.Path, steps):
-    self.directory = root
-    for step in steps:
-      (root / str(step)).mkdir(parents=True)
-
-  def all_steps(self):
-    return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
-
-  def latest_step(self):
-    return max(self.all_steps(), default=None)
-
-  def metadata(self, step):
-    return dataclasses.make_dataclass("Meta", ["custom_metadata"])({"depth_spreads": [0.5] * 5})
-
-  def reload(self):
-    pass
-
-  def wait_until_finished(self):
-    pass
-
-
-def test_a_collapse_under_the_aligned_rotation_goes_back_before_it_and_postpones_it(tmp_path,
-                                                                                   capsys):
-  from sslmd_jax import health
-  config = train_utils.load_config("monodepth2", "tiny")  # Aligned from step 300, saved every 100.
-  manager = _SavedSteps(tmp_path / "checkpoints", [300, 400])
-  recoveries = train._recover(config, tmp_path, manager, [], 460, "p")
-  assert recoveries == [health.Recovery(step=460, problem="p", restored_step=300, factor=0.5,
-                                        refine_rotation_start_step=620)]
-  assert health.read_recoveries(tmp_path) == recoveries
-  assert manager.all_steps() == [300]
-  assert (tmp_path / checkpoints.UNHEALTHY_CHECKPOINTS / "400").is_dir()
-  assert ("step 460: p. Recovering (1 of at most 3): back to step 300 with the learning rate and "
-          "the depth regularisers' weights x0.5, and the aligned rotation from step 620.") in \
-      capsys.readouterr().out
-  # Saved 500 and 600 with the network's rotation, then collapsed under the alignment again.
-  for step in (500, 600):
-    (tmp_path / "checkpoints" / str(step)).mkdir()
-  recoveries = train._recover(config, tmp_path, manager, recoveries, 640, "q")
-  assert recoveries[-1] == health.Recovery(step=640, problem="q", restored_step=600, factor=0.25,
-                                           refine_rotation_start_step=740)
-  # A collapse before the alignment starts leaves its start, and the checkpoints, as they were.
-  recoveries = train._recover(config, tmp_path, manager, recoveries, 700, "r")
-  assert recoveries[-1].refine_rotation_start_step is None
-  assert (recoveries[-1].restored_step, manager.all_steps()) == (500, [300, 500])
-  assert health.with_recoveries(config, recoveries).loss.refine_rotation_start_step == 740
-
-
-def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic_dir, monkeypatch):
+def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic_dir, monkeypatch,
+                                                             counting_step):
   from sslmd_jax import health
   config = train_utils.micro_config("monodepth2", synthetic_dir)
   config.optim.num_steps = 6
@@ -804,8 +753,8 @@ def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic
   assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))  # Nothing unhealthy saved.
 
 
-def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_path,
-                                                                         synthetic_dir):
+def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_path, synthetic_dir,
+                                                                         counting_step):
   from sslmd_jax import health
   config = train_utils.micro_config("monodepth2", synthetic_dir)
   config.optim.num_steps = 3
@@ -824,7 +773,7 @@ def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_pa
 
 
 def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
-    tmp_path, synthetic_dir, monkeypatch, capsys):
+    tmp_path, synthetic_dir, monkeypatch, capsys, counting_step):
   from sslmd_jax import health
   config = _six_steps_saved_every_two(synthetic_dir)
   config.run.keep_checkpoints = 3
@@ -841,7 +790,7 @@ def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
 
 
 def test_a_resumed_run_knows_which_checkpoints_were_saved_with_a_flat_depth(
-    tmp_path, synthetic_dir, monkeypatch, capsys):
+    tmp_path, synthetic_dir, monkeypatch, capsys, counting_step):
   """The depth_spreads travel with the checkpoints: after a restart (here: the run ended flat and
   is extended), a collapse still skips the flat checkpoints, and the final check still sees the
   checks from before the restart."""
