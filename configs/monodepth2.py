@@ -62,9 +62,11 @@ def get_config(variant: str = ""):
     # rotation absorbed the parallax and the depth flattened (1 of 3 seeds on stop-heavy tune-range
     # clips, 3 of 4 on holdout's); with the network's own rotation for the first 300 steps
     # holdout's seeds 0 and 1 reached AbsRel 0.270 and 0.252 with no recovery, while seeds 2 and 3
-    # still collapsed 160 and 40 steps after it (docs/unseen_video.md, "The depth flattened under
-    # a rotation aligned too early"). A collapse after the start step now goes back to a
-    # checkpoint from before it and starts the alignment later (health.postponed_alignment_start).
+    # still collapsed 160 and 40 steps after it, from a depth that had nearly flattened before it
+    # (docs/unseen_video.md, "The depth flattened under a rotation aligned too early", "A collapse
+    # under the aligned rotation: back to its start"). A collapse after the start step goes back
+    # to the start step's checkpoint and starts the alignment later
+    # (health.postponed_alignment_start).
     c.loss.refine_rotation_start_step = 300
     # With it, held-out depth kept improving to 1000 steps (tune clips: 0.373 at 300, 0.330 at 1000).
     c.optim.num_steps = 1000

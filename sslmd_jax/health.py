@@ -237,15 +237,17 @@ def postponed_alignment_start(config: ml_collections.ConfigDict, step: int) -> i
   With `config.loss.refine_rotation` and a start step S > 0 (the recipe trains with the pose
   network's own rotation until the depth has formed: Monodepth2 `:tiny`), a collapse at a step
   >= S happened under the aligned rotation. Fitted to a depth that has not formed enough, that
-  rotation absorbs the parallax the depth should explain, and the flatter depth makes the next
-  alignment absorb more: on `holdout`, two of four Monodepth2 `:tiny` seeds collapsed 40 and
-  160 steps after S = 300, and went back to a checkpoint saved after S to collapse again
-  (docs/unseen_video.md, "The depth flattened under a rotation aligned too early"). Such a
-  recovery goes back to a state from before S (`sslmd_jax.train`) and starts the alignment
-  later: as many steps after the collapse as the collapse came after S, and at least
+  rotation can absorb the parallax the depth should explain: on `holdout`, two of four Monodepth2
+  `:tiny` seeds collapsed 40 and 160 steps after S = 300, and collapsed again after going back
+  to the newest checkpoint. Such a recovery goes back to a state from before S
+  (`sslmd_jax.train`; the step-S checkpoint is kept for it) and starts the alignment later: as
+  many steps after the collapse as the collapse came after S, and at least
   `config.run.checkpoint_every`, so that a checkpoint from before the new start exists to go
-  back to if it happens again. A recipe that aligns from step 0 (S = 0: SC-SfMLearner and
-  SfMLearner `:tiny`, which collapsed without the alignment) keeps it.
+  back to if it happens again. On a `tune`-range run that replaced a restart from scratch by one
+  step back to S; on those two `holdout` seeds it did not change the outcome, because their
+  depth had nearly flattened before S (docs/unseen_video.md, "A collapse under the aligned
+  rotation: back to its start, and the alignment later"). A recipe that aligns from step 0
+  (S = 0: SC-SfMLearner and SfMLearner `:tiny`, which collapsed without the alignment) keeps it.
 
   Args:
     config: the run's config as it stood at the collapse (`with_recoveries`).
