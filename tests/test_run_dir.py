@@ -28,7 +28,6 @@ from sslmd_jax.data import base
 from sslmd_jax.data import pipeline
 from sslmd_jax.data import sources
 from tests import train_utils
-from tests.test_train import _collapse_at_checks
 from tests.test_train import synthetic_dir  # noqa: F401  (a fixture)
 
 STEPS = (2, 4)  # The checkpoints of `saved_run`.
@@ -82,8 +81,6 @@ DAMAGE = {
     "truncated_array": _truncate_an_array,
     "no_state_metadata": lambda step_dir: (step_dir / "state" / "_METADATA").unlink(),
 }
-
-
 
 
 def _killed_save(workdir: pathlib.Path) -> pathlib.Path:
@@ -296,7 +293,8 @@ def test_a_collapse_under_the_aligned_rotation_goes_back_to_its_start_and_postpo
   config.optim.num_steps, config.run.log_every, config.run.keep_checkpoints = 8, 1, 1
   config.run.image_every = 0  # Nothing to compile: the test is about the run.
   config.loss.refine_rotation, config.loss.refine_rotation_start_step = True, 3
-  _collapse_at_checks(monkeypatch, 5)  # Checks at every step: step 5 collapses, aligned since 3.
+  # Checks at every step: step 5 collapses, aligned since step 3.
+  train_utils.collapse_at_checks(monkeypatch, 5)
   assert train.train_and_evaluate(config, tmp_path / "run").step == 8
   assert health.read_recoveries(tmp_path / "run") == [
       health.Recovery(step=5, problem="a test collapse", restored_step=3, factor=0.5,

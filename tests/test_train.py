@@ -669,26 +669,6 @@ def test_cli_rejects_config_typo_and_missing_path(tmp_path):
   assert "/no/such/dir" in missing.stderr
 
 
-def _collapse_at_checks(monkeypatch, *calls, spreads=None):
-  """Makes `health.health_problem` report a collapse at the given (1-based) calls only.
-
-  `spreads`: the `depth_spread` that each call (1-based) sees and the run records, in place of
-  the logged one (all calls when given; the last value for calls after the list's end).
-  """
-  from sslmd_jax import health
-  real = getattr(health.health_problem, "real", health.health_problem)  # Not an earlier fake.
-  count = {"n": 0}
-
-  def fake(metrics, previous=None):
-    count["n"] += 1
-    if spreads is not None:
-      metrics["depth_spread"] = spreads[min(count["n"], len(spreads)) - 1]
-    return "a test collapse" if count["n"] in calls else real(metrics, previous)
-
-  fake.real = real
-  monkeypatch.setattr(health, "health_problem", fake)
-
-
 def _six_steps_saved_every_two(synthetic_dir):
   """A micro Monodepth2 run of 6 steps at a constant learning rate, checked at every step and
   saved every 2 (checkpoints 2, 4, 6): the recovery tests' run."""
@@ -704,7 +684,8 @@ def test_a_collapse_rolls_back_to_the_last_checkpoint_at_a_lower_learning_rate(
     tmp_path, synthetic_dir, monkeypatch, capsys):
   from sslmd_jax import health
   config = _six_steps_saved_every_two(synthetic_dir)
-  _collapse_at_checks(monkeypatch, 5)  # Checks at every step (log_every=1): step 5 collapses.
+  # Checks at every step (log_every=1): step 5 collapses.
+  train_utils.collapse_at_checks(monkeypatch, 5)
   result = train.train_and_evaluate(config, tmp_path / "run")
   assert result.step == 6
   (recovery,) = health.read_recoveries(tmp_path / "run")
@@ -724,7 +705,8 @@ def test_a_second_collapse_from_the_same_checkpoint_goes_back_further(tmp_path, 
   from sslmd_jax import health
   config = _six_steps_saved_every_two(synthetic_dir)
   config.run.keep_checkpoints = 3
-  _collapse_at_checks(monkeypatch, 5, 6)  # Step 5 collapses, and again after going back to 4.
+  # Step 5 collapses, and again after going back to 4.
+  train_utils.collapse_at_checks(monkeypatch, 5, 6)
   result = train.train_and_evaluate(config, tmp_path / "run")
   assert result.step == 6
   recoveries = health.read_recoveries(tmp_path / "run")
@@ -780,7 +762,7 @@ def test_a_collapse_does_not_go_back_to_a_checkpoint_saved_with_a_flat_depth(
   config.run.min_final_depth_spread = 0.3
   # Checks 1-4 (steps 1-4): checkpoint 2's last spreads [0.5, 0.5] (median 0.5), checkpoint 4's
   # [0.5, 0.5, 0.02, 0.02] (median 0.26 < 0.3: flat). Check 5 collapses; steps 3-6 redone at 0.5.
-  _collapse_at_checks(monkeypatch, 5, spreads=[0.5, 0.5, 0.02, 0.02, 0.5])
+  train_utils.collapse_at_checks(monkeypatch, 5, spreads=[0.5, 0.5, 0.02, 0.02, 0.5])
   assert train.train_and_evaluate(config, tmp_path / "run").step == 6
   (recovery,) = health.read_recoveries(tmp_path / "run")
   assert (recovery.step, recovery.restored_step, recovery.factor) == (5, 2, 0.5)
@@ -798,16 +780,16 @@ def test_a_resumed_run_knows_which_checkpoints_were_saved_with_a_flat_depth(
   config = _six_steps_saved_every_two(synthetic_dir)
   config.optim.num_steps = 4
   config.run.keep_checkpoints = 3
-  _collapse_at_checks(monkeypatch, spreads=[0.02])
+  train_utils.collapse_at_checks(monkeypatch, spreads=[0.02])
   with pytest.raises(health.TrainingCollapsedError, match="training ended at step 4"):
     train.train_and_evaluate(config, tmp_path / "run")  # Checkpoints 2 and 4 kept, both flat.
   assert checkpoints.saved_steps(tmp_path / "run") == [2, 4]
   config.optim.num_steps = 5  # Extended: one more check, still flat.
-  _collapse_at_checks(monkeypatch, spreads=[0.02])
+  train_utils.collapse_at_checks(monkeypatch, spreads=[0.02])
   with pytest.raises(health.TrainingCollapsedError, match="median of the last 5 checks"):
     train.train_and_evaluate(config, tmp_path / "run")
   config.optim.num_steps = 6  # Extended again: the check at step 6 collapses.
-  _collapse_at_checks(monkeypatch, 1, spreads=[0.02, 0.5])
+  train_utils.collapse_at_checks(monkeypatch, 1, spreads=[0.02, 0.5])
   assert train.train_and_evaluate(config, tmp_path / "run").step == 6
   (recovery,) = health.read_recoveries(tmp_path / "run")
   assert (recovery.step, recovery.restored_step) == (6, 0)

@@ -179,3 +179,23 @@ class CountingStep:
     del batch
     metrics = {"loss": 0.1, "finite": 1.0, "depth_spread": 0.3, "translation_to_depth": 0.05}
     return state.replace(step=state.step + 1), {k: jnp.float32(v) for k, v in metrics.items()}
+
+
+def collapse_at_checks(monkeypatch, *calls, spreads=None):
+  """Makes `health.health_problem` report a collapse at the given (1-based) calls only.
+
+  `spreads`: the `depth_spread` that each call (1-based) sees and the run records, in place of
+  the logged one (all calls when given; the last value for calls after the list's end).
+  """
+  from sslmd_jax import health
+  real = getattr(health.health_problem, "real", health.health_problem)  # Not an earlier fake.
+  count = {"n": 0}
+
+  def fake(metrics, previous=None):
+    count["n"] += 1
+    if spreads is not None:
+      metrics["depth_spread"] = spreads[min(count["n"], len(spreads)) - 1]
+    return "a test collapse" if count["n"] in calls else real(metrics, previous)
+
+  fake.real = real
+  monkeypatch.setattr(health, "health_problem", fake)
