@@ -256,7 +256,16 @@ def postponed_alignment_start(config: ml_collections.ConfigDict, step: int) -> i
   Returns:
     The new start step (> `step`), or None when the rotation was not aligned at `step`.
   """
-  start = config.loss.refine_rotation_start_step
-  if not config.loss.refine_rotation or start <= 0 or step < start:
+  start = alignment_start(config)
+  if start is None or step < start:
     return None
   return step + max(step - start, config.run.checkpoint_every)
+
+
+def alignment_start(config: ml_collections.ConfigDict) -> int | None:
+  """The step where the aligned rotation takes over, for a recipe that trains with the network's
+  own rotation before it (`refine_rotation` with `refine_rotation_start_step` > 0), else None."""
+  lo = config.loss
+  if not lo.refine_rotation or lo.refine_rotation_start_step <= 0:
+    return None
+  return lo.refine_rotation_start_step

@@ -690,11 +690,8 @@ def _start(config, networks, mesh, manager, loader, recoveries) -> _Run:
   step_fn = jit_train_step(make_train_step(attempt, networks, optimizer), mesh, state)
   step = int(jax.device_get(state.step))
   spreads = checkpoints.saved_depth_spreads(manager, step) if restored else []
-  lo = attempt.loss
-  alignment_start = (lo.refine_rotation_start_step
-                     if lo.refine_rotation and lo.refine_rotation_start_step > 0 else None)
   return _Run(state=state, iterator=iterator, step_fn=step_fn, step=step, restored=restored,
-              spreads=spreads, alignment_start=alignment_start)
+              spreads=spreads, alignment_start=health.alignment_start(attempt))
 
 
 def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,7 +96,6 @@ def test_a_jax2onnx_that_does_not_fit_this_jax_is_one_clear_error(tmp_path, monk
 def test_the_inference_benchmark_times_the_onnx_export_in_onnx_runtime():
   """`benchmarks/inference.py --runtime=onnxruntime`: one record per batch, from the exported
   network, whose depth equals `Predictor.predict_depth`'s on the timed batch."""
-  import json  # pylint: disable=g-import-not-at-top
   pytest.importorskip("jax2onnx")
   pytest.importorskip("onnxruntime")
   from tests import train_utils  # pylint: disable=g-import-not-at-top
