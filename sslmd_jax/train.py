@@ -720,10 +720,10 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
   attempt = health.with_recoveries(config, recoveries)
   start = health.postponed_alignment_start(attempt, step)
   if start is not None:
-    aligned = attempt.loss.refine_rotation_start_step
-    checkpoints.set_aside(manager, [s for s in manager.all_steps() if s > aligned],
+    took_over = health.alignment_start(attempt)
+    checkpoints.set_aside(manager, [s for s in manager.all_steps() if s > took_over],
                           checkpoints.UNHEALTHY_CHECKPOINTS,
-                          f"was saved after the aligned rotation took over at step {aligned}")
+                          f"was saved after the aligned rotation took over at step {took_over}")
   minimum = config.run.min_final_depth_spread
   flat = [s for s in manager.all_steps()
           if health.flat_depth_problem(checkpoints.saved_depth_spreads(manager, s), minimum)]
