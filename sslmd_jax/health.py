@@ -5,8 +5,11 @@ gradients do not lead back: the depth network predicts the same depth at every p
 (then no camera motion changes the warp's parallax, and the photometric loss is
 explained by rotation alone), or the motion network stops predicting any translation
 (then no depth changes the warp), or its translation runs away until every pixel warps out of
-view (then the photometric loss, a mean over the pixels left in view, is 0). All three are
-visible in two scalars of every step:
+view (then the photometric loss, a mean over the pixels left in view, is 0), or the depth runs
+toward the depth head's maximum while the translation stays put (then the warp is nearly a
+rotation, which a young pose network predicts better than its translation, and the photometric
+loss falls as the depth rises; `CEILING_DEPTH_FRACTION`). All four are visible in three scalars
+of every step, `depth_mean` (the mean predicted depth) and:
 
   * `depth_spread`: per image std / mean of the predicted depth, batch mean (0 for a
     constant depth; 0.16-0.32 at initialisation and 0.2-1.5 for trained runs in this
@@ -56,6 +59,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sslmd_jax.models import depth as depth_models
+
 # Below this `depth_spread` the predicted depth is a constant (module docstring).
 DEPTH_COLLAPSE_SPREAD = 0.02
 # Below this `translation_to_depth` the motion network predicts no translation next to the depth:
@@ -71,6 +76,19 @@ TRANSLATION_COLLAPSE_RATIO = 1e-4
 # the rest of the run, photometric 0.0) and ended with a constant depth's AbsRel
 # (docs/unseen_video.md); healthy runs log at most a few hundredths.
 TRANSLATION_RUNAWAY_RATIO = 1.0
+# The depth "ran to the ceiling" when, at two checks in a row, its mean reaches this fraction of
+# the depth head's maximum (`depth_ceiling`) while `translation_to_depth` is below
+# `CEILING_TRANSLATION_RATIO`: the depth has run away from a motion that stayed put, so the warp
+# is nearly a pure rotation and the photometric loss keeps falling as the depth rises. Five runs
+# that failed did this (SC-SfMLearner `:tiny` on real KITTI frames: mean depth 20 of 100 at step
+# 40, translation 3e-4 of it, caught by the constant-depth check only at step 180, after a
+# checkpoint of the run-away depth had been saved; a Monodepth2 `:tiny` seed; three more
+# SC-SfMLearner runs); none of 38 other logged runs of every recipe met both conditions at any
+# check: their mean depth stayed below 4 % of the maximum, or (Li et al.'s unbounded depth, and a
+# Monodepth2 run at 6 % that recovered by itself) their translation stayed above 1e-3 of it
+# (docs/unseen_video.md, "The depth that runs to the ceiling").
+CEILING_DEPTH_FRACTION = 0.1
+CEILING_TRANSLATION_RATIO = 1e-3
 # At the end of training (and at a checkpoint a recovery may go back to), the median
 # `depth_spread` of the last `FINAL_CHECKS` health checks must reach
 # `config.run.min_final_depth_spread` (default 0.1). The true depth of the rendered street scenes
@@ -115,19 +133,34 @@ def translation_to_depth(b_from_a: jax.Array, depth: jax.Array) -> jax.Array:
   return jnp.mean(translation) / jnp.mean(depth.astype(jnp.float32))
 
 
-def health_problem(metrics: dict[str, float],
-                   previous: dict[str, float] | None = None) -> str | None:
+def depth_ceiling(config: ml_collections.ConfigDict) -> float | None:
+  """The largest depth the config's depth head can output (network units), or None if unbounded.
+
+  'disp_to_depth': `config.model.max_depth`; 'scaled_sigmoid': `1 / MIN_DISP` (100);
+  'softplus' (Li et al.): None.
+  """
+  head = config.model.depth_head
+  if head == "disp_to_depth":
+    return float(config.model.max_depth)
+  if head == "scaled_sigmoid":
+    return 1.0 / depth_models.MIN_DISP
+  return None
+
+
+def health_problem(metrics: dict[str, float], previous: dict[str, float] | None = None,
+                   ceiling: float | None = None) -> str | None:
   """What is wrong with a step's logged metrics, in one sentence, or None when healthy.
 
   A constant depth, and a translation longer than the scene is deep, are collapses at once.
-  No translation is one only when the previous
-  check saw none either: a batch of snippets that all stand still (a car waiting at a
-  light) rightly predicts none.
+  No translation, and a depth that ran to the ceiling with the translation left behind
+  (`CEILING_DEPTH_FRACTION`), are collapses only when the previous check saw the same: a batch
+  of snippets that all stand still (a car waiting at a light) rightly predicts no translation.
 
   Args:
-    metrics: host floats with `depth_spread` and (when the recipe predicts rigid motion)
-      `translation_to_depth`.
+    metrics: host floats with `depth_spread`, `depth_mean` and (when the recipe predicts
+      rigid motion) `translation_to_depth`.
     previous: the previous check's metrics (None: this is the run's first check).
+    ceiling: the depth head's maximum (`depth_ceiling`; None: unbounded, not checked).
   """
   spread = metrics.get("depth_spread")
   if spread is not None and not spread >= DEPTH_COLLAPSE_SPREAD:
@@ -142,7 +175,20 @@ def health_problem(metrics: dict[str, float],
       and not before >= TRANSLATION_COLLAPSE_RATIO):
     return (f"the motion network predicts no translation (translation_to_depth {ratio:.3g} "
             f"and {before:.3g} at the previous check, expected >= {TRANSLATION_COLLAPSE_RATIO})")
+  if ceiling and _at_ceiling(metrics, ceiling) and _at_ceiling(previous or {}, ceiling):
+    return (f"the depth ran toward the head's maximum while the translation stayed behind, so "
+            f"the warp became a rotation (mean depth {metrics['depth_mean']:.3g} of at most "
+            f"{ceiling:g}, translation_to_depth {ratio:.3g}; expected a mean depth below "
+            f"{CEILING_DEPTH_FRACTION:g} of the maximum or translation_to_depth >= "
+            f"{CEILING_TRANSLATION_RATIO:g})")
   return None
+
+
+def _at_ceiling(metrics: dict[str, float], ceiling: float) -> bool:
+  """Whether one check's mean depth is near `ceiling` with (almost) no translation beside it."""
+  mean, ratio = metrics.get("depth_mean"), metrics.get("translation_to_depth")
+  return (mean is not None and ratio is not None and mean >= CEILING_DEPTH_FRACTION * ceiling
+          and ratio < CEILING_TRANSLATION_RATIO)
 
 
 def flat_depth_problem(spreads: list[float], minimum: float) -> str | None:

@@ -575,7 +575,7 @@ def _loop(config, workdir, networks, mesh, manager, pinned, loader, recoveries, 
   from sslmd_jax import summaries  # Local: tensorboardX only for runs.
   num_steps = config.optim.num_steps
   metrics_host: dict = {}
-  previous_check = None
+  previous_check, ceiling = None, health.depth_ceiling(config)
   watch, checked = None, run.step
   with _Preemption() as preemption:
     step = run.step
@@ -604,7 +604,7 @@ def _loop(config, workdir, networks, mesh, manager, pinned, loader, recoveries, 
         metrics_host.update(progress.rates())
         if log_now:
           writer.scalars(step, metrics_host)
-        problem = health.health_problem(metrics_host, previous_check)
+        problem = health.health_problem(metrics_host, previous_check, ceiling)
         previous_check = metrics_host
         if "depth_spread" in metrics_host and not problem:
           run.spreads.append(metrics_host["depth_spread"])

@@ -64,6 +64,36 @@ def test_a_depth_run_to_its_maximum_over_part_of_the_image_is_no_translation():
   assert health.health_problem(slow_start, slow_start) is None
 
 
+def test_a_depth_run_to_the_ceiling_beside_a_still_translation_is_a_collapse_at_the_second_check():
+  # Logged at steps 40 and 60 by an SC-SfMLearner `:tiny` run on real KITTI frames whose depth
+  # then ran to the head's maximum (the constant-depth check caught it at step 180).
+  first = {"depth_spread": 1.0, "depth_mean": 19.8, "translation_to_depth": 3.2e-4}
+  second = {"depth_spread": 1.0, "depth_mean": 18.8, "translation_to_depth": 2.6e-4}
+  assert health.health_problem(first, None, 100.0) is None  # One check could be a stop.
+  problem = health.health_problem(second, first, 100.0)
+  assert "the depth ran toward the head's maximum" in problem
+  assert "mean depth 18.8 of at most 100, translation_to_depth 0.00026" in problem
+  assert health.health_problem(second, first, None) is None  # An unbounded head: not judged.
+  assert health.health_problem(second, first, 1000.0) is None  # 2 % of that maximum.
+  # Li et al.'s scale grew to a quarter of 100 with its translation keeping up (it learned).
+  li = {"depth_spread": 0.34, "depth_mean": 25.2, "translation_to_depth": 0.019}
+  assert health.health_problem(li, li, 100.0) is None
+  # A Monodepth2 seed at 6 % of the maximum with little translation came back by itself.
+  md = {"depth_spread": 0.21, "depth_mean": 6.3, "translation_to_depth": 4e-4}
+  assert health.health_problem(md, md, 100.0) is None
+
+
+def test_the_depth_ceiling_is_each_heads_maximum():
+  import ml_collections
+  model = ml_collections.ConfigDict({"depth_head": "disp_to_depth", "max_depth": 80.0})
+  config = ml_collections.ConfigDict({"model": model})
+  assert health.depth_ceiling(config) == 80.0
+  config.model.depth_head = "scaled_sigmoid"  # disp = 10 sigmoid + 0.01 >= 0.01.
+  assert health.depth_ceiling(config) == pytest.approx(100.0)
+  config.model.depth_head = "softplus"
+  assert health.depth_ceiling(config) is None
+
+
 def test_a_translation_that_warps_every_pixel_out_of_view_is_a_collapse_at_once():
   # Logged by a SfMLearner run whose translation ran away (photometric 0.0 from then on).
   ran_away = {"depth_spread": 0.22, "translation_to_depth": 2.03}

@@ -738,6 +738,23 @@ def test_a_run_that_stays_collapsed_fails_naming_the_problem(tmp_path, synthetic
   assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))  # Nothing unhealthy saved.
 
 
+def test_the_training_loop_judges_the_depth_against_its_heads_ceiling(tmp_path, synthetic_dir,
+                                                                     monkeypatch, counting_step):
+  from sslmd_jax import health
+  config = train_utils.micro_config("monodepth2", synthetic_dir)
+  config.optim.num_steps = 4
+  config.run.evaluate = False
+  config.run.checkpoint_every = 4
+  config.run.max_recoveries = 0
+  config.model.max_depth = 50.0
+  monkeypatch.setattr(health, "CEILING_DEPTH_FRACTION", 0.0)  # Every check is at the ceiling,
+  monkeypatch.setattr(health, "CEILING_TRANSLATION_RATIO", 1e9)  # with too little translation.
+  with pytest.raises(health.TrainingCollapsedError,
+                     match=r"collapsed at step 2: the depth ran toward the head's maximum .*"
+                           r"of at most 50, "):
+    train.train_and_evaluate(config, tmp_path / "run")
+
+
 def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_path, synthetic_dir,
                                                                          counting_step):
   from sslmd_jax import health

@@ -177,7 +177,8 @@ class CountingStep:
   def __call__(self, state, batch):
     import jax.numpy as jnp
     del batch
-    metrics = {"loss": 0.1, "finite": 1.0, "depth_spread": 0.3, "translation_to_depth": 0.05}
+    metrics = {"loss": 0.1, "finite": 1.0, "depth_spread": 0.3, "depth_mean": 0.5,
+               "translation_to_depth": 0.05}
     return state.replace(step=state.step + 1), {k: jnp.float32(v) for k, v in metrics.items()}
 
 
@@ -191,11 +192,11 @@ def collapse_at_checks(monkeypatch, *calls, spreads=None):
   real = getattr(health.health_problem, "real", health.health_problem)  # Not an earlier fake.
   count = {"n": 0}
 
-  def fake(metrics, previous=None):
+  def fake(metrics, previous=None, ceiling=None):
     count["n"] += 1
     if spreads is not None:
       metrics["depth_spread"] = spreads[min(count["n"], len(spreads)) - 1]
-    return "a test collapse" if count["n"] in calls else real(metrics, previous)
+    return "a test collapse" if count["n"] in calls else real(metrics, previous, ceiling)
 
   fake.real = real
   monkeypatch.setattr(health, "health_problem", fake)
