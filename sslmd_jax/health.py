@@ -24,8 +24,9 @@ The trainer checks them at every log step and before every checkpoint
 (`health_problem`), so every checkpoint holds a healthy state. When a check fails it
 restores the newest checkpoint (or the initial state), multiplies the learning rate and the
 weights of the terms that a constant depth minimises (edge-aware smoothness and SC-SfMLearner's
-geometry consistency) by `config.run.recovery_factor` and goes on; each such recovery is
-appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values.
+geometry consistency) by `config.run.recovery_factor` (after a depth that ran toward the head's
+maximum it also switches the auto-mask on: `automask_after_runaway`) and goes on; each such
+recovery is appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values.
 These are the causes of a constant depth seen in this project: Adam's first steps driving the
 depth head into saturation before the motion network has learnt any translation, and
 regularisers that outweigh the photometric term while the motion is still small (SC-SfMLearner
@@ -76,19 +77,22 @@ TRANSLATION_COLLAPSE_RATIO = 1e-4
 # the rest of the run, photometric 0.0) and ended with a constant depth's AbsRel
 # (docs/unseen_video.md); healthy runs log at most a few hundredths.
 TRANSLATION_RUNAWAY_RATIO = 1.0
-# The depth "ran to the ceiling" when, at two checks in a row, its mean reaches this fraction of
-# the depth head's maximum (`depth_ceiling`) while `translation_to_depth` is below
-# `CEILING_TRANSLATION_RATIO`: the depth has run away from a motion that stayed put, so the warp
-# is nearly a pure rotation and the photometric loss keeps falling as the depth rises. Five runs
-# that failed did this (SC-SfMLearner `:tiny` on real KITTI frames: mean depth 20 of 100 at step
-# 40, translation 3e-4 of it, caught by the constant-depth check only at step 180, after a
-# checkpoint of the run-away depth had been saved; a Monodepth2 `:tiny` seed; three more
-# SC-SfMLearner runs); none of 38 other logged runs of every recipe met both conditions at any
-# check: their mean depth stayed below 4 % of the maximum, or (Li et al.'s unbounded depth, and a
-# Monodepth2 run at 6 % that recovered by itself) their translation stayed above 1e-3 of it
-# (docs/unseen_video.md, "The depth that runs to the ceiling").
+# The depth "ran to the ceiling" when its mean reaches this fraction of the depth head's maximum
+# (`depth_ceiling`) while `translation_to_depth` is below `CEILING_TRANSLATION_RATIO`: the depth
+# has run away from a motion that stayed put, so the warp is nearly a pure rotation and the
+# photometric loss keeps falling as the depth rises. Five runs that failed did this
+# (SC-SfMLearner `:tiny` on real KITTI frames: mean depth 20 of 100 at step 40, translation 3e-4
+# of it, caught by the constant-depth check only at step 180, after a checkpoint of the run-away
+# depth had been saved; a Monodepth2 `:tiny` seed; three more SC-SfMLearner runs); none of 38
+# other logged runs of every recipe met both conditions at any check: their mean depth stayed
+# below 4 % of the maximum, or (Li et al.'s unbounded depth, and a Monodepth2 run at 6 % that
+# came back by itself) their translation stayed above 1e-3 of it. It is a collapse at once: a
+# second check 20 steps later would come after a checkpoint of the run-away depth (a run that
+# ran away between steps 80 and 100 saved one at step 100). A recovery from it also switches
+# the paper's binary auto-mask on from the step it goes back to (`automask_after_runaway`).
 CEILING_DEPTH_FRACTION = 0.1
 CEILING_TRANSLATION_RATIO = 1e-3
+CEILING_PROBLEM = "the depth ran toward the head's maximum"
 # At the end of training (and at a checkpoint a recovery may go back to), the median
 # `depth_spread` of the last `FINAL_CHECKS` health checks must reach
 # `config.run.min_final_depth_spread` (default 0.1). The true depth of the rendered street scenes
@@ -151,10 +155,10 @@ def health_problem(metrics: dict[str, float], previous: dict[str, float] | None 
                    ceiling: float | None = None) -> str | None:
   """What is wrong with a step's logged metrics, in one sentence, or None when healthy.
 
-  A constant depth, and a translation longer than the scene is deep, are collapses at once.
-  No translation, and a depth that ran to the ceiling with the translation left behind
-  (`CEILING_DEPTH_FRACTION`), are collapses only when the previous check saw the same: a batch
-  of snippets that all stand still (a car waiting at a light) rightly predicts no translation.
+  A constant depth, a translation longer than the scene is deep, and a depth that ran toward
+  the head's maximum with the translation left behind (`CEILING_DEPTH_FRACTION`) are collapses
+  at once. No translation is one only when the previous check saw none either: a batch of
+  snippets that all stand still (a car waiting at a light) rightly predicts none.
 
   Args:
     metrics: host floats with `depth_spread`, `depth_mean` and (when the recipe predicts
@@ -170,25 +174,19 @@ def health_problem(metrics: dict[str, float], previous: dict[str, float] | None 
   if ratio is not None and ratio > TRANSLATION_RUNAWAY_RATIO:
     return (f"the motion network's translation ran away: every pixel warps out of view "
             f"(translation_to_depth {ratio:.3g}, expected <= {TRANSLATION_RUNAWAY_RATIO})")
+  mean = metrics.get("depth_mean")
+  if (ceiling and mean is not None and ratio is not None
+      and mean >= CEILING_DEPTH_FRACTION * ceiling and ratio < CEILING_TRANSLATION_RATIO):
+    return (f"{CEILING_PROBLEM} while the translation stayed behind, so the warp became a "
+            f"rotation (mean depth {mean:.3g} of at most {ceiling:g}, translation_to_depth "
+            f"{ratio:.3g}; expected a mean depth below {CEILING_DEPTH_FRACTION:g} of the maximum "
+            f"or translation_to_depth >= {CEILING_TRANSLATION_RATIO:g})")
   before = (previous or {}).get("translation_to_depth")
   if (ratio is not None and before is not None and not ratio >= TRANSLATION_COLLAPSE_RATIO
       and not before >= TRANSLATION_COLLAPSE_RATIO):
     return (f"the motion network predicts no translation (translation_to_depth {ratio:.3g} "
             f"and {before:.3g} at the previous check, expected >= {TRANSLATION_COLLAPSE_RATIO})")
-  if ceiling and _at_ceiling(metrics, ceiling) and _at_ceiling(previous or {}, ceiling):
-    return (f"the depth ran toward the head's maximum while the translation stayed behind, so "
-            f"the warp became a rotation (mean depth {metrics['depth_mean']:.3g} of at most "
-            f"{ceiling:g}, translation_to_depth {ratio:.3g}; expected a mean depth below "
-            f"{CEILING_DEPTH_FRACTION:g} of the maximum or translation_to_depth >= "
-            f"{CEILING_TRANSLATION_RATIO:g})")
   return None
-
-
-def _at_ceiling(metrics: dict[str, float], ceiling: float) -> bool:
-  """Whether one check's mean depth is near `ceiling` with (almost) no translation beside it."""
-  mean, ratio = metrics.get("depth_mean"), metrics.get("translation_to_depth")
-  return (mean is not None and ratio is not None and mean >= CEILING_DEPTH_FRACTION * ceiling
-          and ratio < CEILING_TRANSLATION_RATIO)
 
 
 def flat_depth_problem(spreads: list[float], minimum: float) -> str | None:
@@ -223,12 +221,15 @@ class Recovery:
       `recovery_factor ** number_of_recoveries`).
     refine_rotation_start_step: the step from which the run warps with the aligned rotation
       from then on (`postponed_alignment_start`), or None when this recovery left it as it was.
+    automask_start_step: the step from which the run auto-masks from then on
+      (`automask_after_runaway`), or None when this recovery left it as it was.
   """
   step: int
   problem: str
   restored_step: int
   factor: float
   refine_rotation_start_step: int | None = None
+  automask_start_step: int | None = None
 
 
 def read_recoveries(workdir: str | os.PathLike) -> list[Recovery]:
@@ -259,8 +260,10 @@ def with_recoveries(config: ml_collections.ConfigDict,
   The learning rate and the weights of the terms a constant depth minimises (smoothness,
   geometry consistency) are multiplied by the newest recovery's factor, `seed` is moved on by
   the number of recoveries (fresh initial parameters if the run went back to step 0, fresh
-  per-step randomness; the data order stays the checkpoint's), and the aligned rotation starts
-  at the step the newest recovery that moved it chose (`postponed_alignment_start`).
+  per-step randomness; the data order stays the checkpoint's), the aligned rotation starts
+  at the step the newest recovery that moved it chose (`postponed_alignment_start`), and
+  auto-masking at the step the newest recovery that switched it on chose
+  (`automask_after_runaway`).
   """
   if not recoveries:
     return config
@@ -269,12 +272,40 @@ def with_recoveries(config: ml_collections.ConfigDict,
             if r.refine_rotation_start_step is not None]
   if starts:
     out.loss.refine_rotation_start_step = starts[-1]
+  masked = [r.automask_start_step for r in recoveries if r.automask_start_step is not None]
+  if masked:
+    out.loss.automask, out.loss.automask_start_step = True, masked[-1]
   out.optim.learning_rate = config.optim.learning_rate * recoveries[-1].factor
   out.loss.smoothness_weight = config.loss.smoothness_weight * recoveries[-1].factor
   out.loss.geometry_consistency_weight = (config.loss.geometry_consistency_weight
                                           * recoveries[-1].factor)
   out.seed = config.seed + len(recoveries)
   return out
+
+
+def automask_after_runaway(config: ml_collections.ConfigDict, problem: str,
+                           restored_step: int) -> int | None:
+  """The step from which a recovery from `problem` auto-masks, or None to leave it as it was.
+
+  A depth that ran toward the head's maximum (`CEILING_PROBLEM`) won because the identity warp
+  beat the young pose network's on most pixels; the binary auto-mask (Godard et al. 2019 §3.2;
+  Bian et al. 2021 for SC-SfMLearner) drops exactly those pixels from the loss. On real KITTI
+  frames SC-SfMLearner `:tiny` without it ran away by step 40 and ended collapsed; with it from
+  step 0 it learned without a recovery (docs/unseen_video.md, "SC-SfMLearner on real video: the
+  auto-mask"). So such a recovery masks from the step it goes back to, unless the run already
+  masks from then on, or uses Li et al.'s occlusion-aware loss, which has no auto-mask.
+
+  Args:
+    config: the run's config as it stood at the collapse (`with_recoveries`).
+    problem: `health_problem`'s sentence.
+    restored_step: the step the recovery goes back to (0: the initial state).
+  """
+  lo = config.loss
+  if not problem.startswith(CEILING_PROBLEM) or lo.occlusion_aware:
+    return None
+  if lo.automask and lo.automask_start_step <= restored_step:
+    return None
+  return restored_step
 
 
 def postponed_alignment_start(config: ml_collections.ConfigDict, step: int) -> int | None:

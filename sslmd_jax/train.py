@@ -737,12 +737,15 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
                           "the run collapsed again after going back to it")
     restored = manager.latest_step() or 0
   factor = config.run.recovery_factor ** (len(recoveries) + 1)
+  masked = health.automask_after_runaway(attempt, problem, restored)
   recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
-                                             factor=factor, refine_rotation_start_step=start)]
+                                             factor=factor, refine_rotation_start_step=start,
+                                             automask_start_step=masked)]
   if jax.process_index() == 0:
     health.write_recoveries(workdir, recoveries)
   target = f"step {restored}" if restored else "the initial state with a new seed"
   aligned = "" if start is None else f", and the aligned rotation from step {start}"
+  aligned += "" if masked is None else f", and auto-masking from step {masked}"
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
              f"{config.run.max_recoveries}): back to {target} with the learning rate and "
              f"the depth regularisers' weights x{factor:g}{aligned}.")

@@ -69,18 +69,43 @@ def test_a_depth_run_to_the_ceiling_beside_a_still_translation_is_a_collapse_at_
   # then ran to the head's maximum (the constant-depth check caught it at step 180).
   first = {"depth_spread": 1.0, "depth_mean": 19.8, "translation_to_depth": 3.2e-4}
   second = {"depth_spread": 1.0, "depth_mean": 18.8, "translation_to_depth": 2.6e-4}
-  assert health.health_problem(first, None, 100.0) is None  # One check could be a stop.
-  problem = health.health_problem(second, first, 100.0)
-  assert "the depth ran toward the head's maximum" in problem
+  problem = health.health_problem(second, None, 100.0)
+  assert problem.startswith(health.CEILING_PROBLEM)
   assert "mean depth 18.8 of at most 100, translation_to_depth 0.00026" in problem
   assert health.health_problem(second, first, None) is None  # An unbounded head: not judged.
   assert health.health_problem(second, first, 1000.0) is None  # 2 % of that maximum.
+  # Named before "no translation" when both hold: the recovery acts on the cause.
+  stalled = dict(second, translation_to_depth=5e-5)
+  assert health.health_problem(stalled, stalled, 100.0).startswith(health.CEILING_PROBLEM)
   # Li et al.'s scale grew to a quarter of 100 with its translation keeping up (it learned).
   li = {"depth_spread": 0.34, "depth_mean": 25.2, "translation_to_depth": 0.019}
   assert health.health_problem(li, li, 100.0) is None
   # A Monodepth2 seed at 6 % of the maximum with little translation came back by itself.
   md = {"depth_spread": 0.21, "depth_mean": 6.3, "translation_to_depth": 4e-4}
   assert health.health_problem(md, md, 100.0) is None
+
+
+def test_a_recovery_from_a_runaway_depth_auto_masks_from_the_step_it_goes_back_to():
+  from sslmd_jax.configs import default
+  config = default.get_config("tiny")
+  config.loss.automask = False
+  runaway = health.CEILING_PROBLEM + " while ..."
+  assert health.automask_after_runaway(config, runaway, 100) == 100
+  assert health.automask_after_runaway(config, "the predicted depth is constant", 100) is None
+  config.loss.automask, config.loss.automask_start_step = True, 400
+  assert health.automask_after_runaway(config, runaway, 100) == 100  # Sooner than planned.
+  config.loss.automask_start_step = 0
+  assert health.automask_after_runaway(config, runaway, 100) is None  # Already masking.
+  li = default.get_config("tiny")  # Li et al.'s occlusion-aware loss has no auto-mask.
+  li.loss.automask, li.loss.occlusion_aware = False, True
+  assert health.automask_after_runaway(li, runaway, 0) is None
+  config.loss.automask = False
+  recoveries = [health.Recovery(step=40, problem=runaway, restored_step=0, factor=0.5,
+                                automask_start_step=0),
+                health.Recovery(step=60, problem="p", restored_step=0, factor=0.25)]
+  after = health.with_recoveries(config, recoveries)
+  assert after.loss.automask and after.loss.automask_start_step == 0
+  assert not config.loss.automask  # Unchanged.
 
 
 def test_the_depth_ceiling_is_each_heads_maximum():

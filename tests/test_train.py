@@ -745,14 +745,17 @@ def test_the_training_loop_judges_the_depth_against_its_heads_ceiling(tmp_path, 
   config.optim.num_steps = 4
   config.run.evaluate = False
   config.run.checkpoint_every = 4
-  config.run.max_recoveries = 0
+  config.run.max_recoveries = 1
   config.model.max_depth = 50.0
+  config.loss.automask_start_step = 1000
   monkeypatch.setattr(health, "CEILING_DEPTH_FRACTION", 0.0)  # Every check is at the ceiling,
   monkeypatch.setattr(health, "CEILING_TRANSLATION_RATIO", 1e9)  # with too little translation.
   with pytest.raises(health.TrainingCollapsedError,
-                     match=r"collapsed at step 2: the depth ran toward the head's maximum .*"
-                           r"of at most 50, "):
+                     match=r"collapsed at step 1: the depth ran toward the head's maximum .*"
+                           r"of at most 50, .* after 1 recoveries"):
     train.train_and_evaluate(config, tmp_path / "run")
+  [recovery] = health.read_recoveries(tmp_path / "run")
+  assert recovery.automask_start_step == 0  # Back to the initial state, auto-masking from it.
 
 
 def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_path, synthetic_dir,
