@@ -26,8 +26,8 @@ restores the newest checkpoint (or the initial state), multiplies the learning r
 weights of the terms that a constant depth minimises (edge-aware smoothness and SC-SfMLearner's
 geometry consistency) by `config.run.recovery_factor` (after a depth that ran toward the head's
 maximum it also switches the auto-mask on: `automask_after_runaway`) and goes on; each such
-recovery is appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values.
-These are the causes of a constant depth seen in this project: Adam's first steps driving the
+recovery is appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the
+reduced values. These are the causes of a constant depth seen in this project: Adam's first steps driving the
 depth head into saturation before the motion network has learnt any translation, and
 regularisers that outweigh the photometric term while the motion is still small (SC-SfMLearner
 from scratch: its geometry consistency fell from 0.021 to 0.0035 while its depth flattened;
@@ -155,10 +155,11 @@ def health_problem(metrics: dict[str, float], previous: dict[str, float] | None 
                    ceiling: float | None = None) -> str | None:
   """What is wrong with a step's logged metrics, in one sentence, or None when healthy.
 
-  A constant depth, a translation longer than the scene is deep, and a depth that ran toward
-  the head's maximum with the translation left behind (`CEILING_DEPTH_FRACTION`) are collapses
-  at once. No translation is one only when the previous check saw none either: a batch of
-  snippets that all stand still (a car waiting at a light) rightly predicts none.
+  A depth that ran toward the head's maximum with the translation left behind
+  (`CEILING_DEPTH_FRACTION`; named first, also when that depth has become constant, since its
+  recovery acts on the cause), a constant depth and a translation longer than the scene is deep
+  are collapses at once. No translation is one only when the previous check saw none either: a
+  batch of snippets that all stand still (a car waiting at a light) rightly predicts none.
 
   Args:
     metrics: host floats with `depth_spread`, `depth_mean` and (when the recipe predicts
@@ -166,21 +167,20 @@ def health_problem(metrics: dict[str, float], previous: dict[str, float] | None 
     previous: the previous check's metrics (None: this is the run's first check).
     ceiling: the depth head's maximum (`depth_ceiling`; None: unbounded, not checked).
   """
-  spread = metrics.get("depth_spread")
-  if spread is not None and not spread >= DEPTH_COLLAPSE_SPREAD:
-    return (f"the predicted depth is constant (depth_spread {spread:.3g}, expected >= "
-            f"{DEPTH_COLLAPSE_SPREAD})")
-  ratio = metrics.get("translation_to_depth")
-  if ratio is not None and ratio > TRANSLATION_RUNAWAY_RATIO:
-    return (f"the motion network's translation ran away: every pixel warps out of view "
-            f"(translation_to_depth {ratio:.3g}, expected <= {TRANSLATION_RUNAWAY_RATIO})")
-  mean = metrics.get("depth_mean")
+  mean, ratio = metrics.get("depth_mean"), metrics.get("translation_to_depth")
   if (ceiling and mean is not None and ratio is not None
       and mean >= CEILING_DEPTH_FRACTION * ceiling and ratio < CEILING_TRANSLATION_RATIO):
     return (f"{CEILING_PROBLEM} while the translation stayed behind, so the warp became a "
             f"rotation (mean depth {mean:.3g} of at most {ceiling:g}, translation_to_depth "
             f"{ratio:.3g}; expected a mean depth below {CEILING_DEPTH_FRACTION:g} of the maximum "
             f"or translation_to_depth >= {CEILING_TRANSLATION_RATIO:g})")
+  spread = metrics.get("depth_spread")
+  if spread is not None and not spread >= DEPTH_COLLAPSE_SPREAD:
+    return (f"the predicted depth is constant (depth_spread {spread:.3g}, expected >= "
+            f"{DEPTH_COLLAPSE_SPREAD})")
+  if ratio is not None and ratio > TRANSLATION_RUNAWAY_RATIO:
+    return (f"the motion network's translation ran away: every pixel warps out of view "
+            f"(translation_to_depth {ratio:.3g}, expected <= {TRANSLATION_RUNAWAY_RATIO})")
   before = (previous or {}).get("translation_to_depth")
   if (ratio is not None and before is not None and not ratio >= TRANSLATION_COLLAPSE_RATIO
       and not before >= TRANSLATION_COLLAPSE_RATIO):

@@ -74,9 +74,13 @@ def test_a_depth_run_to_the_ceiling_beside_a_still_translation_is_a_collapse_at_
   assert "mean depth 18.8 of at most 100, translation_to_depth 0.00026" in problem
   assert health.health_problem(second, first, None) is None  # An unbounded head: not judged.
   assert health.health_problem(second, first, 1000.0) is None  # 2 % of that maximum.
-  # Named before "no translation" when both hold: the recovery acts on the cause.
+  # Named before "no translation" and "constant" when they hold too: the recovery acts on the
+  # cause. Monodepth2 `:tiny` as first documented: the depth saturated at 96 of 100 by step 20.
   stalled = dict(second, translation_to_depth=5e-5)
   assert health.health_problem(stalled, stalled, 100.0).startswith(health.CEILING_PROBLEM)
+  saturated = {"depth_spread": 0.004, "depth_mean": 96.0, "translation_to_depth": 1e-4}
+  assert health.health_problem(saturated, None, 100.0).startswith(health.CEILING_PROBLEM)
+  assert "depth is constant" in health.health_problem(saturated, None, None)
   # Li et al.'s scale grew to a quarter of 100 with its translation keeping up (it learned).
   li = {"depth_spread": 0.34, "depth_mean": 25.2, "translation_to_depth": 0.019}
   assert health.health_problem(li, li, 100.0) is None
