@@ -612,6 +612,7 @@ def _loop(config, workdir, networks, mesh, manager, pinned, loader, recoveries, 
           recoveries = _recover(config, workdir, manager, recoveries, step, problem)
           run = _start(config, networks, mesh, manager, loader, recoveries)
           step, previous_check, checked = run.step, None, run.step
+          watch = None  # Checked just now; the new attempt's metrics may differ (auto-mask).
           writer.rewind(step)
           progress.rewind(step)
           continue

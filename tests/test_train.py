@@ -758,6 +758,22 @@ def test_the_training_loop_judges_the_depth_against_its_heads_ceiling(tmp_path, 
   assert recovery.automask_start_step == 0  # Back to the initial state, auto-masking from it.
 
 
+def test_a_run_goes_on_with_the_auto_mask_after_a_depth_ran_toward_the_maximum(
+    tmp_path, synthetic_dir, monkeypatch):
+  from sslmd_jax import health
+  config = train_utils.micro_config("sc_sfmlearner", synthetic_dir)  # Logs no mask unless masking.
+  config.optim.num_steps = 3
+  config.run.evaluate = False
+  config.loss.automask = False
+  train_utils.collapse_at_checks(monkeypatch, 1, problem=health.CEILING_PROBLEM + " (a test)")
+  assert train.train_and_evaluate(config, tmp_path / "run").step == 3
+  [recovery] = health.read_recoveries(tmp_path / "run")
+  assert recovery.automask_start_step == 0
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert all(0.0 <= r["automask_kept"] <= 1.0 for r in rows)  # The new attempt masks.
+
+
 def test_a_run_that_ends_with_a_flat_depth_fails_and_keeps_its_checkpoint(tmp_path, synthetic_dir,
                                                                          counting_step):
   from sslmd_jax import health

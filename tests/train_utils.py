@@ -182,8 +182,8 @@ class CountingStep:
     return state.replace(step=state.step + 1), {k: jnp.float32(v) for k, v in metrics.items()}
 
 
-def collapse_at_checks(monkeypatch, *calls, spreads=None):
-  """Makes `health.health_problem` report a collapse at the given (1-based) calls only.
+def collapse_at_checks(monkeypatch, *calls, spreads=None, problem="a test collapse"):
+  """Makes `health.health_problem` report `problem` at the given (1-based) calls only.
 
   `spreads`: the `depth_spread` that each call (1-based) sees and the run records, in place of
   the logged one (all calls when given; the last value for calls after the list's end).
@@ -196,7 +196,7 @@ def collapse_at_checks(monkeypatch, *calls, spreads=None):
     count["n"] += 1
     if spreads is not None:
       metrics["depth_spread"] = spreads[min(count["n"], len(spreads)) - 1]
-    return "a test collapse" if count["n"] in calls else real(metrics, previous, ceiling)
+    return problem if count["n"] in calls else real(metrics, previous, ceiling)
 
   fake.real = real
   monkeypatch.setattr(health, "health_problem", fake)
