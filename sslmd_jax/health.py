@@ -25,7 +25,8 @@ The trainer checks them at every log step and before every checkpoint
 restores the newest checkpoint (or the initial state), multiplies the learning rate and the
 weights of the terms that a constant depth minimises (edge-aware smoothness and SC-SfMLearner's
 geometry consistency) by `config.run.recovery_factor` (after a depth that ran toward the head's
-maximum it also switches the auto-mask on: `automask_after_runaway`) and goes on; each such
+maximum it keeps those weights and switches the auto-mask on instead:
+`regulariser_factor_after`, `automask_after_runaway`) and goes on; each such
 recovery is appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the
 reduced values. These are the causes of a constant depth seen in this project: Adam's first steps driving the
 depth head into saturation before the motion network has learnt any translation, and
@@ -216,9 +217,11 @@ class Recovery:
     step: the step whose health check failed.
     problem: `health_problem`'s sentence.
     restored_step: the checkpoint the run went back to (0: the initial state).
-    factor: the factor on `config.optim.learning_rate`, `config.loss.smoothness_weight` and
-      `config.loss.geometry_consistency_weight` from then on (cumulative:
+    factor: the factor on `config.optim.learning_rate` from then on (cumulative:
       `recovery_factor ** number_of_recoveries`).
+    regulariser_factor: the factor on `config.loss.smoothness_weight` and
+      `config.loss.geometry_consistency_weight` from then on (`regulariser_factor_after`;
+      None: the same as `factor`, as in files written before it existed).
     refine_rotation_start_step: the step from which the run warps with the aligned rotation
       from then on (`postponed_alignment_start`), or None when this recovery left it as it was.
     automask_start_step: the step from which the run auto-masks from then on
@@ -230,6 +233,12 @@ class Recovery:
   factor: float
   refine_rotation_start_step: int | None = None
   automask_start_step: int | None = None
+  regulariser_factor: float | None = None
+
+  @property
+  def regularisers(self) -> float:
+    """The factor on the regularisers' weights from this recovery on."""
+    return self.factor if self.regulariser_factor is None else self.regulariser_factor
 
 
 def read_recoveries(workdir: str | os.PathLike) -> list[Recovery]:
@@ -258,7 +267,7 @@ def with_recoveries(config: ml_collections.ConfigDict,
   """`config` as the run continues after its recoveries (a copy; `config` is unchanged).
 
   The learning rate and the weights of the terms a constant depth minimises (smoothness,
-  geometry consistency) are multiplied by the newest recovery's factor, `seed` is moved on by
+  geometry consistency) are multiplied by the newest recovery's factors, `seed` is moved on by
   the number of recoveries (fresh initial parameters if the run went back to step 0, fresh
   per-step randomness; the data order stays the checkpoint's), the aligned rotation starts
   at the step the newest recovery that moved it chose (`postponed_alignment_start`), and
@@ -276,11 +285,35 @@ def with_recoveries(config: ml_collections.ConfigDict,
   if masked:
     out.loss.automask, out.loss.automask_start_step = True, masked[-1]
   out.optim.learning_rate = config.optim.learning_rate * recoveries[-1].factor
-  out.loss.smoothness_weight = config.loss.smoothness_weight * recoveries[-1].factor
+  out.loss.smoothness_weight = config.loss.smoothness_weight * recoveries[-1].regularisers
   out.loss.geometry_consistency_weight = (config.loss.geometry_consistency_weight
-                                          * recoveries[-1].factor)
+                                          * recoveries[-1].regularisers)
   out.seed = config.seed + len(recoveries)
   return out
+
+
+def regulariser_factor_after(config: ml_collections.ConfigDict, recoveries: list[Recovery],
+                             problem: str) -> float:
+  """The factor on the regularisers' weights after a recovery from `problem`.
+
+  The regularisers pull towards a flat depth, so after a constant depth, no translation or a
+  translation that ran away they are multiplied by `config.run.recovery_factor`, as the
+  learning rate is. After a depth that ran toward the head's maximum (`CEILING_PROBLEM`) they
+  are kept: the edge-aware smoothness is what holds part of the image from running there. On
+  real KITTI frames, SC-SfMLearner `:tiny` seed 1 (auto-mask from step 0), 200 steps: as
+  documented its mean depth peaked at 6.8 units and came back to 0.19; at half the learning
+  rate it stayed below 0.44; with half the smoothness and consistency weights it ran to 27 of
+  100 by step 80 (docs/unseen_video.md, "The depth that runs to the ceiling").
+
+  Args:
+    config: the run's config (the recovery factor).
+    recoveries: the recoveries before this one.
+    problem: `health_problem`'s sentence.
+  """
+  before = recoveries[-1].regularisers if recoveries else 1.0
+  if problem.startswith(CEILING_PROBLEM):
+    return before
+  return before * config.run.recovery_factor
 
 
 def automask_after_runaway(config: ml_collections.ConfigDict, problem: str,
@@ -292,8 +325,10 @@ def automask_after_runaway(config: ml_collections.ConfigDict, problem: str,
   Bian et al. 2021 for SC-SfMLearner) drops exactly those pixels from the loss. On real KITTI
   frames SC-SfMLearner `:tiny` without it ran away by step 40 and ended collapsed; with it from
   step 0 it learned without a recovery (docs/unseen_video.md, "SC-SfMLearner on real video: the
-  auto-mask"). So such a recovery masks from the step it goes back to, unless the run already
-  masks from then on, or uses Li et al.'s occlusion-aware loss, which has no auto-mask.
+  auto-mask"; with it and half the regularisers' weights, seeds 1-3 ran away again:
+  `regulariser_factor_after`). So such a recovery masks from the step it goes back to, unless
+  the run already masks from then on, or uses Li et al.'s occlusion-aware loss, which has no
+  auto-mask.
 
   Args:
     config: the run's config as it stood at the collapse (`with_recoveries`).

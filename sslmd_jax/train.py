@@ -739,20 +739,30 @@ def _recover(config, workdir, manager, recoveries, step: int, problem: str) -> l
     restored = manager.latest_step() or 0
   factor = config.run.recovery_factor ** (len(recoveries) + 1)
   masked = health.automask_after_runaway(attempt, problem, restored)
+  regularisers = health.regulariser_factor_after(config, recoveries, problem)
   recoveries = [*recoveries, health.Recovery(step=step, problem=problem, restored_step=restored,
                                              factor=factor, refine_rotation_start_step=start,
-                                             automask_start_step=masked)]
+                                             automask_start_step=masked,
+                                             regulariser_factor=None if regularisers == factor
+                                             else regularisers)]
   if jax.process_index() == 0:
     health.write_recoveries(workdir, recoveries)
   target = f"step {restored}" if restored else "the initial state with a new seed"
   aligned = "" if start is None else f", and the aligned rotation from step {start}"
   aligned += "" if masked is None else f", and auto-masking from step {masked}"
   message = (f"step {step}: {problem}. Recovering ({len(recoveries)} of at most "
-             f"{config.run.max_recoveries}): back to {target} with the learning rate and "
-             f"the depth regularisers' weights x{factor:g}{aligned}.")
+             f"{config.run.max_recoveries}): back to {target} with {_factors(factor, regularisers)}"
+             f"{aligned}.")
   logging.warning(message)
   print(f"Warning: {message}", flush=True)
   return recoveries
+
+
+def _factors(learning_rate: float, regularisers: float) -> str:
+  """How a recovery scales the learning rate and the regularisers' weights, in words."""
+  if learning_rate == regularisers:
+    return f"the learning rate and the depth regularisers' weights x{learning_rate:g}"
+  return f"the learning rate x{learning_rate:g} and the depth regularisers' weights x{regularisers:g}"
 
 
 def _raise_non_finite(watched: dict, checked: int, step: int, manager, workdir):

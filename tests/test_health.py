@@ -112,6 +112,29 @@ def test_a_recovery_from_a_runaway_depth_auto_masks_from_the_step_it_goes_back_t
   assert not config.loss.automask  # Unchanged.
 
 
+def test_a_recovery_from_a_runaway_depth_keeps_the_regularisers_weights():
+  from sslmd_jax.configs import default
+  config = default.get_config("tiny")  # run.recovery_factor 0.5.
+  runaway = health.CEILING_PROBLEM + " while ..."
+  assert health.regulariser_factor_after(config, [], runaway) == 1.0
+  assert health.regulariser_factor_after(config, [], "the predicted depth is constant") == 0.5
+  first = health.Recovery(step=40, problem=runaway, restored_step=0, factor=0.5,
+                          regulariser_factor=1.0)
+  assert health.regulariser_factor_after(config, [first], "no translation") == 0.5
+  second = health.Recovery(step=80, problem="p", restored_step=0, factor=0.25,
+                           regulariser_factor=0.5)
+  assert health.regulariser_factor_after(config, [first, second], runaway) == 0.5
+  after = health.with_recoveries(config, [first, second])
+  assert after.optim.learning_rate == pytest.approx(0.25 * config.optim.learning_rate)
+  assert after.loss.smoothness_weight == pytest.approx(0.5 * config.loss.smoothness_weight)
+  assert after.loss.geometry_consistency_weight == pytest.approx(
+      0.5 * config.loss.geometry_consistency_weight)
+  # A file written before the field existed: the regularisers followed the learning rate.
+  old = health.Recovery(step=40, problem="p", restored_step=0, factor=0.25)
+  assert health.with_recoveries(config, [old]).loss.smoothness_weight == pytest.approx(
+      0.25 * config.loss.smoothness_weight)
+
+
 def test_the_depth_ceiling_is_each_heads_maximum():
   import ml_collections
   model = ml_collections.ConfigDict({"depth_head": "disp_to_depth", "max_depth": 80.0})

@@ -759,7 +759,7 @@ def test_the_training_loop_judges_the_depth_against_its_heads_ceiling(tmp_path, 
 
 
 def test_a_run_goes_on_with_the_auto_mask_after_a_depth_ran_toward_the_maximum(
-    tmp_path, synthetic_dir, monkeypatch):
+    tmp_path, synthetic_dir, monkeypatch, capsys):
   from sslmd_jax import health
   config = train_utils.micro_config("sc_sfmlearner", synthetic_dir)  # Logs no mask unless masking.
   config.optim.num_steps = 3
@@ -768,7 +768,10 @@ def test_a_run_goes_on_with_the_auto_mask_after_a_depth_ran_toward_the_maximum(
   train_utils.collapse_at_checks(monkeypatch, 1, problem=health.CEILING_PROBLEM + " (a test)")
   assert train.train_and_evaluate(config, tmp_path / "run").step == 3
   [recovery] = health.read_recoveries(tmp_path / "run")
-  assert recovery.automask_start_step == 0
+  assert (recovery.factor, recovery.regulariser_factor, recovery.automask_start_step) == (0.5, 1, 0)
+  assert ("Recovering (1 of at most 3): back to the initial state with a new seed with the "
+          "learning rate x0.5 and the depth regularisers' weights x1, and auto-masking from step "
+          "0.") in capsys.readouterr().out
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 3]
   assert all(0.0 <= r["automask_kept"] <= 1.0 for r in rows)  # The new attempt masks.
