@@ -26,9 +26,9 @@ restores the newest checkpoint (or the initial state), multiplies the learning r
 weights of the terms that a constant depth minimises (edge-aware smoothness and SC-SfMLearner's
 geometry consistency) by `config.run.recovery_factor` (after a depth that ran toward the head's
 maximum it keeps those weights and switches the auto-mask on instead:
-`regulariser_factor_after`, `automask_after_runaway`) and goes on; each such
-recovery is appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the
-reduced values. These are the causes of a constant depth seen in this project: Adam's first steps driving the
+`regulariser_factor_after`, `automask_after_runaway`) and goes on; each such recovery is
+appended to `workdir/recoveries.json` (`Recovery`), so a resumed run keeps the reduced values.
+These are the causes of a constant depth seen in this project: Adam's first steps driving the
 depth head into saturation before the motion network has learnt any translation, and
 regularisers that outweigh the photometric term while the motion is still small (SC-SfMLearner
 from scratch: its geometry consistency fell from 0.021 to 0.0035 while its depth flattened;
@@ -322,9 +322,10 @@ def automask_after_runaway(config: ml_collections.ConfigDict, problem: str,
                            restored_step: int) -> int | None:
   """The step from which a recovery from `problem` auto-masks, or None to leave it as it was.
 
-  A depth that ran toward the head's maximum (`CEILING_PROBLEM`) won because the identity warp
-  beat the young pose network's on most pixels; the binary auto-mask (Godard et al. 2019 §3.2;
-  Bian et al. 2021 for SC-SfMLearner) drops exactly those pixels from the loss. On real KITTI
+  Where the depth ran toward the head's maximum (`CEILING_PROBLEM`), a warp that barely moves
+  those pixels beat the young pose network's there; the binary auto-mask (Godard et al. 2019
+  §3.2; Bian et al. 2021 for SC-SfMLearner) drops the pixels where the unwarped source beats the
+  warp from the loss, so moving less no longer lowers it. On real KITTI
   frames SC-SfMLearner `:tiny` without it ran away by step 40 and ended collapsed; with it from
   step 0 it learned without a recovery (docs/unseen_video.md, "SC-SfMLearner on real video: the
   auto-mask"; with it and half the regularisers' weights, seeds 1-3 ran away again:

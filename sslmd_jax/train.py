@@ -452,7 +452,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   Collapse (`sslmd_jax.health`): the run's health is checked at every log step and
   before every checkpoint, so only healthy states are saved. A failed check rolls the
   run back to its newest checkpoint (or its initial state) with the learning rate and the
-  smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor`,
+  smoothness and geometry-consistency weights multiplied by `config.run.recovery_factor` (after
+  a depth that ran toward the head's maximum: those weights kept and the auto-mask switched on),
   recorded in `recoveries.json`; checkpoints saved while the depth was already nearly flat
   (`health.flat_depth_problem`, `config.run.min_final_depth_spread`) are not gone back to. After
   `config.run.max_recoveries` of them a further failure raises `health.TrainingCollapsedError`, as
@@ -762,7 +763,8 @@ def _factors(learning_rate: float, regularisers: float) -> str:
   """How a recovery scales the learning rate and the regularisers' weights, in words."""
   if learning_rate == regularisers:
     return f"the learning rate and the depth regularisers' weights x{learning_rate:g}"
-  return f"the learning rate x{learning_rate:g} and the depth regularisers' weights x{regularisers:g}"
+  return (f"the learning rate x{learning_rate:g} and the depth regularisers' weights "
+          f"x{regularisers:g}")
 
 
 def _raise_non_finite(watched: dict, checked: int, step: int, manager, workdir):

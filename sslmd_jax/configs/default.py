@@ -148,7 +148,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   r.keep_checkpoints = 2  # The newest checkpoints kept in the workdir (besides the one at loss.refine_rotation_start_step, when > 0: a collapse under the aligned rotation goes back there).
   r.evaluate = True  # Evaluate on the test split at the end of training.
   r.max_recoveries = 3  # Collapses (constant depth, no predicted motion) recovered from before the run fails (sslmd_jax/health.py).
-  r.recovery_factor = 0.5  # Each recovery goes back to the newest checkpoint with the learning rate, smoothness and geometry-consistency weights times this.
+  r.recovery_factor = 0.5  # Each recovery goes back to the newest checkpoint with the learning rate, smoothness and geometry-consistency weights times this (the weights kept after a depth that ran toward the head's maximum: sslmd_jax/health.py).
   r.min_final_depth_spread = 0.1  # The run fails (exit 3) if it ends with a depth flatter than this (median depth_spread of the last 5 checks; street scenes: 0.4-1.0; 0 disables; sslmd_jax/health.py).
   r.progress = "auto"  # 'auto' (bar on a terminal, lines otherwise) | 'bar' | 'lines'.
 
