@@ -64,7 +64,7 @@ def test_a_depth_run_to_its_maximum_over_part_of_the_image_is_no_translation():
   assert health.health_problem(slow_start, slow_start) is None
 
 
-def test_a_depth_run_to_the_ceiling_beside_a_still_translation_is_a_collapse_at_the_second_check():
+def test_a_depth_run_to_the_ceiling_beside_a_still_translation_is_a_collapse_at_once():
   # Logged at steps 40 and 60 by an SC-SfMLearner `:tiny` run on real KITTI frames whose depth
   # then ran to the head's maximum (the constant-depth check caught it at step 180).
   first = {"depth_spread": 1.0, "depth_mean": 19.8, "translation_to_depth": 3.2e-4}
