@@ -19,12 +19,13 @@
       (`evaluate_run.evaluation_name`), and a trajectory plot per sequence with poses beside it.
       --camera_height adds metric figures without ground-truth scaling (`metric` in metrics.json).
   sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] [--scale=S | --camera_height=H]
-                [--point_cloud] [--norefine_motion]
+                [--point_cloud] [--norefine_motion] [--length_window=N]
       Depth of one image, a frames folder or a video (per frame <name>_depth.npy / .png, and for
       sequences OUT/poses.txt in KITTI format plus trajectory.png). --camera_height recovers the
       metric scale from the road plane (`metric_scale`; OUT/scale.json). The pose network's
       motion is refined by direct image alignment on the predicted depth before it is chained
-      (`motion_refinement`); --norefine_motion writes the network's motion as it is.
+      (`motion_refinement`), and its translations' lengths smoothed by a running median over
+      --length_window pairs; --norefine_motion writes the network's motion as it is.
   sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]
       Serialized jax.export artifact of depth inference (symbolic batch), or ONNX.
   sslmd prepare [--config=FILE] --output=DIR [--config.data.FIELD=VALUE ...]
@@ -101,6 +102,12 @@ _REFINE_MOTION = flags.DEFINE_bool(
     "(docs/unseen_video.md); about 0.2 s per frame pair on 2 CPU cores. "
     "Default: on for predict (--norefine_motion: the network's motion as it is), off for eval "
     "(--refine_motion scores the refined motion, in eval/<data>-<what>-refined/).")
+_LENGTH_WINDOW = flags.DEFINE_integer(
+    "length_window", None, "With the motion refined: the translations' lengths are replaced by "
+    "their running median over this many consecutive frame pairs (a camera's speed changes "
+    "slowly; one pair's aligned length carries that pair's depth error; "
+    "sslmd_jax/motion_refinement.py). 1: each pair's own length. Default: 15 (1.5 s at 10 Hz; "
+    "scale it with the frame rate).", lower_bound=1)
 _FORMAT = flags.DEFINE_enum("format", "jax", ["jax", "onnx"],
                             "jax.export artifact or ONNX (needs the onnx extra).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
@@ -137,9 +144,10 @@ COMMANDS = {
              "go to DIR/eval/<data>-<split>/, not over DIR/eval/metrics.json"),
     "predict": ("write depth (and, for sequences, poses) of images, frame folders or videos",
                 "sslmd predict --workdir=DIR --input=PATH --output=OUT [--flip] "
-                "[--scale=S | --camera_height=H] [--point_cloud] [--norefine_motion]",
+                "[--scale=S | --camera_height=H] [--point_cloud] [--norefine_motion] "
+                "[--length_window=N]",
                 ("workdir", "input", "output", "flip", "scale", "camera_height", "point_cloud",
-                 "refine_motion"),
+                 "refine_motion", "length_window"),
                 None),
     "export": ("write the depth network as a jax.export artifact or ONNX",
                "sslmd export --workdir=DIR --output=FILE [--format=jax|onnx]",
@@ -538,13 +546,15 @@ def _eval(overrides: dict[str, str]) -> None:
 
 
 def _predict() -> None:
+  from sslmd_jax import motion_refinement
   from sslmd_jax import predict
   workdir = _workdir("predict")
   _require_checkpoint(workdir)
   predict.predict_main(workdir, _INPUT.value, _OUTPUT.value, flip_post_process=_FLIP.value,
                        scale=_SCALE.value, point_cloud=_POINT_CLOUD.value,
                        camera_height=_CAMERA_HEIGHT.value,
-                       refine_motion=_REFINE_MOTION.value is not False)
+                       refine_motion=_REFINE_MOTION.value is not False,
+                       length_window=_LENGTH_WINDOW.value or motion_refinement.LENGTH_WINDOW)
 
 
 def _export() -> None:

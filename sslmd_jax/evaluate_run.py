@@ -61,6 +61,7 @@ from sslmd_jax import evaluation
 from sslmd_jax import geometry
 from sslmd_jax import inference
 from sslmd_jax import metric_scale
+from sslmd_jax import motion_refinement
 from sslmd_jax import objectives
 from sslmd_jax import predict
 from sslmd_jax import run_config
@@ -160,8 +161,9 @@ def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bo
   window reaching `max |frame offset| + 1` frames beyond the chunk on each side, so that
   PoseExpNet (which sees whole snippets, clamped at the window's ends) gives the same
   motion as on the whole sequence at once. With `refine_motion` each pair's motion is then
-  refined on the depth of its first frame at the frames' size (`Predictor.refine_motion`,
-  as `sslmd predict` does).
+  refined on the depth of its first frame at the frames' size (`Predictor.refine_motion`),
+  and the lengths smoothed over the sequence
+  (`motion_refinement.smooth_translation_lengths`), as `sslmd predict` does by default.
   """
   margin = max(abs(int(o)) for o in config.data.frame_offsets) + 1
   depths, motions, first_window = [], [], None
@@ -181,8 +183,10 @@ def _predict_sequence(predictor, config, seq, n: int, *, depth: bool, motion: bo
                                                    at_input_size=True),
             _input_intrinsics(predictor, config, seq, frames))
       motions.append(pairs[start - lo:min(stop, n - 1) - lo])
-  return (np.concatenate(depths) if depth else None,
-          np.concatenate(motions).astype(np.float64) if motion else None, first_window)
+  relative = np.concatenate(motions).astype(np.float64) if motion else None
+  if relative is not None and refine_motion:
+    relative = motion_refinement.smooth_translation_lengths(relative)
+  return np.concatenate(depths) if depth else None, relative, first_window
 
 
 def _model_intrinsics(predictor, config, seq, first_window) -> np.ndarray:

@@ -32,6 +32,16 @@ the heading of a driving camera to a degree or two but not its speed (its length
 a car that slows to a stop), while the alignment, given the depth, does. λ = μ holds the whole
 translation near the network's, as training's aligned rotation does (`objectives`).
 
+One pair's aligned length carries the depth's error on that pair's pixels: on real frames the
+depth net never saw (KITTI 06 frames 35-50, a straight road at a constant 1.20 m a frame) the
+aligned lengths varied by 6-11 % from pair to pair and rose by a fifth over 15 pairs as a near
+wall filled the view, while the network's varied by 1-2 %. A camera's speed changes slowly
+between frames (a car braking at 3 m/s² loses 3 cm of a 10 Hz frame's 1.2 m), so a sequence's
+lengths are replaced by their running median over `LENGTH_WINDOW` consecutive pairs
+(`smooth_translation_lengths`; directions and rotations kept). A median keeps a steady
+deceleration and a standstill longer than half the window as they are (measured in
+`docs/unseen_video.md`).
+
 Units: translations in the depth's units (the network's, before any metric scale).
 """
 
@@ -41,6 +51,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sslmd_jax import geometry
 
@@ -54,6 +65,12 @@ TRANSLATION_PRIOR = 100.0
 # Yaws (degrees, about the camera's y axis) added to the start's rotation at the coarsest level.
 YAW_HYPOTHESES_DEG = (0.0, -2.0, -1.0, 1.0, 2.0)
 LEVELS = 3  # Pyramid levels of `refine_motion` (each halves the size).
+# Consecutive pairs over which `smooth_translation_lengths` takes the median of the aligned
+# lengths (1.5 s at KITTI's 10 Hz). Chosen on the `tune` clips of docs/unseen_video.md (means over
+# 12 clip predictions of 5 runs; unsmoothed: 5-frame ATE 0.0222 m, clip ATE 0.569 m): 5, 9, 15 and
+# 25 pairs gave 0.0211/0.547, 0.0208/0.533, 0.0208/0.510 and 0.0208/0.448 m; 25 pairs span a
+# third of those 60-frame clips and would erase a stop of under 13 frames.
+LENGTH_WINDOW = 15
 
 
 def grey(image: jax.Array) -> jax.Array:
@@ -231,3 +248,27 @@ def refine_motions(images_a: jax.Array, images_b: jax.Array, depths_a: jax.Array
                           translation_prior=translation_prior, length_prior=length_prior,
                           yaw_hypotheses=yaw_hypotheses)
   return jax.vmap(one)(images_a, images_b, depths_a, intrinsics, b_from_a)
+
+
+def smooth_translation_lengths(motion: np.ndarray, window: int = LENGTH_WINDOW) -> np.ndarray:
+  """A sequence's translation lengths replaced by their running median (module docstring).
+
+  Args:
+    motion: `[N, 4, 4]` consecutive frame-to-frame motions `camera_{i+1}_from_camera_i`, in
+      order (one sequence), e.g. `refine_motions`' output.
+    window: consecutive pairs in each median, centred on the pair (for an even window, one
+      more after it than before), cut at the sequence's ends; 1 leaves the motion as it is.
+
+  Returns:
+    float64 `[N, 4, 4]`: each translation scaled to the median length of its window (same
+    direction, same units), rotations unchanged; a zero translation stays zero.
+  """
+  if window < 1:
+    raise ValueError(f"length window must be at least 1 pair, got {window}")
+  motion = np.array(motion, np.float64)
+  lengths = np.linalg.norm(motion[:, :3, 3], axis=-1)
+  before, after = (window - 1) // 2, window // 2
+  target = np.array([np.median(lengths[max(0, i - before):i + after + 1])
+                     for i in range(len(lengths))])
+  motion[:, :3, 3] *= np.where(lengths > 0, target / np.maximum(lengths, 1e-300), 0.0)[:, None]
+  return motion

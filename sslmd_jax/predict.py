@@ -25,7 +25,9 @@ times `scale`) and `trajectory.png` (its x-z top view). With `refine_motion` (th
 default) each frame-to-frame motion is first refined by direct image alignment on the predicted
 depth (`motion_refinement`): on turning video nobody tuned on, it recovers the
 rotation that a small pose network misses and the translation's length (the network's does
-not follow the speed), keeping the network's direction of travel (`docs/unseen_video.md`).
+not follow the speed), keeping the network's direction of travel (`docs/unseen_video.md`); the
+lengths are then smoothed by a running median over `length_window` consecutive pairs of the
+sequence (`motion_refinement.smooth_translation_lengths`).
 
 Names: an image's file stem; a video's frames `<video stem>_<index:06d>`.
 
@@ -53,6 +55,7 @@ from PIL import Image
 from sslmd_jax import geometry
 from sslmd_jax import inference
 from sslmd_jax import metric_scale
+from sslmd_jax import motion_refinement
 from sslmd_jax.data import base
 from sslmd_jax.data import odometry
 from sslmd_jax.data import video_folder
@@ -269,8 +272,8 @@ def sequence_scale(predictor: inference.Predictor, sequence: base.FrameSequence,
 def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequence,
                      names: Sequence[str], output_dir: PathLike, *, flip_post_process: bool = False,
                      scale: float = 1.0, point_cloud: bool = False,
-                     camera_height: float | None = None,
-                     refine_motion: bool = True) -> PredictionSummary:
+                     camera_height: float | None = None, refine_motion: bool = True,
+                     length_window: int = motion_refinement.LENGTH_WINDOW) -> PredictionSummary:
   """Predicts and writes depth (and poses for 2+ frames) of one sequence (module docstring).
 
   Args:
@@ -285,6 +288,9 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
       plane (`sequence_scale`) and writes `scale.json` (with `scale`, an error).
     refine_motion: refine each pair's predicted motion photometrically on the predicted depth
       (`Predictor.refine_motion`, `motion_refinement`) before chaining the trajectory.
+    length_window: with `refine_motion`, the refined translations' lengths are replaced by
+      their running median over this many consecutive pairs of the whole sequence
+      (`motion_refinement.smooth_translation_lengths`; 1: each pair's own).
 
   Returns:
     A `PredictionSummary`.
@@ -335,6 +341,8 @@ def predict_sequence(predictor: inference.Predictor, sequence: base.FrameSequenc
   poses = None
   if relative:
     motion = np.concatenate(relative).astype(np.float64)
+    if refine_motion:
+      motion = motion_refinement.smooth_translation_lengths(motion, length_window)
     motion[:, :3, 3] *= scale
     poses = chain_poses(motion)
     odometry.write_kitti_poses(output_dir / "poses.txt", poses)
@@ -347,6 +355,7 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
                  flip_post_process: bool = False, scale: float = 1.0,
                  point_cloud: bool = False, camera_height: float | None = None,
                  refine_motion: bool = True,
+                 length_window: int = motion_refinement.LENGTH_WINDOW,
                  predictor: inference.Predictor | None = None) -> list[PredictionSummary]:
   """`sslmd predict`: loads the run in `workdir` and predicts on `input_path` (module docstring).
 
@@ -360,6 +369,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
     camera_height: metres from the camera to the road, instead of `scale`: each
       sequence's scale is recovered from its ground plane (`scale.json` beside its outputs).
     refine_motion: refine the predicted motion photometrically before chaining it
+      (`predict_sequence`).
+    length_window: pairs in the running median of the refined translations' lengths
       (`predict_sequence`).
     predictor: an already loaded run to reuse (default: load `workdir`'s).
 
@@ -377,6 +388,8 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
     raise ValueError(f"camera_height must be positive (metres), got {camera_height}")
   if camera_height is not None and scale != 1.0:
     raise ValueError(f"scale={scale} and camera_height={camera_height}: give one of them")
+  if length_window < 1:
+    raise ValueError(f"length_window must be at least 1 pair, got {length_window}")
   input_path, output_dir = pathlib.Path(input_path), pathlib.Path(output_dir)
   if not input_path.exists():
     raise base.DataError(f"{input_path}: no such file or directory, expected an image, a video, "
@@ -391,7 +404,7 @@ def predict_main(workdir: PathLike, input_path: PathLike, output_dir: PathLike, 
   summaries = [predict_sequence(predictor, item.sequence, item.names, item.output_dir,
                                 flip_post_process=flip_post_process, scale=scale,
                                 point_cloud=point_cloud, camera_height=camera_height,
-                                refine_motion=refine_motion)
+                                refine_motion=refine_motion, length_window=length_window)
                for item in inputs]
   frames = sum(len(s.names) for s in summaries)
   print(f"Predicted {frames} frame(s) in {len(summaries)} sequence(s); outputs in {output_dir}.",

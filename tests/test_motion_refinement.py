@@ -337,3 +337,44 @@ def test_bad_alignment_settings_are_named():
   config.loss.refine_rotation_start_step = -1
   with pytest.raises(objectives.ConfigError, match="config.loss.refine_rotation_start_step=-1"):
     objectives.validate_config(config)
+
+
+def _pairs(lengths, yaws_deg=None) -> np.ndarray:
+  """`[N, 4, 4]` motions whose translations have `lengths` along (0.1, 0, -1) normalised."""
+  direction = np.array([0.1, 0.0, -1.0]) / np.linalg.norm([0.1, 0.0, -1.0])
+  out = np.tile(np.eye(4), (len(lengths), 1, 1))
+  for i, (length, yaw) in enumerate(zip(lengths, yaws_deg or [0.0] * len(lengths))):
+    c, s = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
+    out[i, :3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+    out[i, :3, 3] = length * direction
+  return out
+
+
+def test_smoothed_lengths_are_running_medians_with_directions_and_rotations_kept():
+  lengths = [1.0, 1.2, 3.0, 1.1, 0.9, 1.0]
+  motion = _pairs(lengths, yaws_deg=[0.0, 1.0, -2.0, 0.5, 0.0, 3.0])
+  smoothed = motion_refinement.smooth_translation_lengths(motion, window=3)
+  # Windows cut at the ends: [1, 1.2], [1, 1.2, 3], [1.2, 3, 1.1], [3, 1.1, .9], [1.1, .9, 1], [.9, 1].
+  np.testing.assert_allclose(np.linalg.norm(smoothed[:, :3, 3], axis=-1),
+                             [1.1, 1.2, 1.2, 1.1, 1.0, 0.95], rtol=1e-12)
+  np.testing.assert_allclose(smoothed[:, :3, 3] / np.linalg.norm(smoothed[:, :3, 3], axis=-1)[:, None],
+                             motion[:, :3, 3] / np.array(lengths)[:, None], atol=1e-12)
+  np.testing.assert_array_equal(smoothed[:, :3, :3], motion[:, :3, :3])
+  np.testing.assert_array_equal(smoothed[:, 3], motion[:, 3])
+
+
+def test_smoothing_keeps_a_steady_deceleration_and_a_standstill():
+  """A car slowing linearly to a stop and standing still longer than half the window."""
+  lengths = np.concatenate([np.linspace(1.2, 0.0, 12), np.zeros(10), [0.1, 0.2, 0.3]])
+  smoothed = motion_refinement.smooth_translation_lengths(_pairs(lengths), window=7)
+  out = np.linalg.norm(smoothed[:, :3, 3], axis=-1)
+  np.testing.assert_allclose(out[3:22], lengths[3:22], atol=1e-12)  # Away from the ends.
+  assert np.all(out[11:22] == 0.0)  # No motion made up where the camera stood still.
+
+
+def test_a_window_of_one_pair_changes_nothing_and_a_window_below_one_is_refused():
+  motion = _pairs([1.0, 2.0, 0.5])
+  np.testing.assert_allclose(motion_refinement.smooth_translation_lengths(motion, window=1), motion,
+                             atol=1e-15)
+  with pytest.raises(ValueError, match="at least 1 pair, got 0"):
+    motion_refinement.smooth_translation_lengths(motion, window=0)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from sslmd_jax import checkpoints
 from sslmd_jax import inference
+from sslmd_jax import motion_refinement
 from sslmd_jax import predict
 from sslmd_jax.data import base
 from sslmd_jax.data import odometry
@@ -230,8 +231,14 @@ def test_predict_with_refine_motion_chains_the_refined_motion(tmp_path, trained_
   refined = predictor.refine_motion(frames, network,
                                     predictor.predict_depth(frames, at_input_size=True), k)
   assert not np.allclose(refined, network, atol=1e-4)  # The refinement did something,
-  for i in range(3):  # and poses.txt chains it.
-    np.testing.assert_allclose(np.linalg.inv(poses[i + 1]) @ poses[i], refined[i], atol=1e-4)
+  # and poses.txt chains it, its lengths smoothed over the whole clip (3 pairs, in one window).
+  smoothed = motion_refinement.smooth_translation_lengths(refined)
+  lengths = np.linalg.norm(refined[:, :3, 3], axis=-1)
+  assert np.ptp(lengths) > 1e-3 * lengths.max()
+  for i in range(3):
+    chained = np.linalg.inv(poses[i + 1]) @ poses[i]
+    np.testing.assert_allclose(chained, smoothed[i], atol=1e-4)
+    assert np.linalg.norm(chained[:3, 3]) == pytest.approx(np.median(lengths), rel=1e-4)
 
 
 def test_refine_motion_names_a_mismatched_argument(predictor):
@@ -253,7 +260,6 @@ def test_refine_motion_of_large_frames_is_the_alignment_at_the_finest_level_it_u
   """Frames wider than `motion_refinement.MAX_WIDTH` are box-reduced on the host first: the same
   motion as the jitted alignment of the full frames (which reduces them itself)."""
   import jax.numpy as jnp
-  from sslmd_jax import motion_refinement
   big = np.kron(_frames(3, seed=4), np.ones((1, 8, 8, 1), np.uint8))  # 400 x 560 -> x2: 800 x 1120.
   big = np.kron(big, np.ones((1, 2, 2, 1), np.uint8))[:, :800, :1120]
   # A camera that stands still: the alignment has one well-defined answer, no motion (with
