@@ -67,8 +67,8 @@ YAW_HYPOTHESES_DEG = (0.0, -2.0, -1.0, 1.0, 2.0)
 LEVELS = 3  # Pyramid levels of `refine_motion` (each halves the size).
 # Consecutive pairs over which `smooth_translation_lengths` takes the median of the aligned
 # lengths (1.5 s at KITTI's 10 Hz). Chosen on the `tune` clips of docs/unseen_video.md (means over
-# 12 clip predictions of 5 runs; unsmoothed: 5-frame ATE 0.0222 m, clip ATE 0.569 m): 5, 9, 15 and
-# 25 pairs gave 0.0211/0.547, 0.0208/0.533, 0.0208/0.510 and 0.0208/0.448 m; 25 pairs span a
+# 15 clip predictions of 5 runs; unsmoothed: 5-frame ATE 0.0213 m, clip ATE 0.559 m): 5, 9, 15 and
+# 25 pairs gave 0.0203/0.539, 0.0201/0.523, 0.0201/0.502 and 0.0200/0.444 m; 25 pairs span a
 # third of those 60-frame clips and would erase a stop of under 13 frames.
 LENGTH_WINDOW = 15
 
