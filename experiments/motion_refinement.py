@@ -13,6 +13,10 @@ compares both, and constant forward motion at the clip's mean speed, with the tr
     median over pairs that move);
   * yaw slope: least-squares slope of predicted on true per-pair yaw (1: all of it, 0: none).
 
+The refined motion is scored as `sslmd predict` writes it, its lengths smoothed over
+`motion_refinement.LENGTH_WINDOW` pairs (`refined`), and with the windows of `--length_windows`
+(`refined_w<N>`; `refined_w1` is each pair's own aligned length).
+
   python experiments/motion_refinement.py --run=RUN --clips=runs/unseen/tune/clips
   python experiments/motion_refinement.py --run=RUN --clips=... --depth=true --translation_prior=0
 
@@ -44,6 +48,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer("levels", motion_refinement.LEVELS, "Pyramid levels of the alignment.")
   flags.DEFINE_list("yaw_hypotheses", [str(y) for y in motion_refinement.YAW_HYPOTHESES_DEG],
                     "Yaws (degrees) added to the network's rotation as the coarsest level's starts.")
+  flags.DEFINE_list("length_windows", ["1"], "Also score the refined motion with its lengths "
+                    "smoothed over each of these numbers of pairs (`refined_w<N>`; 1: each pair's "
+                    "own length); `refined` is smoothed as `sslmd predict` does "
+                    f"({motion_refinement.LENGTH_WINDOW} pairs).")
 
 
 def _yaw_deg(transforms: np.ndarray) -> np.ndarray:
@@ -77,6 +85,7 @@ def refine_clip(predictor, clip: pathlib.Path, gt_depth: np.ndarray, depth_kind:
                 prior: float) -> dict:
   """Network and refined motion figures of one clip."""
   from sslmd_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from sslmd_jax import motion_refinement  # pylint: disable=g-import-not-at-top
   from sslmd_jax.data import odometry  # pylint: disable=g-import-not-at-top
   frames = np.stack([np.asarray(Image.open(p)) for p in sorted(clip.glob("*.png"))])
   fx, fy, cx, cy = np.loadtxt(clip / "intrinsics.txt")
@@ -95,9 +104,12 @@ def refine_clip(predictor, clip: pathlib.Path, gt_depth: np.ndarray, depth_kind:
                                     yaw_hypotheses=tuple(float(y) for y in FLAGS.yaw_hypotheses))
   forward = np.eye(4)
   forward[2, 3] = -evaluation.trajectory_distances(gt)[-1] / (len(gt) - 1)
+  smooth = motion_refinement.smooth_translation_lengths
   return {"constant": motion_figures(gt, np.tile(forward, (len(gt) - 1, 1, 1))),
           "network": motion_figures(gt, network),
-          "refined": motion_figures(gt, refined.astype(np.float64))}
+          "refined": motion_figures(gt, smooth(refined)),
+          **{f"refined_w{w}": motion_figures(gt, smooth(refined, int(w)))
+             for w in FLAGS.length_windows}}
 
 
 def main(argv):
@@ -113,7 +125,7 @@ def main(argv):
   for name, result in results.items():
     print(name, json.dumps({m: {k: round(v, 4) for k, v in r.items() if k not in ("yaw", "true_yaw")}
                             for m, r in result.items()}))
-  for motion in ("constant", "network", "refined"):
+  for motion in next(iter(results.values())):
     rows = [r[motion] for r in results.values()]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("yaw", "true_yaw")}
     true_yaw = np.concatenate([r["true_yaw"] for r in rows])
