@@ -311,7 +311,9 @@ class Predictor:
         (degrees), as in `motion_refinement.refine_motion`.
 
     Returns:
-      float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units.
+      float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units, each
+      pair's own aligned length (`sslmd predict` then smooths the lengths over the whole
+      sequence: `motion_refinement.smooth_translation_lengths`).
 
     Raises:
       ValueError: naming the argument whose shape does not match the frames'.
