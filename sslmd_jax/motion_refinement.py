@@ -34,7 +34,7 @@ translation near the network's, as training's aligned rotation does (`objectives
 
 One pair's aligned length carries the depth's error on that pair's pixels: on real frames the
 depth net never saw (KITTI 06 frames 35-50, a straight road at a constant 1.20 m a frame) the
-aligned lengths varied by 6-11 % from pair to pair and rose by a fifth over 15 pairs as a
+aligned lengths varied by 6-11 % from pair to pair and grew by 14 % over 15 pairs as a
 building behind a fence came close on the right, while the network's varied by 1-2 %. A camera's speed changes slowly
 between frames (a car braking at 3 m/s² loses 3 cm of a 10 Hz frame's 1.2 m), so a sequence's
 lengths are replaced by their running median over `LENGTH_WINDOW` consecutive pairs
