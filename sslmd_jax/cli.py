@@ -503,6 +503,9 @@ def _check_usage(command: str, args: list[str], overrides: dict[str, str]) -> No
     raise app.UsageError("--input: missing, expected an image, a frames folder or a video")
   if command == "predict" and not _SCALE.value > 0:
     raise app.UsageError(f"--scale={_SCALE.value}: expected a positive factor")
+  if command == "predict" and _LENGTH_WINDOW.value is not None and _REFINE_MOTION.value is False:
+    raise app.UsageError(f"--length_window={_LENGTH_WINDOW.value} --norefine_motion: the window "
+                         "smooths the refined motion's lengths, expected one of them")
   _check_camera_height(command)
   if command not in ("train", "prepare"):
     _workdir(command)

@@ -87,7 +87,7 @@ def test_config_errors_are_one_line_naming_the_field(run, tmp_path, args, named,
 
 @pytest.mark.parametrize("case", ["no_checkpoint", "no_workdir", "missing_workdir", "missing_input",
                                   "predict_output_under_a_file", "export_output_under_a_file",
-                                  "eval_output_under_a_file"])
+                                  "eval_output_under_a_file", "length_window_unrefined"])
 def test_runtime_and_usage_errors_are_one_line(run, tmp_path, case):
   (tmp_path / "file").write_text("not a folder")
   copy = tmp_path / "copy"
@@ -106,6 +106,10 @@ def test_runtime_and_usage_errors_are_one_line(run, tmp_path, case):
   elif case == "predict_output_under_a_file":
     args, named, code = ["predict", f"--workdir={run}", f"--input={run.parent}/other",
                          f"--output={tmp_path}/file/out"], f"{tmp_path}/file/out: not a directory", 1
+  elif case == "length_window_unrefined":
+    args, named, code = ["predict", f"--workdir={run}", "--input=x", "--output=y",
+                         "--norefine_motion", "--length_window=9"], (
+        "--length_window=9 --norefine_motion: the window smooths the refined motion's lengths"), 2
   elif case == "export_output_under_a_file":
     args, named, code = ["export", f"--workdir={run}", f"--output={tmp_path}/file/depth.bin"], (
         f"{tmp_path}/file: file exists"), 1
