@@ -143,48 +143,18 @@ def _assert_same_run(a, b, data):
   assert la[-1]["loss"] == pytest.approx(lb[-1]["loss"], rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, data):
-  """An uninterrupted run on 1 process x 8 devices and one on 2 processes x 4 devices (which
-  evaluates too: every process predicts, process 0 writes)."""
-  tmp = tmp_path_factory.mktemp("runs")
-  one = _launch(tmp, data, tmp / "one", 1)
-  _wait(one)
-  two = _launch(tmp, data, tmp / "two", 2, "--config.run.evaluate=true")
-  outs = _wait(two)
-  return tmp / "one", tmp / "two", outs
-
-
-def test_two_processes_train_as_one(runs, data):
-  one, two, outs = runs
-  _assert_same_run(one, two, data)
-  assert "Done: 6 steps" in outs[0] and "Done:" not in outs[1]  # Process 0 speaks.
-  assert (two / "eval" / "metrics.json").is_file()
-  assert list((two / "tensorboard").iterdir())  # Image summaries at steps 3 and 6.
-
-
-def test_predict_loads_a_two_process_checkpoint_in_one_process(runs, data):
-  _, two, _ = runs
-  predictor = inference.Predictor.from_workdir(two)
-  assert predictor.step == STEPS
-  image = np.random.default_rng(0).random((1, 64, 96, 3), np.float32)
-  depth = predictor.predict_depth(image)
-  assert depth.shape[:3] == (1, 64, 96) and np.all(np.isfinite(depth))
-
-
-def test_a_killed_process_resumes_and_ends_as_an_uninterrupted_run(runs, data, tmp_path):
-  _, two, _ = runs
-  workdir = tmp_path / "killed"
-  procs = _launch(tmp_path, data, workdir, 2)
-  # A hang guard: with JAX 0.12.1 this launch hung at its first step on the cache the fixture's
-  # runs had filled (cli._without_compilation_cache).
+def _kill_after_checkpoint(procs, workdir, step: int) -> None:
+  """Kills process 1 of the launched `procs` once `workdir` holds the checkpoint of `step`, as a
+  scheduler losing a host would, and ends process 0 (which waits for its peer)."""
+  # A hang guard: with JAX 0.12.1 a launch hung at its first step on the cache another run had
+  # filled (cli._without_compilation_cache).
   deadline = time.time() + 600
-  while not (workdir / "checkpoints" / "2").is_dir():
+  while not (workdir / "checkpoints" / str(step)).is_dir():
     if time.time() > deadline or any(p.poll() is not None for p in procs):
       for p in procs:  # Reading a live process's output would wait for it: end it first.
         p.kill()
       outs = [p.communicate()[0] for p in procs]
-      pytest.fail("no checkpoint of step 2 (hung or exited): " + outs[0][-4000:])
+      pytest.fail(f"no checkpoint of step {step} (hung or exited): " + outs[0][-4000:])
     time.sleep(0.1)
   procs[1].send_signal(signal.SIGKILL)
   try:  # Process 0 waits for its peer in the next collective: a scheduler would end it too.
@@ -193,10 +163,49 @@ def test_a_killed_process_resumes_and_ends_as_an_uninterrupted_run(runs, data, t
     procs[0].send_signal(signal.SIGKILL)
   for p in procs:
     p.communicate()
-  assert checkpoints.saved_steps(workdir)[-1] < STEPS
-  outs = _wait(_launch(tmp_path, data, workdir, 2))
-  assert "Resuming" in outs[0]
-  _assert_same_run(two, workdir, data)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data):
+  """An uninterrupted run on 1 process x 8 devices, and one on 2 processes x 4 devices that
+  loses process 1 after its checkpoint of step 2 and is relaunched (it resumes, then evaluates:
+  every process predicts, process 0 writes).
+
+  Returns the two workdirs, the checkpoint steps the killed run had left, and the relaunch's
+  outputs. One killed run, not an uninterrupted 2-process run as well: each 2-process launch
+  costs CI about a minute, and the comparison with the 1-process run checks both.
+  """
+  tmp = tmp_path_factory.mktemp("runs")
+  one = _launch(tmp, data, tmp / "one", 1)
+  _wait(one)
+  two = tmp / "two"
+  _kill_after_checkpoint(_launch(tmp, data, two, 2, "--config.run.evaluate=true"), two, 2)
+  left = checkpoints.saved_steps(two)
+  outs = _wait(_launch(tmp, data, two, 2, "--config.run.evaluate=true"))
+  return tmp / "one", two, left, outs
+
+
+def test_two_processes_killed_and_resumed_train_as_one(runs, data):
+  one, two, _, outs = runs
+  _assert_same_run(one, two, data)
+  assert "Done: 6 steps" in outs[0] and "Done:" not in outs[1]  # Process 0 speaks.
+  assert (two / "eval" / "metrics.json").is_file()
+  assert list((two / "tensorboard").iterdir())  # Image summaries at steps 3 and 6.
+
+
+def test_a_killed_process_is_resumed_from_its_last_checkpoint(runs):
+  _, two, left, outs = runs
+  assert left and 2 <= left[-1] < STEPS
+  assert f"Resuming {two} from step {left[-1]}." in outs[0], outs[0][-3000:]
+
+
+def test_predict_loads_a_two_process_checkpoint_in_one_process(runs, data):
+  _, two, _, _ = runs
+  predictor = inference.Predictor.from_workdir(two)
+  assert predictor.step == STEPS
+  image = np.random.default_rng(0).random((1, 64, 96, 3), np.float32)
+  depth = predictor.predict_depth(image)
+  assert depth.shape[:3] == (1, 64, 96) and np.all(np.isfinite(depth))
 
 
 def test_a_process_without_its_coordinator_fails_in_bounded_time_naming_it(tmp_path):
