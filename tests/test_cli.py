@@ -67,6 +67,15 @@ def test_help_lists_the_commands_and_each_commands_flags():
   assert "--point_cloud" not in evaluate.stdout  # predict's, not eval's.
 
 
+def test_the_length_window_help_names_the_default_predict_uses():
+  """The help text is written out (cli.py imports no JAX); it must follow the constant."""
+  from absl import flags
+  from sslmd_jax import cli  # noqa: F401  (defines the flag)
+  from sslmd_jax import motion_refinement
+  text = flags.FLAGS["length_window"].help
+  assert f"Default: {motion_refinement.LENGTH_WINDOW} (" in text, text
+
+
 @pytest.mark.parametrize("args, named, code", [
     (["train", "--config.loss.smothness_weight=1"], "config.loss.smothness_weight", 2),
     (["train", "--config.data.stereo=maybe"], "config.data.stereo: found 'maybe'", 2),
