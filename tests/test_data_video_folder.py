@@ -76,6 +76,11 @@ def test_grey_and_jpeg_frames_expand_to_rgb(tmp_path):
         ("100 110 6 4\n", [[100, 0, 6], [0, 110, 4], [0, 0, 1]]),
         ("# fx fy cx cy\n\n100.5, 110, 6, 4  # pixels\n", [[100.5, 0, 6], [0, 110, 4], [0, 0, 1]]),
         ("100 0 6\n0 110 4\n0 0 1\n", [[100, 0, 6], [0, 110, 4], [0, 0, 1]]),
+        # SfMLearner's / Li et al.'s _cam.txt: the 3x3 matrix on one line.
+        ("100.,0.,6.,0.,110.,4.,0.,0.,1.\n", [[100, 0, 6], [0, 110, 4], [0, 0, 1]]),
+        # A KITTI odometry calib.txt line: P = K [I | t], K its left 3x3 block.
+        ("P2: 100 0 6 46.9 0 110 4 0.06 0 0 1 0.003\n", [[100, 0, 6], [0, 110, 4], [0, 0, 1]]),
+        ("100 0 6 -5\n0 110 4 0\n0 0 1 0\n", [[100, 0, 6], [0, 110, 4], [0, 0, 1]]),
     ],
 )
 def test_intrinsics_txt_formats(tmp_path, text, expected):
@@ -97,6 +102,12 @@ def test_intrinsics_txt_formats(tmp_path, text, expected):
         ("-100 110 6 4\n", r"intrinsics.txt: focal lengths must be positive"),
         ("100 nan 6 4\n", r"intrinsics.txt:1: non-finite"),
         ("", r"intrinsics.txt: expected one line"),
+        ("100 0 6 0 110 4 0 0\n", r"intrinsics.txt: expected one line .* got 1 line\(s\) with \[8\]"),
+        ("100 0 6\n0 110 4 0\n0 0 1\n", r"intrinsics.txt: expected one line"),  # Mixed rows.
+        ("100 0 6 0 0 110 4 0 0 0 2 0\n", r"intrinsics.txt:1: last row is \[0.0, 0.0, 2.0, 0.0\]"),
+        ("100 0 6 0\n1 110 4 0\n0 0 1 0\n", r"intrinsics.txt: skewed"),
+        ("P0: 100 0 6 0 0 110 4 0 0 0 1 x\n", r"intrinsics.txt:1: non-numeric"),
+        (",,\n", r"intrinsics.txt:1: non-numeric"),
     ],
 )
 def test_malformed_intrinsics_named(tmp_path, text, match):

@@ -187,11 +187,18 @@ def read_stereo_baseline(path: PathLike) -> float | None:
 def read_intrinsics_txt(path: PathLike) -> np.ndarray:
   """Reads a video folder's `intrinsics.txt` (issue 4, part 4).
 
-  Two formats, in pixels of the stored frames; blank lines and `#` comments
-  are ignored, and so is a `baseline B` line (`read_stereo_baseline`):
+  In pixels of the stored frames; blank lines and `#` comments are ignored, and so
+  is a `baseline B` line (`read_stereo_baseline`). Numbers may be separated by
+  spaces or commas, and a line may start with a label ending in `:` (`P0:`).
+  Accepted layouts:
     * one line `fx fy cx cy`;
-    * three lines of three numbers, the 3x3 matrix `[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`
-      (skew must be 0 and the last row `0 0 1`).
+    * the 3x3 matrix `[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`, as three lines of
+      three numbers or one line of nine, row-major (SfMLearner's and Li et al.'s
+      `_cam.txt`);
+    * a rectified 3x4 projection matrix `K [R | t]` whose left 3x3 block is `K`
+      (a `P0:` ... `P3:` line of KITTI odometry's `calib.txt`, copied alone), as
+      three lines of four numbers or one line of twelve.
+  Skew must be 0 and the last row `0 0 1` (`0 0 1 t`).
 
   Args:
     path: the `intrinsics.txt` file.
@@ -204,30 +211,47 @@ def read_intrinsics_txt(path: PathLike) -> np.ndarray:
       other layout, non-numbers, non-positive focal lengths or a bad last row.
   """
   path = pathlib.Path(path)
-  expected = "expected one line 'fx fy cx cy' or three lines of a 3x3 matrix"
-  rows = []
-  for lineno, content in _content_lines(path):
-    if content.split()[0] == BASELINE_KEY:
-      continue
-    try:
-      values = [float(v) for v in content.replace(",", " ").split()]
-    except ValueError:
-      raise DataError(f"{path}:{lineno}: non-numeric value in {content!r}; {expected}") from None
-    if not all(np.isfinite(values)):
-      raise DataError(f"{path}:{lineno}: non-finite value in {content!r}")
-    rows.append((lineno, values))
+  rows = _intrinsics_rows(path)
+  if len(rows) == 1 and len(rows[0][1]) in (9, 12):  # One line: a matrix, row-major.
+    lineno, values = rows[0]
+    columns = len(values) // 3
+    rows = [(lineno, values[i * columns:(i + 1) * columns]) for i in range(3)]
   if len(rows) == 1 and len(rows[0][1]) == 4:
     fx, fy, cx, cy = rows[0][1]
     k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-  elif len(rows) == 3 and all(len(v) == 3 for _, v in rows):
-    k = np.array([v for _, v in rows])
+  elif len(rows) == 3 and len({len(v) for _, v in rows}) == 1 and len(rows[0][1]) in (3, 4):
+    k = np.array([v[:3] for _, v in rows])
     if k[0, 1] != 0.0 or k[1, 0] != 0.0:
       raise DataError(f"{path}: skewed camera matrix (K[0,1]={k[0, 1]}, K[1,0]={k[1, 0]}); expected 0")
     if not np.array_equal(k[2], [0.0, 0.0, 1.0]):
-      raise DataError(f"{path}:{rows[2][0]}: last row is {k[2].tolist()}, expected '0 0 1'")
+      raise DataError(f"{path}:{rows[2][0]}: last row is {rows[2][1]}, expected '0 0 1' "
+                      "(a 3x4 projection: '0 0 1 t')")
   else:
     shape = [len(v) for _, v in rows]
-    raise DataError(f"{path}: {expected}; got {len(rows)} line(s) with {shape} numbers")
+    raise DataError(f"{path}: expected one line 'fx fy cx cy', a 3x3 matrix (3 lines of 3 "
+                    f"numbers, or 9 on one line) or a 3x4 projection matrix (3 lines of 4, or 12 "
+                    f"on one line); got {len(rows)} line(s) with {shape} numbers")
   if k[0, 0] <= 0 or k[1, 1] <= 0:
     raise DataError(f"{path}: focal lengths must be positive, got fx={k[0, 0]}, fy={k[1, 1]}")
   return k.astype(np.float32)
+
+
+def _intrinsics_rows(path: pathlib.Path) -> list[tuple[int, list[float]]]:
+  """`intrinsics.txt`'s lines of numbers with their line numbers, without the `baseline` line
+  and without a leading `label:`; a non-number or non-finite value is a `DataError`."""
+  rows = []
+  for lineno, content in _content_lines(path):
+    words = content.replace(",", " ").split() or [content]  # A line of commas: not numbers.
+    if words[0] == BASELINE_KEY:
+      continue
+    if words[0].endswith(":"):  # KITTI's 'P0:'.
+      words = words[1:]
+    try:
+      values = [float(v) for v in words]
+    except ValueError:
+      raise DataError(f"{path}:{lineno}: non-numeric value in {content!r}; expected numbers "
+                      "(fx fy cx cy, or a 3x3 or 3x4 camera matrix)") from None
+    if not all(np.isfinite(values)):
+      raise DataError(f"{path}:{lineno}: non-finite value in {content!r}")
+    rows.append((lineno, values))
+  return rows

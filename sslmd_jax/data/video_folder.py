@@ -6,7 +6,8 @@ Three layouts are accepted by `video_folder_sequences(path)`:
   2. a video file (`.mp4`, `.mov`, `.avi`, `.mkv`, `.webm`, `.m4v`), decoded with PyAV: one sequence;
   3. a directory of such directories and/or video files: one sequence each.
 
-Intrinsics: an optional `intrinsics.txt` (`fx fy cx cy`, or a 3x3 matrix; see
+Intrinsics: an optional `intrinsics.txt` (`fx fy cx cy`, a 3x3 matrix, e.g. SfMLearner's
+`_cam.txt`, or a 3x4 projection matrix, e.g. a KITTI `calib.txt` line `P0: ...`; see
 `calibration.read_intrinsics_txt`) in pixels of the stored frames. It is
 looked up beside the frames (inside a frames directory; in the directory
 holding a video file), then in the directory passed to
