@@ -101,7 +101,9 @@ _REFINE_MOTION = flags.DEFINE_bool(
     "network misses and the translation's length (the speed), keeping the network's direction "
     "(docs/unseen_video.md); about 0.2 s per frame pair on 2 CPU cores. "
     "Default: on for predict (--norefine_motion: the network's motion as it is), off for eval "
-    "(--refine_motion scores the refined motion, in eval/<data>-<what>-refined/).")
+    "(--refine_motion scores the refined motion, in eval/<data>-<what>-refined/). On real driving "
+    "video like the run's training video (KITTI) the network's own motion scored better; compare "
+    "both with sslmd eval [--refine_motion] where poses exist.")
 _LENGTH_WINDOW = flags.DEFINE_integer(
     "length_window", None, "With the motion refined: the translations' lengths are replaced by "
     "their running median over this many consecutive frame pairs (a camera's speed changes "
