@@ -294,9 +294,14 @@ class Predictor:
   def refine_motion(self, frames, motion, depth, intrinsics, *,
                     translation_prior: float = motion_refinement.TRANSLATION_PRIOR,
                     levels: int = motion_refinement.LEVELS,
-                    yaw_hypotheses: tuple[float, ...] = motion_refinement.YAW_HYPOTHESES_DEG
-                    ) -> np.ndarray:
+                    yaw_hypotheses: tuple[float, ...] = motion_refinement.YAW_HYPOTHESES_DEG,
+                    length_regions: tuple[tuple[float, float, float, float], ...] = (
+                        motion_refinement.LENGTH_REGIONS)) -> np.ndarray:
     """Consecutive frames' motion refined photometrically on their depth (`motion_refinement`).
+
+    Each pair is aligned on the whole image, which gives its rotation and translation
+    direction, and again on each of `length_regions`; its length is the median of those
+    alignments' lengths (`motion_refinement.median_region_lengths`).
 
     Args:
       frames: `[N, h, w, 3]` RGB (uint8, or float in [0, 1]), at any size.
@@ -309,14 +314,19 @@ class Predictor:
         the alignment's.
       levels, yaw_hypotheses: the pyramid's levels and the coarsest level's added yaws
         (degrees), as in `motion_refinement.refine_motion`.
+      length_regions: `(top, bottom, left, right)` fractions of the image
+        (`motion_refinement.region_box`), cropped after the frames are reduced to the
+        alignment's finest level; `()`: each pair's length is the whole image's alignment's
+        (a sixth of the default's cost at most).
 
     Returns:
       float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units, each
-      pair's own aligned length (`sslmd predict` then smooths the lengths over the whole
-      sequence: `motion_refinement.smooth_translation_lengths`).
+      pair's own length (`sslmd predict` then smooths the lengths over the whole sequence:
+      `motion_refinement.smooth_translation_lengths`).
 
     Raises:
-      ValueError: naming the argument whose shape does not match the frames'.
+      ValueError: naming the argument whose shape does not match the frames', or a region
+        outside the image.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -340,10 +350,22 @@ class Predictor:
     k = np.asarray(geometry.scale_intrinsics(np.asarray(intrinsics, np.float32), 1.0 / factor,
                                              1.0 / factor, pixel_centers=True))
     k = np.broadcast_to(k, (n - 1, 3, 3))
+    boxes = [motion_refinement.region_box(*frames.shape[1:3], r) for r in length_regions]
     fn = functools.partial(motion_refinement.refine_motions, translation_prior=translation_prior,
                            levels=levels, yaw_hypotheses=tuple(yaw_hypotheses))
-    out = [np.asarray(r)[:m] for m, r in self._calls(fn, frames[:-1], frames[1:], depth, k, motion)]
-    return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
+
+    def align(y0=0, y1=None, x0=0, x1=None):
+      crop = lambda x: x[:, y0:y1, x0:x1]
+      out = [np.asarray(r)[:m] for m, r in self._calls(
+          fn, crop(frames[:-1]), crop(frames[1:]), crop(depth),
+          motion_refinement.cropped_intrinsics(k, y0, x0), motion)]
+      return np.concatenate(out, axis=0) if out else np.zeros((0, 4, 4), np.float32)
+
+    whole = align()
+    if not boxes or n < 2:
+      return whole
+    regions = [align(*box) for box in boxes]
+    return motion_refinement.median_region_lengths(whole, regions).astype(np.float32)
 
   def predict_object_motion(self, frames) -> np.ndarray:
     """Li et al.'s object motion of consecutive frames: `[N−1, H, W, 3]` for frames `[N, h, w, 3]`.

@@ -378,3 +378,43 @@ def test_a_window_of_one_pair_changes_nothing_and_a_window_below_one_is_refused(
                              atol=1e-15)
   with pytest.raises(ValueError, match="at least 1 pair, got 0"):
     motion_refinement.smooth_translation_lengths(motion, window=0)
+
+
+def test_a_crop_aligned_with_its_own_principal_point_recovers_the_true_motion():
+  """`cropped_intrinsics` shifts the principal point by the crop's corner: the right half of a
+  turning, driving pair aligns to the same motion as the whole image (with the uncropped
+  camera the crop's rays point the wrong way and the rotation comes out wrong)."""
+  true_motion = _motion(rotation_deg=(0.0, -1.5, 0.0), translation=(0.0, 0.0, -0.5))
+  depth = _scene("road")
+  a, b = _pair(true_motion, depth)
+  y0, y1, x0, x1 = motion_refinement.region_box(H, W, (0.0, 1.0, 0.5, 1.0))
+  assert (y0, y1, x0, x1) == (0, H, W // 2, W)
+  start = _motion(translation=(0.0, 0.0, -0.45))
+  crop = lambda x: jnp.asarray(x[y0:y1, x0:x1])
+  refine = lambda k: np.asarray(motion_refinement.refine_motion(
+      crop(a), crop(b), crop(depth), jnp.asarray(k), jnp.asarray(start, jnp.float32)))
+  refined = refine(motion_refinement.cropped_intrinsics(K, y0, x0))
+  assert _angle_deg(refined @ np.linalg.inv(true_motion)) < 0.1
+  np.testing.assert_allclose(refined[:3, 3], true_motion[:3, 3], atol=0.02)
+  assert _angle_deg(refine(K) @ np.linalg.inv(true_motion)) > 0.3
+
+
+def test_region_box_rounds_fractions_to_pixels_and_names_a_bad_region():
+  assert motion_refinement.region_box(90, 120, (0.5, 1.0, 1 / 6, 5 / 6)) == (45, 90, 20, 100)
+  for bad in [(0.0, 1.0, 0.7, 0.3), (-0.1, 1.0, 0.0, 1.0), (0.0, 1.2, 0.0, 1.0)]:
+    with pytest.raises(ValueError, match=r"^length region .*: expected \(top, bottom, left, right\)"):
+      motion_refinement.region_box(90, 120, bad)
+  with pytest.raises(ValueError, match=r"4 x 120 pixels of a 90 x 120 image, expected at least 8"):
+    motion_refinement.region_box(90, 120, (0.0, 0.05, 0.0, 1.0))
+
+
+def test_median_region_lengths_keeps_the_whole_images_rotation_and_direction():
+  whole = _pairs([1.0, 2.0, 0.0], yaws_deg=[1.0, 0.0, 2.0])
+  regions = [_pairs([3.0, 0.5, 1.0]), _pairs([0.2, 4.0, 1.0]), _pairs([1.5, 1.0, 1.0]),
+             _pairs([2.0, 1.0, 1.0])]
+  out = motion_refinement.median_region_lengths(whole, regions)
+  np.testing.assert_allclose(np.linalg.norm(out[:, :3, 3], axis=-1), [1.5, 1.0, 0.0])
+  np.testing.assert_allclose(out[:, :3, :3], whole[:, :3, :3])
+  np.testing.assert_allclose(out[:2, :3, 3] / [[1.5], [1.0]],
+                             whole[:2, :3, 3] / [[1.0], [2.0]], atol=1e-12)
+  np.testing.assert_array_equal(motion_refinement.median_region_lengths(whole, []), whole)

@@ -272,7 +272,7 @@ def test_refine_motion_of_large_frames_is_the_alignment_at_the_finest_level_it_u
   k = np.array([[800.0, 0, 559.5], [0, 800.0, 399.5], [0, 0, 1]], np.float32)
   motion = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
   motion[:, 2, 3] = -0.1
-  reduced = predictor.refine_motion(big, motion, depth, k)
+  reduced = predictor.refine_motion(big, motion, depth, k, length_regions=())
   full = np.asarray(motion_refinement.refine_motions(
       jnp.asarray(big[:-1] / 255.0, jnp.float32), jnp.asarray(big[1:] / 255.0, jnp.float32),
       jnp.asarray(depth[:-1]), jnp.asarray(np.stack([k, k])), jnp.asarray(motion)))
@@ -280,6 +280,34 @@ def test_refine_motion_of_large_frames_is_the_alignment_at_the_finest_level_it_u
   # and both paths agree up to float32 round-off amplified by the Gauss-Newton steps (the host
   # and the device average the blocks in different orders).
   np.testing.assert_allclose(reduced, full, atol=2e-3)
+
+
+def test_refine_motion_takes_each_length_from_the_median_of_its_regions_alignments(predictor):
+  """The default: rotation and direction from the whole image's alignment, each pair's length
+  the median of the whole image's and each `LENGTH_REGIONS` crop's alignment (the crop's own
+  principal point), as aligning each crop on its own gives."""
+  frames = _frames(4, seed=5)
+  network = predictor.predict_motion(frames)
+  depth = predictor.predict_depth(frames, at_input_size=True)
+  k = np.array([[40, 0, 34.5], [0, 40, 24.5], [0, 0, 1]], np.float32)
+  whole = predictor.refine_motion(frames, network, depth, k, length_regions=())
+  regions = []
+  for region in motion_refinement.LENGTH_REGIONS:
+    y0, y1, x0, x1 = motion_refinement.region_box(HEIGHT, WIDTH, region)
+    regions.append(predictor.refine_motion(
+        frames[:, y0:y1, x0:x1], network, depth[:, y0:y1, x0:x1],
+        motion_refinement.cropped_intrinsics(k, y0, x0), length_regions=()))
+  lengths = np.linalg.norm(np.stack([whole, *regions])[..., :3, 3], axis=-1)
+  assert np.ptp(lengths, axis=0).min() > 1e-3 * lengths.max()  # The regions disagree,
+  default = predictor.refine_motion(frames, network, depth, k)
+  # and the default keeps the whole image's rotation and direction with their median length.
+  np.testing.assert_allclose(default[:, :3, :3], whole[:, :3, :3], atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(default[:, :3, 3], axis=-1), np.median(lengths, axis=0),
+                             rtol=1e-5)
+  direction = lambda m: m[:, :3, 3] / np.linalg.norm(m[:, :3, 3], axis=-1, keepdims=True)
+  np.testing.assert_allclose(direction(default), direction(whole), atol=1e-5)
+  with pytest.raises(ValueError, match=r"^length region \(0.5, 0.5, 0.0, 1.0\): expected"):
+    predictor.refine_motion(frames, network, depth, k, length_regions=((0.5, 0.5, 0.0, 1.0),))
 
 
 def _write_video(path: pathlib.Path, frames: np.ndarray) -> None:
