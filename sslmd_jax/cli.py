@@ -99,11 +99,14 @@ _REFINE_MOTION = flags.DEFINE_bool(
     "predicted depth (Gauss-Newton on the photometric error, from the pose network's motion; "
     "sslmd_jax/motion_refinement.py) before chaining poses: recovers the rotation a small pose "
     "network misses and the translation's length (the speed), keeping the network's direction "
-    "(docs/unseen_video.md); about 0.2 s per frame pair on 2 CPU cores. "
+    "(docs/unseen_video.md). Each pair's length is the median of 5 alignments: the whole image, "
+    "its left, right and centre two thirds and its lower half (motion_refinement.LENGTH_REGIONS); "
+    "0.26 s per pair of KITTI frames, 0.6 s at 480 x 160 on 2 CPU cores. "
     "Default: on for predict (--norefine_motion: the network's motion as it is), off for eval "
-    "(--refine_motion scores the refined motion, in eval/<data>-<what>-refined/). On real driving "
-    "video like the run's training video (KITTI) the network's own motion scored better; compare "
-    "both with sslmd eval [--refine_motion] where poses exist.")
+    "(--refine_motion scores the refined motion, in eval/<data>-<what>-refined/). On unseen real "
+    "driving video like the run's training video (KITTI) the network's own 5-frame motion scored "
+    "better, the refined motion over the whole clip; compare both with sslmd eval "
+    "[--refine_motion] where poses exist.")
 _LENGTH_WINDOW = flags.DEFINE_integer(
     "length_window", None, "With the motion refined: the translations' lengths are replaced by "
     "their running median over this many consecutive frame pairs (a camera's speed changes "
