@@ -114,6 +114,7 @@ class Predictor:
     self.images_per_call = int(images_per_call)
     self._depth = jax.jit(self._depth_full_fn, static_argnames=("flip_post_process", "output_size"))
     self._motion = jax.jit(self._motion_resized_fn)
+    self._explainability = jax.jit(self._explainability_fn)
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, *, config: ml_collections.ConfigDict | None = None,
@@ -192,6 +193,14 @@ class Predictor:
 
   def _motion_resized_fn(self, first, second):
     return self._motion_fn(self._to_model_size(first), self._to_model_size(second))
+
+  def _explainability_fn(self, target, sources):
+    """PoseExpNet's finest explainability masks `[B, S-1, H, W]` of targets `[B, h, w, 3]` with
+    their sources `[B, S-1, h, w, 3]`, at the model's size."""
+    motion = motion_lib.posexp_motion(self.networks.pose, self.params["pose"],
+                                      self._to_model_size(target), self._to_model_size(sources),
+                                      train=False)
+    return jnp.moveaxis(motion.explainability[0], -1, 1)
 
   def _motion_fn(self, first, second):
     """`next_from_current` `[B, 4, 4]` for frames `first` → `second` (temporal order), and a dict.
@@ -389,6 +398,32 @@ class Predictor:
            for n, (_, aux) in self._calls(self._motion, frames[:-1], frames[1:])]
     if not out:
       return np.zeros((0, self.height, self.width, 3), np.float32)
+    return np.concatenate(out, axis=0)
+
+  def predict_explainability(self, frames) -> np.ndarray:
+    """SfMLearner's explainability masks (Zhou et al. 2017 §3.3) of every frame `[N, h, w, 3]`.
+
+    Frame `i` is the target, its sources the frames at `config.data.frame_offsets` (0 left out,
+    in that order) from it, clamped to the sequence as in `predict_motion`.
+
+    Returns:
+      float32 `[N, S-1, H, W]` in (0, 1) at the model's size, the finest scale's mask: the
+      network's weight for view synthesis of each target pixel from each source (near 0 where
+      it expects the rigid warp to fail: moving objects, occlusions, leaving the view).
+
+    Raises:
+      ValueError: for a run without PoseExpNet's explainability masks
+        (`config.model.pose_net` 'posexp' with `config.loss.explainability_weight` > 0).
+    """
+    if self.networks.pose_kind != "posexp" or not self.config.loss.explainability_weight > 0:
+      raise ValueError("predict_explainability needs SfMLearner's PoseExpNet with explainability "
+                       "masks (config.model.pose_net='posexp', config.loss.explainability_weight "
+                       f"> 0); this run has pose_net {self.config.model.pose_net!r} and "
+                       f"explainability_weight {self.config.loss.explainability_weight}")
+    frames = self._prepare(frames, "frames")
+    offsets = np.array([o for o in self.config.data.frame_offsets if o != 0])
+    sources = np.clip(np.arange(len(frames))[:, None] + offsets[None], 0, len(frames) - 1)
+    out = [np.asarray(m)[:n] for n, m in self._calls(self._explainability, frames, frames[sources])]
     return np.concatenate(out, axis=0)
 
   def predict_intrinsics(self, frames) -> np.ndarray | None:

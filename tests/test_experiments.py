@@ -345,3 +345,49 @@ def test_long_drive_scores_the_true_motion_exactly_and_a_straight_guess_badly(tm
   assert long_drive.scale_spread(gt_depth, tmp_path, every=1) == pytest.approx(0.0, abs=1e-6)
   np.save(tmp_path / "000002_depth.npy", (gt_depth[2] / 6.0)[..., None])
   assert long_drive.scale_spread(gt_depth, tmp_path, every=1) > 0.3
+
+
+def test_visibility_of_a_square_in_front_of_a_wall_under_a_sideways_step():
+  """A wall at 10 m with a 20 x 20 square at 5 m; the source camera 1 m to the right (f = 100):
+  the wall shifts 10 pixels left in the source and the square 20, so the wall's first 10 columns
+  leave the view and the 10 wall columns left of the square fall behind it in the source."""
+  explainability = _load("explainability")
+  k = np.array([[100.0, 0, 31.5], [0, 100.0, 31.5], [0, 0, 1]])
+  depth_t = np.full((64, 64), 10.0)
+  depth_t[20:40, 20:40] = 5.0
+  depth_s = np.full((64, 64), 10.0)
+  depth_s[20:40, 0:20] = 5.0
+  s_from_t = np.eye(4)
+  s_from_t[0, 3] = -1.0  # The source camera sits at x = +1 m in the target's frame.
+  out, occluded = explainability.visibility(depth_t, depth_s, s_from_t, k)
+  expected_out = np.zeros((64, 64), bool)
+  expected_out[:, :10] = True
+  expected_occluded = np.zeros((64, 64), bool)
+  expected_occluded[20:40, 10:20] = True
+  np.testing.assert_array_equal(out, expected_out)
+  np.testing.assert_array_equal(occluded, expected_occluded)
+  # Behind the camera is out of view too.
+  backwards = np.eye(4)
+  backwards[2, 3] = -20.0
+  assert explainability.visibility(depth_t, depth_s, backwards, k)[0].all()
+
+
+def test_explainability_summary_ranks_each_class_against_the_static_median():
+  explainability = _load("explainability")
+  moving = np.zeros((4, 5), bool)
+  moving[0, :2] = True
+  out = np.zeros((4, 5), bool)
+  out[3, 4] = True
+  occluded = np.zeros((4, 5), bool)
+  occluded[1, :3] = True
+  occluded[0, 0] = True  # Moving wins over occluded.
+  classes = explainability.pixel_classes(moving, out, occluded)
+  assert [int((classes == i).sum()) for i in range(4)] == [14, 2, 3, 1]
+  masks = np.full((4, 5), 0.9)
+  masks[0, :2] = [0.1, 0.95]  # One moving pixel below the static median (0.9), one above.
+  masks[1, :3] = 0.2
+  summary = explainability.summarise(masks.reshape(-1), classes.reshape(-1))
+  assert summary["static"] == {"pixels": 14, "mean": 0.9, "below_static_median": 0.0}
+  assert summary["moving"] == {"pixels": 2, "mean": 0.525, "below_static_median": 0.5}
+  assert summary["occluded"] == {"pixels": 3, "mean": 0.2, "below_static_median": 1.0}
+  assert summary["out_of_view"]["below_static_median"] == 0.0

@@ -417,6 +417,27 @@ def test_predict_object_motion_is_the_residual_field_training_used():
     monodepth2.predict_object_motion(frames)
 
 
+def test_predict_explainability_is_the_mask_training_weighted_the_view_synthesis_with():
+  """SfMLearner: `predict_explainability`'s mask of a target and its source at offset -1 is the
+  loss's finest mask for that pair; other recipes are refused by name."""
+  config = micro_config("sfmlearner")
+  frames, aux, predictor = _training_aux_and_predictor(config)
+  trained = np.asarray(aux["explainability"])[0]  # [H, W]: target t, source slot 0 (offset -1).
+  clip = np.stack([frames[1], frames[0], frames[2]])  # (t-1, t, t+1)
+  masks = predictor.predict_explainability(clip)
+  assert masks.shape == (3, 2, 64, 96) and ((masks > 0) & (masks < 1)).all()
+  assert np.ptp(trained) > 1e-4
+  np.testing.assert_allclose(masks[1, 0], trained, atol=1e-5)
+  # The first frame's source at -1 is clamped to itself: the snippet (t-1; t-1, t).
+  first = predictor.predict_explainability(clip[:2])
+  np.testing.assert_allclose(first[0], masks[0], atol=1e-6)
+  monodepth2 = inference.Predictor(micro_config("monodepth2"), predictor.params,
+                                   predictor.batch_stats)
+  with pytest.raises(ValueError, match=r"^predict_explainability needs SfMLearner's PoseExpNet"
+                                       r".*pose_net 'resnet'"):
+    monodepth2.predict_explainability(clip)
+
+
 def test_predict_object_motion_is_weighted_by_the_burn_in_at_the_checkpoint_step():
   """A run that stopped before its residual field's burn-in began trained none (0 at its step);
   part-way through the burn-in the field is that part of the fully burnt-in one (the auto-mask
