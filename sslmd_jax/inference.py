@@ -326,7 +326,7 @@ class Predictor:
       length_regions: `(top, bottom, left, right)` fractions of the image
         (`motion_refinement.region_box`), cropped after the frames are reduced to the
         alignment's finest level; `()`: each pair's length is the whole image's alignment's
-        (a sixth of the default's cost at most).
+        (about a third of the default's cost, measured in docs/unseen_video.md).
 
     Returns:
       float32 `[N−1, 4, 4]` refined `camera_{i+1}_from_camera_i`, in the depth's units, each

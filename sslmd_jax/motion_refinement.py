@@ -77,8 +77,8 @@ LEVELS = 3  # Pyramid levels of `refine_motion` (each halves the size).
 LENGTH_WINDOW = 15
 # Image regions `(top, bottom, left, right)`, as fractions of the height and width, on which
 # `Predictor.refine_motion` aligns each pair again besides the whole image: the left, right and
-# centre two thirds of the width and the lower half. Each pair's length is the median of the six
-# alignments' lengths (`median_region_lengths`).
+# centre two thirds of the width and the lower half. Each pair's length is the median of the five
+# alignments' lengths, the whole image's and these four (`median_region_lengths`).
 LENGTH_REGIONS = ((0.0, 1.0, 0.0, 2 / 3), (0.0, 1.0, 1 / 3, 1.0), (0.0, 1.0, 1 / 6, 5 / 6),
                   (0.5, 1.0, 0.0, 1.0))
 
