@@ -174,9 +174,13 @@ class Predictor:
     _, invert = self._posexp_slot()
     n = frames.shape[0]
     targets = np.arange(1, n) if invert else np.arange(n - 1)
+    return frames[targets], frames[self._snippet_sources(targets, n)]
+
+  def _snippet_sources(self, targets: np.ndarray, n: int) -> np.ndarray:
+    """Frame indices `[T, S-1]` of each target's sources: the frames at `frame_offsets` (0 left
+    out, in that order) from it, clamped to a sequence of `n` frames."""
     offsets = np.array([o for o in self.config.data.frame_offsets if o != 0])
-    sources = np.clip(targets[:, None] + offsets[None], 0, n - 1)
-    return frames[targets], frames[sources]
+    return np.clip(targets[:, None] + offsets[None], 0, n - 1)
 
   def _depth_full_fn(self, images, *, flip_post_process: bool, output_size: tuple[int, int] | None):
     """Depth `[B, h', w', 1]` of float images `[B, h, w, 3]` (any size; see `predict_depth`)."""
@@ -421,8 +425,7 @@ class Predictor:
                        f"> 0); this run has pose_net {self.config.model.pose_net!r} and "
                        f"explainability_weight {self.config.loss.explainability_weight}")
     frames = self._prepare(frames, "frames")
-    offsets = np.array([o for o in self.config.data.frame_offsets if o != 0])
-    sources = np.clip(np.arange(len(frames))[:, None] + offsets[None], 0, len(frames) - 1)
+    sources = self._snippet_sources(np.arange(len(frames)), len(frames))
     out = [np.asarray(m)[:n] for n, m in self._calls(self._explainability, frames, frames[sources])]
     return np.concatenate(out, axis=0)
 
