@@ -3,7 +3,8 @@
 Renders synthetic world v2 odometry drives (`synthetic.render_sequence(route="loop")`: laps
 around city blocks with junction turns, stops, bumps and traffic) as video folders
 (`OUT/clips/<drive>/`: PNG frames, `intrinsics.txt`, `poses.txt`), runs `sslmd predict` of each
-given run on each drive (its motion refined, as by default), and scores the chained trajectory
+given run on each drive (its motion refined, as by default; `--norefine_motion`: the networks'
+own motion), and scores the chained trajectory
 with one 7-DoF alignment for the whole drive, the protocol under which scale drift shows:
 
   * t_err (%) and r_err (deg / 100 m): KITTI devkit segment errors (Geiger et al. 2012) over
@@ -42,13 +43,16 @@ FIRST_SEED = 3_000_000
 def _define_flags() -> None:
   """The script's flags, defined only when it runs (importing it, e.g. in tests, defines none)."""
   flags.DEFINE_list("runs", None, "NAME=RUN_DIR pairs: the trained runs to score.", required=True)
-  flags.DEFINE_string("out", None, "Output folder (drives, predictions, results.json).",
+  flags.DEFINE_string("out", None, "Output folder (drives, predictions, results.json; "
+                      "results_network.json with --norefine_motion).",
                       required=True)
   flags.DEFINE_integer("drives", 2, "Number of drives.")
   flags.DEFINE_integer("frames", 500, "Frames per drive.")
   flags.DEFINE_integer("height", 160, "Rendered height (pixels).")
   flags.DEFINE_integer("width", 480, "Rendered width (pixels).")
   flags.DEFINE_integer("depth_every", 5, "Score the depth scale on every n-th frame.")
+  flags.DEFINE_bool("refine_motion", True, "sslmd predict's --refine_motion: False scores the "
+                    "networks' own motion (predictions under OUT/predict_network/).")
 
 
 def render_drive(seed: int, folder: pathlib.Path, frames: int, height: int, width: int,
@@ -113,16 +117,19 @@ def main(argv):
     render_drive(FIRST_SEED + i, drive, FLAGS.frames, FLAGS.height, FLAGS.width, FLAGS.depth_every)
     predicted = {}
     for name, run in runs.items():
-      folder = out / "predict" / name / drive.name
+      kind = "predict" if FLAGS.refine_motion else "predict_network"
+      folder = out / kind / name / drive.name
       if not (folder / "poses.txt").exists():
         code = subprocess.run([sys.executable, "-m", "sslmd_jax.cli", "predict", f"--workdir={run}",
-                               f"--input={drive}", f"--output={folder}"], cwd=REPO).returncode
+                               f"--input={drive}", f"--output={folder}",
+                               f"--refine_motion={FLAGS.refine_motion}"], cwd=REPO).returncode
         if code != 0:
           print(f"sslmd predict failed for {name} on {drive.name} (exit {code})")
           continue
       predicted[name] = folder
     results[drive.name] = score_drive(drive, predicted, FLAGS.depth_every)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_file = "results.json" if FLAGS.refine_motion else "results_network.json"
+    (out / results_file).write_text(json.dumps(results, indent=2) + "\n")
   print(table(results))
 
 

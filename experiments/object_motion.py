@@ -6,8 +6,9 @@ the synthetic world), after per-image median scaling of the depth:
   depth_ratio_moving   median over images of the median `pred / gt` on moving-car pixels
                        (> 1: the cars are placed too far, the "holes" of a static-scene model)
   depth_ratio_static   the same on the static pixels (about 1 after median scaling)
-
-(AbsRel on the moving-car pixels is the evaluation's `abs_rel_moving`, in `eval/metrics.json`)
+  abs_rel_moving       AbsRel `|pred - gt| / gt` over all moving-car pixels of the test scenes
+  abs_rel_static       the same over all static pixels (Li et al.'s claim: better depth than a
+                       static-scene model on the moving cars)
 
 and, for Li et al.'s motion-field recipe, over consecutive frame pairs (pixels of the first frame):
 
@@ -15,12 +16,18 @@ and, for Li et al.'s motion-field recipe, over consecutive frame pairs (pixels o
                          moving-car pixels (depth units per frame)
   object_motion_static   the same on static pixels
   ego_translation        median norm of the camera translation of `predict_motion`
+  field_on_moving        share of all moving-car pixels whose field norm exceeds `tau`, with `tau`
+                         `--tau_fraction` (default 0.1) of that pair's ego translation norm
+  field_on_static        the same share of the static pixels
+  field_iou              intersection over union of `|T_obj| > tau` with the moving-car mask
 
 An object-motion field that explains the cars is much larger on moving pixels than on static ones
-(the lead car that drives at the camera's speed needs about the ego translation, reversed).
+(the lead car that drives at the camera's speed needs about the ego translation, reversed), so
+`field_on_moving` is near 1 and `field_on_static` near 0.
 
 Usage:
-  python experiments/object_motion.py --workdir=runs/benchmark/short/dynamic_scenes [--workdir=...]
+  python experiments/object_motion.py --workdir=runs/benchmark/short/dynamic_scenes [--workdir=...] \
+      [--test_sequences=8] [--tau_fraction=0.1]
 
 Prints one JSON line per workdir.
 """
@@ -60,6 +67,37 @@ def depth_ratios(depth: np.ndarray, gt: np.ndarray, moving: np.ndarray, max_dept
   return static_ratio, float(np.median(scaled[on_car] / gt[on_car]))
 
 
+def abs_rel_sums(depth: np.ndarray, gt: np.ndarray, moving: np.ndarray, max_depth: float
+                 ) -> np.ndarray:
+  """Sums for AbsRel on static and moving pixels of one image, after median scaling.
+
+  Args: as `depth_ratios`.
+
+  Returns:
+    `[2, 2]` float64: rows static and moving, columns (sum of `|pred - gt| / gt`, pixel count),
+    so that images pool by adding (pixel-weighted AbsRel = column 0 / column 1).
+  """
+  valid = (gt > 1e-3) & (gt < max_depth)
+  if not valid.any():
+    raise ValueError("the ground-truth depth has no valid pixel in (1e-3, max_depth)")
+  scaled = np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), 1e-3, max_depth)
+  rel = np.abs(scaled - gt) / np.where(valid, gt, 1.0)
+  return np.array([[rel[cls].sum(), cls.sum()] for cls in (valid & ~moving, valid & moving)],
+                  np.float64)
+
+
+def field_overlap(field: np.ndarray, moving: np.ndarray, tau: float) -> np.ndarray:
+  """Where an object-motion field `[H, W, 3]` exceeds `tau`, against the moving mask `[H, W]`.
+
+  Returns `[3]` int64 counts: (static pixels above `tau`, moving pixels above `tau`, pixels that
+  are moving or above `tau`), which pool over pairs by adding; with the class sizes they give
+  `field_on_static`, `field_on_moving` and `field_iou` (module docstring).
+  """
+  above = np.linalg.norm(field, axis=-1) > tau
+  return np.array([(above & ~moving).sum(), (above & moving).sum(), (above | moving).sum()],
+                  np.int64)
+
+
 def field_norms(field: np.ndarray, moving: np.ndarray) -> tuple[float, float | None]:
   """Mean norm of an object-motion field `[H, W, 3]` on static and on moving pixels `[H, W]`.
 
@@ -73,16 +111,23 @@ def field_norms(field: np.ndarray, moving: np.ndarray) -> tuple[float, float | N
   return static_mean, float(norm[moving].mean())
 
 
-def measure(workdir: str) -> dict:
-  """The figures of the module docstring for one run directory."""
+def measure(workdir: str, test_sequences: int | None = None, tau_fraction: float = 0.1) -> dict:
+  """The figures of the module docstring for one run directory.
+
+  `test_sequences`: synthetic test scenes to render instead of the run's own test split.
+  """
   from sslmd_jax import evaluate_run, inference  # pylint: disable=g-import-not-at-top
   from sslmd_jax.data import sources  # pylint: disable=g-import-not-at-top
   predictor = inference.Predictor.from_workdir(workdir)
-  has_field = predictor.config.model.pose_net == "motion_field"
+  config = predictor.config.copy_and_resolve_references()
+  if test_sequences:
+    config.data.synthetic_test_sequences = test_sequences
+  has_field = config.model.pose_net == "motion_field"
   figures: dict[str, list] = {k: [] for k in (
       "depth_ratio_moving", "depth_ratio_static", "object_motion_moving",
       "object_motion_static", "ego_translation")}
-  for seq in sources.load_sequences(predictor.config, "test"):
+  abs_rel, overlap, class_sizes = np.zeros((2, 2)), np.zeros(3, np.int64), np.zeros(2, np.int64)
+  for seq in sources.load_sequences(config, "test"):
     if seq.load_extras is None or "moving_mask" not in seq.load_extras(0):
       raise ValueError(f"{workdir}: test sequence {seq.name!r} has no moving-object masks "
                        "(expected the synthetic world's 'depth' and 'moving_mask' extras)")
@@ -97,22 +142,32 @@ def measure(workdir: str) -> dict:
       figures["depth_ratio_static"].append(static_ratio)
       if moving_ratio is not None:
         figures["depth_ratio_moving"].append(moving_ratio)
+      abs_rel += abs_rel_sums(depth[i], gt[i], moving[i], evaluate_run.MAX_DEPTH)
     if has_field:
       field = predictor.predict_object_motion(frames)  # [n-1, H, W, 3]
       if field.shape[1:3] != moving.shape[1:]:
         raise ValueError(f"{workdir}: the model's size {field.shape[1:3]} differs from the test "
                          f"frames' {moving.shape[1:]}; evaluate at the training size")
+      ego = np.linalg.norm(predictor.predict_motion(frames)[:, :3, 3], axis=-1)
+      figures["ego_translation"] += list(ego)
       for i in range(n - 1):
         static_mean, moving_mean = field_norms(field[i], moving[i])
         figures["object_motion_static"].append(static_mean)
         if moving_mean is not None:
           figures["object_motion_moving"].append(moving_mean)
-      ego = predictor.predict_motion(frames)[:, :3, 3]
-      figures["ego_translation"] += list(np.linalg.norm(ego, axis=-1))
-  result = {"workdir": workdir, "step": predictor.step}
+        overlap += field_overlap(field[i], moving[i], tau_fraction * ego[i])
+        class_sizes += [(~moving[i]).sum(), moving[i].sum()]
+  result = {"workdir": workdir, "step": predictor.step,
+            "abs_rel_static": round(abs_rel[0, 0] / abs_rel[0, 1], 4),
+            "abs_rel_moving": round(abs_rel[1, 0] / max(abs_rel[1, 1], 1), 4),
+            "moving_pixels": int(abs_rel[1, 1])}
   for key, values in figures.items():
     if values:
       result[key] = round(float(np.median(values)), 6)
+  if has_field:
+    result.update(field_on_static=round(overlap[0] / class_sizes[0], 4),
+                  field_on_moving=round(overlap[1] / max(class_sizes[1], 1), 4),
+                  field_iou=round(overlap[1] / max(overlap[2], 1), 4), tau_fraction=tau_fraction)
   return result
 
 
@@ -121,11 +176,15 @@ def main(argv):
   if not flags.FLAGS.workdir:
     raise app.UsageError("pass at least one --workdir")
   for workdir in flags.FLAGS.workdir:
-    print(json.dumps(measure(workdir)))
+    print(json.dumps(measure(workdir, flags.FLAGS.test_sequences, flags.FLAGS.tau_fraction)))
 
 
 if __name__ == "__main__":
   # Defined here, not at import, so that tests can import the functions above next to
   # `sslmd_jax.cli`, whose `--workdir` flag has the same name.
   flags.DEFINE_multi_string("workdir", [], "Training run directories to measure.")
+  flags.DEFINE_integer("test_sequences", None, "Synthetic test scenes to render instead of the "
+                       "run's own test split (config.data.synthetic_test_sequences).")
+  flags.DEFINE_float("tau_fraction", 0.1, "The field threshold tau, as a fraction of each pair's "
+                     "ego translation norm.")
   app.run(main)

@@ -61,6 +61,56 @@ def test_field_norms_separate_the_moving_pixels():
   assert object_motion.field_norms(field, np.zeros_like(moving))[1] is None
 
 
+def test_abs_rel_sums_pool_static_and_moving_pixels_over_images():
+  gt, moving = _scene()
+  pred = 0.25 * gt
+  pred[moving] *= 2.0  # the car twice too far: AbsRel 1 on it, 0 elsewhere after scaling
+  sums = object_motion.abs_rel_sums(pred, gt, moving, max_depth=80.0)
+  np.testing.assert_allclose(sums[:, 1], [600 - 48, 48])
+  np.testing.assert_allclose(sums[:, 0], [0.0, 48.0], atol=1e-9)
+  exact = object_motion.abs_rel_sums(gt, gt, moving, max_depth=80.0)
+  pooled = sums + exact  # two images: the car's AbsRel over both is (48 + 0) / 96
+  assert pooled[1, 0] / pooled[1, 1] == pytest.approx(0.5)
+  gt[:3] = 100.0  # beyond the cap: not counted
+  assert object_motion.abs_rel_sums(pred, gt, moving, 80.0)[0, 1] == 600 - 48 - 90
+
+
+def test_field_overlap_counts_the_field_above_tau_against_the_moving_mask():
+  _, moving = _scene()
+  field = np.zeros(moving.shape + (3,))
+  field[moving] = [0.0, 0.0, 0.5]  # the whole car moves ...
+  field[0, :12] = [0.2, 0.0, 0.0]  # ... and 12 static pixels get a spurious field
+  field[1, :12] = [0.05, 0.0, 0.0]  # below tau
+  static_above, moving_above, union = object_motion.field_overlap(field, moving, tau=0.1)
+  assert (static_above, moving_above, union) == (12, 48, 60)
+  assert tuple(object_motion.field_overlap(field, moving, tau=0.3)) == (0, 48, 48)
+  assert tuple(object_motion.field_overlap(np.zeros_like(field), moving, tau=0.0)) == (0, 0, 48)
+
+
+def test_object_motion_measures_a_motion_field_run_on_its_test_scenes(tmp_path):
+  """`measure` end to end on an untrained Li et al. run: the pooled pixel counts are the rendered
+  test scene's, the shares are shares, and the field's figures are only given for Li's network."""
+  from sslmd_jax.data import sources
+  from tests import train_utils
+  config = train_utils.micro_config("dynamic_scenes", tmp_path / "data")
+  config.model.motion_burn_in_steps = 1  # fully burnt in: the field is the network's
+  run = train_utils.save_run(tmp_path / "li", config, 1)
+  result = object_motion.measure(str(run), tau_fraction=0.0)
+  moving = np.concatenate([[seq.load_extras(i)["moving_mask"][..., 0] > 0.5
+                            for i in range(seq.num_frames)]
+                           for seq in sources.load_sequences(config, "test")])
+  assert moving.any() and result["moving_pixels"] <= moving.sum()
+  assert result["abs_rel_moving"] > 0 and result["abs_rel_static"] > 0
+  # At tau = 0 every pixel with any field counts: the union is all pixels but the field's zeros.
+  assert 0.0 <= result["field_on_static"] <= 1.0 and 0.0 <= result["field_on_moving"] <= 1.0
+  assert result["field_iou"] == pytest.approx(result["field_on_moving"] * moving[:-1].sum()
+                                              / (moving[:-1].sum() + result["field_on_static"]
+                                                 * (~moving[:-1]).sum()), rel=1e-3)
+  config.model.pose_net = "resnet"  # Monodepth2's pose network has no field: no field figures.
+  static_run = train_utils.save_run(tmp_path / "md", config, 1)
+  assert "field_on_moving" not in object_motion.measure(str(static_run))
+
+
 def test_synthetic_benchmark_trains_evaluates_and_tabulates_a_run(tmp_path):
   """`experiments/synthetic_benchmark.py` end to end: 2 steps of the Monodepth2 ablation."""
   import json
