@@ -42,6 +42,16 @@ import numpy as np
 MIN_MOVING_PIXELS = 20  # Frames with fewer moving-car pixels give no moving-pixel figure.
 
 
+def _median_scaled(depth: np.ndarray, gt: np.ndarray, max_depth: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """`(valid, scaled)`: the pixels with true depth in `(1e-3, max_depth)`, and `depth` `[H, W]`
+  scaled so that its median over them is the true one's, clipped to `[1e-3, max_depth]`."""
+  valid = (gt > 1e-3) & (gt < max_depth)
+  if not valid.any():
+    raise ValueError("the ground-truth depth has no valid pixel in (1e-3, max_depth)")
+  return valid, np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), 1e-3, max_depth)
+
+
 def depth_ratios(depth: np.ndarray, gt: np.ndarray, moving: np.ndarray, max_depth: float
                  ) -> tuple[float, float | None]:
   """Median `pred / gt` on static and on moving pixels of one image, after median scaling.
@@ -56,10 +66,7 @@ def depth_ratios(depth: np.ndarray, gt: np.ndarray, moving: np.ndarray, max_dept
     `(static_ratio, moving_ratio)`; `moving_ratio` is None with fewer than
     `MIN_MOVING_PIXELS` valid moving pixels.
   """
-  valid = (gt > 1e-3) & (gt < max_depth)
-  if not valid.any():
-    raise ValueError("the ground-truth depth has no valid pixel in (1e-3, max_depth)")
-  scaled = np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), 1e-3, max_depth)
+  valid, scaled = _median_scaled(depth, gt, max_depth)
   on_car, static = valid & moving, valid & ~moving
   static_ratio = float(np.median(scaled[static] / gt[static]))
   if on_car.sum() < MIN_MOVING_PIXELS:
@@ -77,10 +84,7 @@ def abs_rel_sums(depth: np.ndarray, gt: np.ndarray, moving: np.ndarray, max_dept
     `[2, 2]` float64: rows static and moving, columns (sum of `|pred - gt| / gt`, pixel count),
     so that images pool by adding (pixel-weighted AbsRel = column 0 / column 1).
   """
-  valid = (gt > 1e-3) & (gt < max_depth)
-  if not valid.any():
-    raise ValueError("the ground-truth depth has no valid pixel in (1e-3, max_depth)")
-  scaled = np.clip(depth * np.median(gt[valid]) / np.median(depth[valid]), 1e-3, max_depth)
+  valid, scaled = _median_scaled(depth, gt, max_depth)
   rel = np.abs(scaled - gt) / np.where(valid, gt, 1.0)
   return np.array([[rel[cls].sum(), cls.sum()] for cls in (valid & ~moving, valid & moving)],
                   np.float64)

@@ -101,7 +101,7 @@ def test_object_motion_measures_a_motion_field_run_on_its_test_scenes(tmp_path):
                            for seq in sources.load_sequences(config, "test")])
   assert moving.any() and result["moving_pixels"] <= moving.sum()
   assert result["abs_rel_moving"] > 0 and result["abs_rel_static"] > 0
-  # At tau = 0 every pixel with any field counts: the union is all pixels but the field's zeros.
+  # The union is the moving pixels plus the static ones above tau, so the IoU follows from the shares.
   assert 0.0 <= result["field_on_static"] <= 1.0 and 0.0 <= result["field_on_moving"] <= 1.0
   assert result["field_iou"] == pytest.approx(result["field_on_moving"] * moving[:-1].sum()
                                               / (moving[:-1].sum() + result["field_on_static"]
